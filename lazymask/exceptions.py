@@ -1,0 +1,55 @@
+"""The errors lazymask raises.
+
+Every error says what was found, what was expected and how to fix it, and names the file or
+parameter concerned. All of them derive from :class:`LazymaskError`, and each also derives from
+the built-in exception a caller would catch without knowing lazymask (``ValueError``,
+``FileNotFoundError``, ...).
+"""
+
+__all__ = [
+    "LazymaskError",
+    "ImageFileNotFoundError",
+    "NotNiftiError",
+    "CorruptImageError",
+    "DimensionError",
+    "ImageMismatchError",
+    "ImageTooLargeError",
+    "ParameterError",
+    "NotFittedError",
+]
+
+
+class LazymaskError(Exception):
+    """Base class of every error raised by lazymask."""
+
+
+class ImageFileNotFoundError(LazymaskError, FileNotFoundError):
+    """An image file (or zarr store) does not exist."""
+
+
+class NotNiftiError(LazymaskError, ValueError):
+    """A file exists but is not a NIfTI-1/NIfTI-2 image (or not a lazymask zarr store)."""
+
+
+class CorruptImageError(LazymaskError, OSError):
+    """A file's data is truncated or corrupt (found at open when the header tells, else at read)."""
+
+
+class DimensionError(LazymaskError, ValueError):
+    """An image has the wrong number of dimensions (for example 5D where 4D is expected)."""
+
+
+class ImageMismatchError(LazymaskError, ValueError):
+    """Images that must share a grid (shape and affine) do not."""
+
+
+class ImageTooLargeError(LazymaskError, ValueError):
+    """A header declares dimensions that no real image has (absurd memory)."""
+
+
+class ParameterError(LazymaskError, ValueError):
+    """A parameter has a value that is not allowed."""
+
+
+class NotFittedError(LazymaskError, ValueError, AttributeError):
+    """An estimator is used before ``fit`` (same bases as scikit-learn's ``NotFittedError``)."""

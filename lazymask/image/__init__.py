@@ -1,0 +1,1 @@
+"""Operations on image DataArrays: mean, smoothing, resampling."""

@@ -1,0 +1,26 @@
+"""Reading and writing images: NIfTI files and zarr stores to and from lazy DataArrays."""
+
+from lazymask.io import _accessor  # noqa: F401 - registers the .nifti accessor
+from lazymask.io._meta import (
+    IMAGE_DIMS_3D,
+    IMAGE_DIMS_4D,
+    SPATIAL_DIMS,
+    affine_attr,
+    get_affine,
+    get_t_r,
+    get_zooms,
+    image_dataarray,
+)
+from lazymask.io._nifti import open_nifti
+
+__all__ = [
+    "IMAGE_DIMS_3D",
+    "IMAGE_DIMS_4D",
+    "SPATIAL_DIMS",
+    "affine_attr",
+    "get_affine",
+    "get_t_r",
+    "get_zooms",
+    "image_dataarray",
+    "open_nifti",
+]

@@ -1,0 +1,344 @@
+"""Opening NIfTI images as lazy, chunked DataArrays (headers only; voxels when computed).
+
+``open_nifti`` is the one door through which images enter lazymask: every public function that
+takes an image converts it here, once. Headers are validated as they are read, so a bad input fails
+before any graph is built, with the file's name and the fix.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import dask
+import dask.array as da
+import nibabel as nib
+import numpy as np
+import xarray as xr
+
+from lazymask.exceptions import (
+    CorruptImageError,
+    DimensionError,
+    ImageFileNotFoundError,
+    ImageMismatchError,
+    ImageTooLargeError,
+    NotNiftiError,
+    ParameterError,
+)
+from lazymask.io._meta import image_dataarray
+from lazymask.io._reader import LazyVolumes, VolumeReader, scaled_dtype
+
+AUTO_CHUNK_BYTES = 64 * 2**20
+"""Target size of one chunk for ``chunks="auto"``: whole volumes adding up to about 64 MiB."""
+
+MAX_IMAGE_BYTES = 2**42
+"""Headers declaring more voxel data than this (4 TiB) are rejected as absurd."""
+
+_MAX_DEFLATE_RATIO = 1032  # deflate never expands less than this: bounds a .gz file's content
+_SUPPORTED_KINDS = "biuf"  # bool, signed/unsigned integers, floats
+
+
+def open_nifti(src, chunks="auto") -> xr.DataArray:
+    """Open NIfTI image(s) as a lazy, chunked DataArray, reading headers only.
+
+    Parameters
+    ----------
+    src : str, pathlib.Path, nibabel image, xarray.DataArray, or a list of these
+        A ``.nii``/``.nii.gz`` file (NIfTI-1 or NIfTI-2), a glob pattern, a nibabel image, a
+        DataArray (returned as is), or a list: of 3D images (stacked along time) or of 4D runs
+        (concatenated along time). All images of a list must share shape and affine.
+    chunks : "auto", int, -1, None, dict or tuple, default "auto"
+        Chunking along ``time`` (spatial dims are never split: a chunk is whole volumes).
+        ``"auto"``: about 64 MiB per chunk; an int: that many volumes per chunk; ``-1`` or
+        ``None``: one chunk; ``{"time": n}``; or a tuple of chunk lengths summing to the number
+        of volumes.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``("i", "j", "k")`` or ``("i", "j", "k", "time")``, backed by dask; ``attrs`` hold
+        ``affine`` (4x4, nested list), ``t_r`` in seconds when the header knows it (then ``time``
+        is a coordinate in seconds) and ``source`` (the file paths).
+
+    Raises
+    ------
+    ImageFileNotFoundError, NotNiftiError, DimensionError, ImageMismatchError,
+    ImageTooLargeError, CorruptImageError
+        When the input cannot be read as asked; the message names the file and the fix.
+
+    Examples
+    --------
+    >>> img = open_nifti("run-1_bold.nii.gz")          # doctest: +SKIP
+    >>> img.nifti.affine, img.chunks                     # doctest: +SKIP
+    >>> img.mean("time").compute()                       # one pass over the file # doctest: +SKIP
+    """
+    if isinstance(src, xr.DataArray):
+        return src
+    images = _expand(src)
+    if not images:
+        raise ParameterError(f"no image to open: {src!r} names no file.")
+    parts = [_open_one(image) for image in images]
+    return _assemble(parts, chunks, stack_3d=_is_list(src))
+
+
+# -- inputs -----------------------------------------------------------------------------------------
+def _is_list(src) -> bool:
+    return isinstance(src, Sequence) and not isinstance(src, str | bytes)
+
+
+def _expand(src) -> list:
+    """A flat list of paths and nibabel images, with glob patterns expanded (sorted)."""
+    if _is_list(src):
+        return [item for entry in src for item in _expand(entry)]
+    if isinstance(src, str | os.PathLike):
+        path = os.fspath(src)
+        if not os.path.exists(path) and glob.has_magic(path):
+            matches = sorted(glob.glob(os.path.expanduser(path)))
+            if not matches:
+                raise ImageFileNotFoundError(f"no file matches the pattern {path!r}.")
+            return matches
+        return [path]
+    if isinstance(src, nib.spatialimages.SpatialImage):
+        return [src]
+    raise ParameterError(
+        f"cannot open {type(src).__name__!r} as an image: pass a path to a .nii/.nii.gz file, "
+        "a nibabel image, an xarray.DataArray, or a list of these."
+    )
+
+
+class _Part:
+    """One opened image: how to read it (reader or in-memory array), its grid and its origin."""
+
+    def __init__(self, label, shape, affine, t_r, reader=None, array=None):
+        self.label, self.shape, self.affine, self.t_r = label, shape, affine, t_r
+        self.reader, self.array = reader, array
+
+    @property
+    def n_volumes(self) -> int:
+        return self.shape[3] if len(self.shape) == 4 else 1
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.reader.dtype if self.reader is not None else self.array.dtype
+
+
+def _open_one(image) -> _Part:
+    if isinstance(image, str):
+        label, image = image, _load_header(image)
+    else:
+        label = image.get_filename() or f"<in-memory {type(image).__name__}>"
+    shape = _validated_shape(label, image.shape)
+    affine = image.affine if image.affine is not None else np.eye(4)
+    t_r = _repetition_time(image.header) if len(shape) == 4 else None
+    proxy = image.dataobj
+    if isinstance(proxy, nib.arrayproxy.ArrayProxy) and isinstance(proxy.file_like, str):
+        reader = _reader_from_proxy(label, proxy, shape)
+        return _Part(label, shape, affine, t_r, reader=reader)
+    array = np.asanyarray(proxy).reshape(shape)  # already in memory (or an unknown proxy)
+    _check_dtype(label, array.dtype)
+    return _Part(label, shape, affine, t_r, array=array)
+
+
+def _load_header(path: str):
+    if not os.path.exists(path):
+        raise ImageFileNotFoundError(f"{path}: no such file. Check the path (and the working directory).")
+    if os.path.isdir(path):
+        raise NotNiftiError(
+            f"{path} is a directory, not a NIfTI file; for a zarr store use lazymask.open_zarr."
+        )
+    try:
+        image = nib.load(path)
+    except Exception as exc:  # nibabel raises many kinds for a file that is not an image
+        raise NotNiftiError(
+            f"{path}: not a readable NIfTI image ({type(exc).__name__}: {exc}). lazymask reads "
+            "single-file NIfTI-1/NIfTI-2 images (.nii, .nii.gz)."
+        ) from exc
+    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+        raise NotNiftiError(
+            f"{path}: a {type(image).__name__}, not a NIfTI-1/NIfTI-2 single-file image. Convert it "
+            "with nibabel: nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine), 'out.nii.gz')."
+        )
+    return image
+
+
+def _validated_shape(label: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    shape = tuple(int(n) for n in shape)
+    while len(shape) > 4 and shape[-1] == 1:  # trailing singleton dims (dim[0] > 4, size 1)
+        shape = shape[:-1]
+    if len(shape) not in (3, 4):
+        raise DimensionError(
+            f"{label}: a {len(shape)}D image of shape {shape}; lazymask works on 3D images and 4D "
+            "(x, y, z, time) runs. Select the volumes you need with nibabel first."
+        )
+    if min(shape) < 1:
+        raise CorruptImageError(f"{label}: the header declares an empty image of shape {shape}.")
+    return shape
+
+
+def _check_dtype(label: str, dtype: np.dtype) -> None:
+    if dtype.kind not in _SUPPORTED_KINDS or dtype.fields is not None:
+        raise NotNiftiError(
+            f"{label}: voxels of dtype {dtype} are not supported; lazymask reads integer, boolean "
+            "and floating-point images (convert RGB/complex data to one of these first)."
+        )
+
+
+def _reader_from_proxy(label: str, proxy, shape) -> VolumeReader:
+    disk_dtype = np.dtype(proxy.dtype)
+    _check_dtype(label, disk_dtype)
+    if getattr(proxy, "order", "F") != "F":
+        raise NotNiftiError(f"{label}: voxel data in C order is not a NIfTI layout lazymask reads.")
+    n_volumes = shape[3] if len(shape) == 4 else 1
+    reader = VolumeReader(
+        path=proxy.file_like,
+        offset=int(proxy.offset),
+        spatial_shape=shape[:3],
+        n_volumes=n_volumes,
+        disk_dtype=disk_dtype.str,
+        slope=proxy.slope,
+        inter=proxy.inter,
+    )
+    _check_size(label, reader)
+    return reader
+
+
+def _check_size(label: str, reader: VolumeReader) -> None:
+    data_bytes = reader.volume_nbytes * reader.n_volumes
+    if data_bytes > MAX_IMAGE_BYTES:
+        raise ImageTooLargeError(
+            f"{label}: the header declares dimensions {(*reader.spatial_shape, reader.n_volumes)} of "
+            f"{np.dtype(reader.disk_dtype)}, i.e. {data_bytes / 2**40:.1f} TiB of voxels; no real "
+            "image is that large, so the header is corrupt. Re-create the file."
+        )
+    file_bytes = os.path.getsize(reader.path)
+    if reader.compressed:
+        if data_bytes > _MAX_DEFLATE_RATIO * file_bytes:
+            raise CorruptImageError(
+                f"{label}: the header declares {data_bytes} bytes of voxels, more than a gzip file of "
+                f"{file_bytes} bytes can hold; the file is truncated or its header is wrong."
+            )
+    elif reader.offset + data_bytes > file_bytes:
+        raise CorruptImageError(
+            f"{label}: the header declares voxel data up to byte {reader.offset + data_bytes} but "
+            f"the file has {file_bytes} bytes; the file is truncated. Re-create or re-download it."
+        )
+
+
+def _repetition_time(header) -> float | None:
+    zooms = header.get_zooms()
+    if len(zooms) < 4 or not np.isfinite(zooms[3]) or zooms[3] <= 0:
+        return None
+    try:
+        time_unit = header.get_xyzt_units()[1]
+    except AttributeError:
+        time_unit = "sec"
+    to_seconds = {"msec": 1e-3, "usec": 1e-6}.get(time_unit, 1.0)
+    return float(zooms[3]) * to_seconds
+
+
+# -- assembling a DataArray -----------------------------------------------------------------------
+def _assemble(parts: list[_Part], chunks, stack_3d: bool) -> xr.DataArray:
+    first = parts[0]
+    _check_same_grid(parts)
+    ndims = {len(p.shape) for p in parts}
+    if len(ndims) > 1:
+        raise ImageMismatchError(
+            "cannot combine 3D images and 4D runs in one list: "
+            + ", ".join(f"{p.label} is {len(p.shape)}D" for p in parts[:4])
+            + ". Pass only 3D volumes or only 4D runs."
+        )
+    is_4d = ndims == {4} or stack_3d
+    n_time = sum(p.n_volumes for p in parts)
+    dtype = np.result_type(*[p.dtype for p in parts])
+    time_chunks = _time_chunks(chunks, n_time, int(np.prod(first.shape[:3])) * dtype.itemsize)
+    if all(p.reader is not None for p in parts):
+        volumes = LazyVolumes([p.reader for p in parts], squeeze_time=not is_4d)
+        token = dask.base.tokenize(volumes.readers, [_file_identity(r.path) for r in volumes.readers])
+        data = da.from_array(
+            volumes,
+            chunks=first.shape[:3] + ((time_chunks,) if is_4d else ()),
+            name=f"open-nifti-{token}",
+            asarray=False,
+            lock=False,
+            inline_array=True,
+            meta=np.empty((0,) * volumes.ndim, dtype=volumes.dtype),
+        )
+    else:
+        arrays = [_as_dask_4d(p) for p in parts]
+        data = da.concatenate(arrays, axis=3).astype(dtype) if len(arrays) > 1 else arrays[0]
+        data = data.rechunk({3: time_chunks}) if is_4d else data[..., 0]
+    t_rs = {p.t_r for p in parts}
+    t_r = t_rs.pop() if len(t_rs) == 1 and is_4d else None
+    sources = [p.label for p in parts]
+    return image_dataarray(data, first.affine, t_r=t_r, attrs={"source": sources})
+
+
+def _as_dask_4d(part: _Part):
+    if part.reader is not None:
+        volumes = LazyVolumes([part.reader])
+        return da.from_array(volumes, chunks=volumes.shape, asarray=False, lock=False,
+                             meta=np.empty((0,) * 4, dtype=volumes.dtype))
+    array = part.array if part.array.ndim == 4 else part.array[..., np.newaxis]
+    return da.from_array(array, chunks=array.shape)
+
+
+def _file_identity(path: str) -> tuple:
+    stat = os.stat(path)
+    return (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+def _check_same_grid(parts: list[_Part]) -> None:
+    first = parts[0]
+    for part in parts[1:]:
+        if part.shape[:3] != first.shape[:3]:
+            raise ImageMismatchError(
+                f"{part.label} has spatial shape {part.shape[:3]} but {first.label} has "
+                f"{first.shape[:3]}; images combined along time must share a grid. Resample them "
+                "to one grid first (lazymask.image.resample_to_img)."
+            )
+        if not np.allclose(part.affine, first.affine, rtol=0, atol=1e-5):
+            raise ImageMismatchError(
+                f"{part.label} and {first.label} have different affines "
+                f"({np.round(part.affine, 4).tolist()} vs {np.round(first.affine, 4).tolist()}); "
+                "images combined along time must share a grid. Resample them to one grid first "
+                "(lazymask.image.resample_to_img)."
+            )
+
+
+def _time_chunks(chunks, n_time: int, volume_nbytes: int) -> tuple[int, ...]:
+    """Chunk lengths along time for the ``chunks`` argument of :func:`open_nifti`."""
+    if isinstance(chunks, dict):
+        unknown = set(chunks) - {"time", "i", "j", "k"}
+        if unknown:
+            raise ParameterError(f"chunks has unknown dims {sorted(unknown)}; only 'time' can be chunked.")
+        for dim in ("i", "j", "k"):
+            if chunks.get(dim, -1) not in (-1, None):
+                raise ParameterError(
+                    f"chunks={chunks!r}: lazymask chunks images along 'time' only (whole volumes per "
+                    "chunk); drop the spatial entries."
+                )
+        chunks = chunks.get("time", "auto")
+    if chunks is None or chunks == -1:
+        return (n_time,)
+    if isinstance(chunks, str):
+        if chunks != "auto":
+            raise ParameterError(f"chunks={chunks!r}: expected 'auto', an int, -1, None, a dict or a tuple.")
+        size = max(1, min(n_time, AUTO_CHUNK_BYTES // max(volume_nbytes, 1)))
+        return da.core.normalize_chunks((size,), (n_time,))[0]
+    if isinstance(chunks, int | np.integer):
+        if chunks < 1:
+            raise ParameterError(f"chunks={chunks}: the number of volumes per chunk must be >= 1 (or -1).")
+        return da.core.normalize_chunks((int(chunks),), (n_time,))[0]
+    chunks = tuple(int(c) for c in chunks)
+    if sum(chunks) != n_time or min(chunks) < 1:
+        raise ParameterError(
+            f"chunks={chunks}: chunk lengths must be positive and add up to the {n_time} volumes."
+        )
+    return chunks
+
+
+def nifti_path(path) -> str:
+    """Normalise a path-like to ``str`` (helper for writers)."""
+    return os.fspath(Path(path))

@@ -1,0 +1,128 @@
+"""Picklable readers of NIfTI voxel data, and the lazy array that dask indexes.
+
+Contract
+--------
+* A :class:`VolumeReader` holds what is needed to read volumes of one file — path, data offset,
+  on-disk dtype, spatial shape, scaling — and nothing else: no open file, no data. It pickles in a
+  few hundred bytes, so tasks can carry it to other processes and machines.
+* ``reader.read(start, stop)`` returns volumes ``start .. stop`` as a Fortran-ordered array of shape
+  ``spatial_shape + (stop - start,)`` and dtype ``reader.dtype``: exactly the values and dtype of
+  ``np.asanyarray(nibabel_image.dataobj)[..., start:stop]`` (scaled by ``scl_slope``/``scl_inter``,
+  in native byte order). For a ``.nii`` it reads the volumes with one positioned read; for a
+  ``.nii.gz`` it goes through the process's shared sequential stream (:mod:`lazymask.io._gzip`).
+* A truncated file raises :class:`~lazymask.exceptions.CorruptImageError` naming the file.
+* :class:`LazyVolumes` presents a sequence of readers as one ``(i, j, k, time)`` array with
+  ``shape``/``dtype``/``ndim`` and basic-slice ``__getitem__``: what ``dask.array.from_array`` needs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from nibabel.volumeutils import apply_read_scaling
+
+from lazymask.exceptions import CorruptImageError
+from lazymask.io._gzip import read_gzip_range
+
+
+def scaled_dtype(disk_dtype: np.dtype, slope: float, inter: float) -> np.dtype:
+    """The dtype nibabel gives to scaled data: the on-disk dtype unless scaling widens it."""
+    scaled = apply_read_scaling(np.zeros(1, dtype=disk_dtype), *_cast_scaling(slope, inter))
+    return scaled.dtype.newbyteorder("=")
+
+
+def _cast_scaling(slope, inter):
+    # nibabel casts the scale factors to their own dtype before applying them; so do we.
+    slope, inter = np.asanyarray(slope), np.asanyarray(inter)
+    return slope.astype(slope.dtype), inter.astype(slope.dtype) if np.can_cast(inter, slope.dtype) else inter
+
+
+@dataclass(frozen=True)
+class VolumeReader:
+    """Reads whole volumes of one NIfTI file (``.nii`` or ``.nii.gz``)."""
+
+    path: str
+    offset: int
+    spatial_shape: tuple[int, int, int]
+    n_volumes: int
+    disk_dtype: str
+    slope: float
+    inter: float
+
+    @property
+    def dtype(self) -> np.dtype:
+        return scaled_dtype(np.dtype(self.disk_dtype), self.slope, self.inter)
+
+    @property
+    def volume_nbytes(self) -> int:
+        return int(np.prod(self.spatial_shape)) * np.dtype(self.disk_dtype).itemsize
+
+    @property
+    def compressed(self) -> bool:
+        return self.path.endswith(".gz")
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Volumes ``start .. stop`` as a Fortran-ordered array, scaled, in native byte order."""
+        n = stop - start
+        raw = np.empty(int(np.prod(self.spatial_shape)) * n, dtype=np.dtype(self.disk_dtype))
+        byte_offset = self.offset + start * self.volume_nbytes
+        if self.compressed:
+            read_gzip_range(self.path, byte_offset, raw)
+        else:
+            self._pread(byte_offset, raw)
+        raw = raw.reshape((*self.spatial_shape, n), order="F")
+        scaled = apply_read_scaling(raw, *_cast_scaling(self.slope, self.inter))
+        return scaled.astype(self.dtype, copy=False)
+
+    def _pread(self, byte_offset: int, out: np.ndarray) -> None:
+        view = memoryview(out).cast("B")
+        with open(self.path, "rb", buffering=0) as f:
+            fd, done = f.fileno(), 0
+            while done < len(view):
+                got = os.preadv(fd, [view[done:]], byte_offset + done)
+                if got == 0:
+                    raise CorruptImageError(
+                        f"{self.path}: the file ends at byte {byte_offset + done} but its header "
+                        f"declares voxel data up to byte {byte_offset + len(view)}; the file is "
+                        "truncated. Re-create or re-download it."
+                    )
+                done += got
+
+
+class LazyVolumes:
+    """Several readers seen as one lazy ``(i, j, k, time)`` (or 3D) array, for ``da.from_array``."""
+
+    def __init__(self, readers: list[VolumeReader], squeeze_time: bool = False):
+        self.readers = tuple(readers)
+        self.squeeze_time = squeeze_time
+        starts = np.cumsum([0] + [r.n_volumes for r in self.readers])
+        self._starts = tuple(int(s) for s in starts)
+        spatial = self.readers[0].spatial_shape
+        n_time = self._starts[-1]
+        self.shape = spatial if squeeze_time else (*spatial, n_time)
+        self.dtype = np.result_type(*[r.dtype for r in self.readers])
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (self.ndim - len(key))
+        time_key = slice(None) if self.squeeze_time else key[3]
+        start, stop, step = time_key.indices(self._starts[-1])
+        if step != 1:
+            raise IndexError("LazyVolumes supports only contiguous slices along time")
+        volumes = self.read(start, stop)
+        if self.squeeze_time:
+            volumes = volumes[..., 0]
+        return volumes[key[:3]]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Volumes ``start .. stop`` across readers, as one Fortran-ordered array."""
+        out = np.empty((*self.shape[:3], max(stop - start, 0)), dtype=self.dtype, order="F")
+        for index, reader in enumerate(self.readers):
+            first, last = self._starts[index], self._starts[index + 1]
+            lo, hi = max(start, first), min(stop, last)
+            if lo < hi:
+                out[..., lo - start : hi - start] = reader.read(lo - first, hi - first)
+        return out

@@ -1,0 +1,102 @@
+"""Run benchmark cases each in its own process and print lazymask-vs-reference ratios.
+
+A *case* is a function ``f(**params) -> dict`` in an importable module (``"module:function"``).
+:func:`measure` runs it in a fresh Python process and reports its wall time (of the call only,
+not of imports) and the process's peak RSS (``ru_maxrss``, which includes imports), along with the
+dict it returned (for checking that both sides computed the same numbers).
+
+Usage from a benchmark script::
+
+    from benchmarks._harness import measure, report
+    rows = [pair("mean 200 vols .nii.gz",
+                 measure("benchmarks.bench_io:lazymask_mean", path=p),
+                 measure("benchmarks.bench_io:nibabel_mean", path=p),
+                 target="time <= 1.3x zlib")]
+    report("io", rows)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def measure(target: str, repeat: int = 1, **params) -> dict:
+    """Run ``target`` (``"module:function"``) with ``params`` in its own process, ``repeat`` times.
+
+    Returns ``{"seconds": best wall time, "peak_rss_gb": largest peak RSS, "result": dict}``.
+    """
+    runs = []
+    for _ in range(repeat):
+        cmd = [sys.executable, "-m", "benchmarks._harness", target, json.dumps(params)]
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=_env())
+        if done.returncode != 0:
+            raise RuntimeError(f"benchmark case {target} failed:\n{done.stderr[-4000:]}")
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return {
+        "seconds": min(r["seconds"] for r in runs),
+        "peak_rss_gb": max(r["peak_rss_gb"] for r in runs),
+        "result": runs[0]["result"],
+        "repeat": repeat,
+    }
+
+
+def pair(case: str, lazymask: dict, reference: dict | None, target: str = "", reference_name="nilearn") -> dict:
+    """One row of a table: lazymask's and the reference's measurements side by side."""
+    row = {"case": case, "lazymask": lazymask, "reference": reference, "target": target,
+           "reference_name": reference_name}
+    if reference is not None:
+        row["time_ratio"] = lazymask["seconds"] / reference["seconds"]
+        row["rss_ratio"] = lazymask["peak_rss_gb"] / reference["peak_rss_gb"]
+    return row
+
+
+def report(name: str, rows: list[dict]) -> str:
+    """Print a side-by-side table of ``rows`` and write them as JSON to ``benchmarks/results/``."""
+    header = f"{'case':<44} {'lazymask':>16} {'reference':>24} {'time x':>7} {'RSS x':>7}  target"
+    lines = [f"== {name}", header, "-" * len(header)]
+    for row in rows:
+        lm, ref = row["lazymask"], row["reference"]
+        left = f"{lm['seconds']:7.2f}s {lm['peak_rss_gb']:5.2f}GB"
+        if ref is None:
+            right, tr, rr = "-", "-", "-"
+        else:
+            right = f"{row['reference_name']} {ref['seconds']:7.2f}s {ref['peak_rss_gb']:5.2f}GB"
+            tr, rr = f"{row['time_ratio']:.2f}", f"{row['rss_ratio']:.2f}"
+        lines.append(f"{row['case']:<44} {left:>16} {right:>24} {tr:>7} {rr:>7}  {row['target']}")
+    text = "\n".join(lines)
+    print(text, flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=2, default=str))
+    return text
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _child(target: str, params_json: str) -> None:
+    import importlib
+    import resource
+
+    module_name, function_name = target.split(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    params = json.loads(params_json)
+    start = time.perf_counter()
+    result = function(**params)
+    seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "peak_rss_gb": peak_kb / 2**20, "result": result or {}}, default=float))
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1], sys.argv[2])

@@ -1,67 +1,74 @@
-"""Sequential reading of ``.nii.gz`` data, shared by the tasks of one process.
+"""Reading ranges of a ``.nii.gz`` at the cost of about one decompression per pass.
 
-gzip has no random access: reaching byte ``n`` of the decompressed stream costs decompressing
-bytes ``0 .. n``. A graph that reads a ``.nii.gz`` chunk by chunk would, done naively, decompress
-the file once per chunk. Instead, every process keeps one :class:`GzipStream` per file: a
-decompressor positioned where the last read stopped. A task asking for bytes at or after that
-position decompresses forward from there; only a request for bytes already passed restarts the
-stream from the beginning. Tasks waiting on the same stream are served lowest offset first, so the
-threads of one process walk through a file once, in order, while the numbers of the chunks already
-read are being reduced on the other cores.
+gzip has no random access: reaching byte ``n`` of the decompressed stream costs decompressing bytes
+``0 .. n``. A graph that reads a ``.nii.gz`` chunk by chunk would, done naively, decompress the file
+once per chunk — and dask does not read chunks in order (a reduction's tasks typically run from the
+last chunk to the first). So every process keeps, per file, one :class:`GzipStream`: a decompressor
+that remembers where it is, plus *checkpoints* — copies of the decompressor's state (about 40 kB
+each: the 32 kB window and the inflate state) taken every few megabytes of output as it goes. A
+request at or after the current position decompresses forward; a request behind it resumes from the
+nearest checkpoint before it. A full pass in any order therefore costs one decompression plus at
+most one checkpoint interval per chunk, and memory stays at the checkpoints (a few MB per GB of
+data) plus the chunk being read. This is the idea of zran / ``indexed_gzip``, built on the standard
+library's ``zlib.Decompress.copy``.
 
 Contract
 --------
-* ``read_gzip_range(path, offset, out)`` fills ``out`` (a writable byte buffer) with the
-  decompressed bytes ``offset .. offset + len(out)`` of the gzip file ``path``, or raises
-  :class:`~lazymask.exceptions.CorruptImageError` naming the file when the stream ends early or is
+* ``read_gzip_range(path, offset, out)`` fills ``out`` (a writable buffer) with the decompressed
+  bytes ``offset .. offset + len(out)`` of the gzip file ``path``, or raises
+  :class:`~lazymask.exceptions.CorruptImageError` naming the file when the data ends early or is
   not valid gzip.
-* Streams are cached per process, keyed on the path, size and modification time of the file, so a
-  file rewritten in place is never read through a stale decompressor.
-* Nothing here is pickled: tasks carry a path, each process opens its own streams.
-
-Decompression uses ISA-L (``isal``), about 1.5x faster than zlib on this kind of machine.
+* Streams are cached per process, keyed on path, size and modification time, so a file rewritten in
+  place is never read through stale state. Tasks waiting on one stream are served lowest offset first.
+* Nothing here is pickled: tasks carry a path; each process builds its own streams and checkpoints.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 import threading
+import zlib
 from collections import OrderedDict
+from dataclasses import dataclass
 
-from isal import isal_zlib
+from lazymask.exceptions import CorruptImageError, ImageFileNotFoundError
 
-from lazymask.exceptions import CorruptImageError
-
-_INPUT_BLOCK = 4 * 1024 * 1024  # compressed bytes read from disk at a time
-_SKIP_BLOCK = 16 * 1024 * 1024  # decompressed bytes produced at a time when skipping forward
+_INPUT_BLOCK = 1 << 20  # compressed bytes read from disk at a time
+_STEP = 4 << 20  # decompressed bytes produced per call, and the spacing of checkpoints
 _MAX_OPEN_STREAMS = 16
-_GZIP_WBITS = 16 + isal_zlib.MAX_WBITS
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    position: int  # decompressed offset
+    compressed_offset: int  # offset in the file of the first compressed byte not yet consumed
+    state: object  # a zlib decompressor, never used itself: copied on restore
 
 
 class GzipStream:
-    """One decompressor over one gzip file, positioned where the last read stopped."""
+    """One decompressor over one gzip file, with checkpoints to resume from."""
 
     def __init__(self, path: str):
         self.path = path
         self._cond = threading.Condition()
         self._busy = False
         self._waiting: list[int] = []
-        self._file = None
+        self._checkpoints: list[_Checkpoint] = []
+        self._file = open(path, "rb")  # noqa: SIM115 - kept open across reads of this process
         self._restart()
 
-    # -- public ---------------------------------------------------------------------------------
     def read_into(self, offset: int, out: memoryview) -> None:
         """Fill ``out`` with the decompressed bytes starting at ``offset``."""
         self._acquire(offset)
         try:
-            if offset < self.position:
-                self._restart()
-            self._skip(offset - self.position)
+            self._seek(offset)
             self._fill(out)
         except CorruptImageError:
             self._restart()
             raise
-        except (isal_zlib.error, OSError, EOFError) as exc:
+        except (zlib.error, OSError, EOFError) as exc:
             self._restart()
             raise CorruptImageError(
                 f"{self.path}: the gzip stream is corrupt ({exc}); the file cannot be read. "
@@ -70,61 +77,72 @@ class GzipStream:
         finally:
             self._release()
 
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    # -- ordering of the threads that share this stream ----------------------------------------
+    # -- the threads sharing this stream go lowest offset first ---------------------------------
     def _acquire(self, offset: int) -> None:
         with self._cond:
             self._waiting.append(offset)
             try:
-                self._cond.wait_for(lambda: not self._busy and self._is_next(offset))
+                self._cond.wait_for(lambda: not self._busy and offset == min(self._waiting))
             finally:
                 self._waiting.remove(offset)
             self._busy = True
-
-    def _is_next(self, offset: int) -> bool:
-        ahead = [w for w in self._waiting if w >= self.position]
-        if offset >= self.position:
-            return offset == min(ahead)
-        return not ahead  # a restart waits until every request ahead of the stream is served
 
     def _release(self) -> None:
         with self._cond:
             self._busy = False
             self._cond.notify_all()
 
-    # -- decompression ---------------------------------------------------------------------------
+    # -- positioning ----------------------------------------------------------------------------
     def _restart(self) -> None:
-        self.close()
-        self._file = open(self.path, "rb")  # noqa: SIM115 - kept open across reads, closed in close()
-        self._decompressor = isal_zlib.decompressobj(wbits=_GZIP_WBITS)
-        self._pending = b""  # compressed input not yet given to the decompressor
+        self._file.seek(0)
+        self._decompressor = zlib.decompressobj(wbits=_GZIP_WBITS)
+        self._pending = b""  # compressed bytes read from the file, not yet consumed
         self.position = 0
 
+    def _seek(self, offset: int) -> None:
+        index = bisect.bisect_right([c.position for c in self._checkpoints], offset) - 1
+        best = self._checkpoints[index] if index >= 0 else None
+        if offset < self.position or (best is not None and best.position > self.position):
+            if best is None:
+                self._restart()
+            else:
+                self._file.seek(best.compressed_offset)
+                self._decompressor = best.state.copy()
+                self._pending = b""
+                self.position = best.position
+        self._skip(offset - self.position)
+
+    def _checkpoint(self) -> None:
+        last = self._checkpoints[-1].position if self._checkpoints else 0
+        if self.position - last >= _STEP and not self._decompressor.eof:
+            compressed_offset = self._file.tell() - len(self._pending)
+            self._checkpoints.append(_Checkpoint(self.position, compressed_offset, self._decompressor.copy()))
+
+    # -- decompression ----------------------------------------------------------------------------
     def _produce(self, max_length: int) -> bytes:
-        """Decompress at most ``max_length`` bytes (and at least one, unless the data ends)."""
+        """Decompress at most ``max_length`` bytes (at least one unless the data ends)."""
         while True:
+            if self._decompressor.eof:  # a multi-member gzip file: start the next member
+                rest = self._decompressor.unused_data + self._pending + self._file.read(_INPUT_BLOCK)
+                if not rest.strip(b"\x00"):
+                    return b""  # end of data (or zero padding after the last member)
+                self._decompressor = zlib.decompressobj(wbits=_GZIP_WBITS)
+                self._pending = rest
             if not self._pending:
                 self._pending = self._file.read(_INPUT_BLOCK)
                 if not self._pending:
                     return b""
-            if self._decompressor.eof:  # a multi-member gzip file: start the next member
-                self._pending = self._decompressor.unused_data + self._pending
-                if not self._pending.strip(b"\x00"):
-                    return b""  # trailing zero padding after the last member
-                self._decompressor = isal_zlib.decompressobj(wbits=_GZIP_WBITS)
             chunk = self._decompressor.decompress(self._pending, max_length)
             self._pending = self._decompressor.unconsumed_tail
             if chunk:
                 self.position += len(chunk)
+                if self.position > (self._checkpoints[-1].position if self._checkpoints else 0):
+                    self._checkpoint()
                 return chunk
 
     def _skip(self, n_bytes: int) -> None:
         while n_bytes > 0:
-            chunk = self._produce(min(n_bytes, _SKIP_BLOCK))
+            chunk = self._produce(min(n_bytes, _STEP))
             if not chunk:
                 raise self._truncated(self.position + n_bytes)
             n_bytes -= len(chunk)
@@ -132,7 +150,7 @@ class GzipStream:
     def _fill(self, out: memoryview) -> None:
         start, filled = self.position, 0
         while filled < len(out):
-            chunk = self._produce(len(out) - filled)
+            chunk = self._produce(min(len(out) - filled, _STEP))
             if not chunk:
                 raise self._truncated(start + len(out))
             out[filled : filled + len(chunk)] = chunk
@@ -153,8 +171,6 @@ def _stream_for(path: str) -> GzipStream:
     try:
         stat = os.stat(path)
     except FileNotFoundError:
-        from lazymask.exceptions import ImageFileNotFoundError
-
         raise ImageFileNotFoundError(f"{path}: the file no longer exists (it was opened earlier).") from None
     key = (path, stat.st_size, stat.st_mtime_ns)
     with _streams_lock:

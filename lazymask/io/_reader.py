@@ -11,8 +11,9 @@ Contract
   in native byte order). For a ``.nii`` it reads the volumes with one positioned read; for a
   ``.nii.gz`` it goes through the process's shared sequential stream (:mod:`lazymask.io._gzip`).
 * A truncated file raises :class:`~lazymask.exceptions.CorruptImageError` naming the file.
-* :class:`LazyVolumes` presents a sequence of readers as one ``(i, j, k, time)`` array with
-  ``shape``/``dtype``/``ndim`` and basic-slice ``__getitem__``: what ``dask.array.from_array`` needs.
+* :class:`LazyVolumes` presents a sequence of readers (the files of a list) as one
+  ``(i, j, k, time)`` array with ``shape``/``dtype``/``ndim`` and ``read(start, stop)``; the dask
+  graph built on it is in :func:`lazymask.io._nifti.lazy_volumes_array`.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class VolumeReader:
 
 
 class LazyVolumes:
-    """Several readers seen as one lazy ``(i, j, k, time)`` (or 3D) array, for ``da.from_array``."""
+    """Several readers seen as one lazy ``(i, j, k, time)`` (or 3D) array."""
 
     def __init__(self, readers: list[VolumeReader], squeeze_time: bool = False):
         self.readers = tuple(readers)
@@ -105,17 +106,10 @@ class LazyVolumes:
         self.dtype = np.result_type(*[r.dtype for r in self.readers])
         self.ndim = len(self.shape)
 
-    def __getitem__(self, key):
-        key = key if isinstance(key, tuple) else (key,)
-        key = key + (slice(None),) * (self.ndim - len(key))
-        time_key = slice(None) if self.squeeze_time else key[3]
-        start, stop, step = time_key.indices(self._starts[-1])
-        if step != 1:
-            raise IndexError("LazyVolumes supports only contiguous slices along time")
-        volumes = self.read(start, stop)
-        if self.squeeze_time:
-            volumes = volumes[..., 0]
-        return volumes[key[:3]]
+    def compressed_readers(self, start: int, stop: int) -> set[int]:
+        """Indices of the gzip-compressed readers that volumes ``start .. stop`` come from."""
+        return {index for index, reader in enumerate(self.readers)
+                if reader.compressed and start < self._starts[index + 1] and stop > self._starts[index]}
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Volumes ``start .. stop`` across readers, as one Fortran-ordered array."""

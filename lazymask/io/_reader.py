@@ -113,6 +113,8 @@ class LazyVolumes:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Volumes ``start .. stop`` across readers, as one Fortran-ordered array."""
+        if len(self.readers) == 1:
+            return self.readers[0].read(start, stop).astype(self.dtype, copy=False)
         out = np.empty((*self.shape[:3], max(stop - start, 0)), dtype=self.dtype, order="F")
         for index, reader in enumerate(self.readers):
             first, last = self._starts[index], self._starts[index + 1]

@@ -316,3 +316,23 @@ def check_same_grid(images: list[xr.DataArray], name: str) -> None:
                 f"{np.round(get_affine(first), 4).tolist()}; resample them to one grid first "
                 "(lazymask.image.resample_to_img) or pass target_affine/target_shape."
             )
+
+
+def resample_array(volume: np.ndarray, affine, target_affine=None, target_shape=None,
+                   interpolation="continuous", clip=True, fill_value=0.0):
+    """Resample an in-memory 3D numpy volume; returns ``(array, affine)`` (eager twin of resample_img).
+
+    Used on small volumes (a mean, a template) once they are computed.
+    """
+    check_resample_inputs(target_affine, target_shape, interpolation)
+    affine = np.asarray(affine, dtype=np.float64)
+    if target_affine is None:
+        return volume, affine
+    target_affine, target_shape = plan_target_grid(volume.shape, affine, target_affine, target_shape)
+    if not resampling_needed(volume.shape, affine, target_affine, target_shape):
+        return volume, affine
+    matrix, offset = voxel_transform(affine, target_affine)
+    clip_range = (min(np.nanmin(volume), 0), max(np.nanmax(volume), 0)) if clip else None
+    out = resample_block(volume, matrix, offset, target_shape, INTERPOLATION_ORDERS[interpolation],
+                         fill_value, resampled_dtype(volume.dtype, interpolation), clip_range)
+    return out, target_affine

@@ -155,7 +155,7 @@ def resample_block(block, matrix, offset, target_shape, order, fill_value, out_d
         for t in range(block.shape[3]):
             out[..., t] = resample_volume(block[..., t], matrix, offset, target_shape, order, fill_value, out_dtype)
     if clip_range is not None:
-        low, high = np.asarray(clip_range, dtype=np.float64)
+        low, high = (out.dtype.type(value) for value in clip_range)
         np.clip(out, low, high, out=out)
     return out
 

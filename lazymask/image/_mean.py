@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -10,42 +11,38 @@ from lazymask.image._inputs import as_image, float_dtype_of, is_image_list
 from lazymask.io import get_affine, image_dataarray
 
 
-def _sum_volumes(block: np.ndarray, axis, keepdims: bool) -> np.ndarray:
-    """Sum a Fortran-ordered ``(i, j, k, t)`` block over time in float64, one volume at a time.
+def _accumulate(total, block: np.ndarray, dtype) -> np.ndarray:
+    """Add the volumes of a Fortran-ordered ``(i, j, k, t)`` block to ``total``, one at a time.
 
-    Adding volume by volume keeps the float64 temporary to one volume (no float64 copy of the
-    block) and reads each volume contiguously.
+    Adding volume after volume, in order, in the dtype of numpy's mean, gives numpy's rounding
+    exactly (``np.mean`` over the last axis of a Fortran-ordered array sums sequentially), and
+    keeps the temporaries to one volume.
     """
-    total = np.zeros(block.shape[:3], dtype=np.float64, order="F")
+    total = np.zeros(block.shape[:3], dtype=dtype, order="F") if total is None else total.copy(order="K")
     for t in range(block.shape[3]):
         total += block[..., t]
-    return total[..., np.newaxis] if keepdims else total
+    return total
 
 
-def _combine_sums(block: np.ndarray, axis, keepdims: bool) -> np.ndarray:
-    return block.sum(axis=3, keepdims=keepdims)
+def _divide(total: np.ndarray, n_volumes: int, dtype) -> np.ndarray:
+    # numpy divides the sum by an intp count: in float64, then casts to the sum's dtype
+    return np.true_divide(total, np.intp(n_volumes)).astype(dtype, copy=False)
 
 
 def lazy_time_mean(data: da.Array) -> da.Array:
-    """Mean over the last axis of a 4D dask array, accumulated in float64.
+    """Mean over the last axis of a 4D dask array, with ``numpy.mean``'s dtype and rounding.
 
-    The result has numpy's dtype for a mean (float64 for integer data, the input float dtype
-    otherwise); summing in float64 makes it independent of the chunking.
+    The chunks are summed in time order (a chain of small tasks, one per chunk), so the result
+    does not depend on the chunking and equals ``np.mean(array, axis=-1)`` bit for bit. Reading
+    the chunks stays parallel; only the additions are ordered.
     """
-    out_dtype = float_dtype_of(data.dtype)
-    n_volumes = data.shape[3]
-    total = da.reduction(
-        data,
-        chunk=_sum_volumes,
-        aggregate=_combine_sums,
-        combine=_combine_sums,
-        axis=3,
-        dtype=np.float64,
-        concatenate=True,
-        meta=np.empty((0, 0, 0), dtype=np.float64),
-        name="lazymask-sum-time",
-    )
-    return (total / n_volumes).astype(out_dtype)
+    dtype = float_dtype_of(data.dtype)
+    data = data.rechunk({0: -1, 1: -1, 2: -1})
+    total = None
+    for block in data.to_delayed(optimize_graph=False).ravel():
+        total = dask.delayed(_accumulate, pure=True)(total, block, dtype)
+    mean = dask.delayed(_divide, pure=True)(total, data.shape[3], dtype)
+    return da.from_delayed(mean, shape=data.shape[:3], dtype=dtype, meta=np.empty((0, 0, 0), dtype=dtype))
 
 
 def time_mean_volume(image: xr.DataArray) -> da.Array:

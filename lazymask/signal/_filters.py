@@ -24,7 +24,7 @@ def butterworth_sos(t_r: float, low_pass: float | None, high_pass: float | None,
     Examples
     --------
     >>> butterworth_sos(2.0, low_pass=0.1, high_pass=0.01).shape
-    (10, 6)
+    (5, 6)
     """
     if low_pass is not None and high_pass is not None:
         btype, cutoff = "bandpass", [high_pass, low_pass]

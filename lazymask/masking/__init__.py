@@ -1,1 +1,26 @@
-"""lazymask.masking."""
+"""Brain masks, computed lazily (one pass over the data), and voxel signals in and out of masks."""
+
+from lazymask.masking._apply import apply_mask, unmask
+from lazymask.masking._compute import MaskWarning
+from lazymask.masking._masks import (
+    compute_background_mask,
+    compute_epi_mask,
+    compute_multi_background_mask,
+    compute_multi_epi_mask,
+    intersect_masks,
+)
+from lazymask.masking._templates import compute_brain_mask, compute_multi_brain_mask, load_template
+
+__all__ = [
+    "MaskWarning",
+    "apply_mask",
+    "compute_background_mask",
+    "compute_brain_mask",
+    "compute_epi_mask",
+    "compute_multi_background_mask",
+    "compute_multi_brain_mask",
+    "compute_multi_epi_mask",
+    "intersect_masks",
+    "load_template",
+    "unmask",
+]

@@ -1,0 +1,37 @@
+"""Converting image inputs (paths, lists, nibabel images, DataArrays) to image DataArrays, once."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from lazymask.exceptions import DimensionError, ParameterError
+from lazymask.io import get_affine, open_nifti
+
+
+def as_image(img, name: str = "img", ndim: tuple[int, ...] = (3, 4)) -> xr.DataArray:
+    """Open ``img`` with :func:`lazymask.io.open_nifti` and check its number of dimensions.
+
+    ``name`` is the parameter's name, quoted in errors.
+    """
+    image = open_nifti(img)
+    if not isinstance(image, xr.DataArray):  # pragma: no cover - open_nifti always returns one
+        raise ParameterError(f"{name}: could not be opened as an image.")
+    if image.ndim not in ndim:
+        wanted = " or ".join(f"{n}D" for n in ndim)
+        raise DimensionError(
+            f"{name} is a {image.ndim}D image of shape {image.shape}; expected a {wanted} image. "
+            "Select the volumes you need first (lazymask works on 3D images and 4D runs)."
+        )
+    get_affine(image)  # fails early, with the fix, when the affine is missing
+    return image
+
+
+def is_image_list(imgs) -> bool:
+    """True for a list or tuple of images (not a single path or image)."""
+    return isinstance(imgs, list | tuple)
+
+
+def float_dtype_of(dtype) -> np.dtype:
+    """The dtype ``numpy.mean`` gives to an array of ``dtype`` (float64 for integers)."""
+    return np.mean(np.zeros(1, dtype=dtype)).dtype

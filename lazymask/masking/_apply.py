@@ -1,0 +1,202 @@
+"""Voxel signals in and out of a mask, blockwise over time chunks.
+
+``apply_mask`` turns each Fortran-ordered ``(i, j, k, t)`` chunk into ``(t, voxel)`` without a
+C-order copy of the chunk: the chunk is viewed as ``(t, all voxels)`` and the mask's voxels are
+gathered from each volume. Voxels come in nilearn's order (C order of the 3D mask, ``data[mask]``).
+``unmask`` scatters each ``(t, voxel)`` chunk back into volumes.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from lazymask.exceptions import ParameterError
+from lazymask.image._inputs import as_image
+from lazymask.image._smooth import normalize_fwhm, smooth_array
+from lazymask.io import get_affine, image_dataarray
+from lazymask.masking._volumes import check_mask_matches, load_mask
+
+CHUNK_BYTES = 64 * 2**20
+
+
+def fortran_voxel_index(mask: np.ndarray) -> np.ndarray:
+    """Positions, in the Fortran-flattened volume, of the mask's voxels in C order (nilearn's)."""
+    return np.ravel_multi_index(np.nonzero(mask), mask.shape, order="F")
+
+
+def output_dtype(dtype, input_dtype) -> np.dtype:
+    """``dtype="f"``: the input's float dtype, or float32 for integer data; else ``dtype``."""
+    if isinstance(dtype, str) and dtype == "f":
+        input_dtype = np.dtype(input_dtype)
+        return input_dtype if input_dtype.kind == "f" else np.dtype(np.float32)
+    return np.dtype(dtype)
+
+
+def _set_finite(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind in "fc":
+        values[~np.isfinite(values)] = 0
+    return values
+
+
+def mask_block(block, voxel_index, out_dtype, affine=None, fwhm=None, ensure_finite=True):
+    """``(t, voxel)`` signals of a Fortran-ordered ``(i, j, k[, t])`` block (3D: ``(voxel,)``)."""
+    squeeze = block.ndim == 3
+    if squeeze:
+        block = block[..., np.newaxis]
+    if fwhm is not None:
+        smoothed = smooth_array(block.astype(out_dtype, copy=False), affine, fwhm, ensure_finite=True)
+        block = smoothed.astype(out_dtype, copy=False)
+    volumes = block.reshape(-1, block.shape[3], order="F").T  # (t, all voxels): a view when F-ordered
+    signals = np.take(volumes, voxel_index, axis=1).astype(out_dtype, copy=False)
+    if ensure_finite and fwhm is None:
+        signals = _set_finite(signals if signals.base is None else signals.copy())
+    return signals[0] if squeeze else signals
+
+
+def apply_mask(imgs, mask_img, dtype="f", smoothing_fwhm=None, ensure_finite=True) -> xr.DataArray:
+    """Voxel time series inside a mask, as a lazy ``(time, voxel)`` DataArray.
+
+    Same parameters, defaults and numbers as :func:`nilearn.masking.apply_mask`. Building the
+    result reads the mask only (a small volume); the data are read when the result is computed,
+    chunk by chunk along time.
+
+    Parameters
+    ----------
+    imgs : image or list of images
+        4D run(s) or 3D image(s): anything :func:`lazymask.io.open_nifti` accepts.
+    mask_img : image
+        3D binary mask on the images' grid (same shape and affine).
+    dtype : numpy dtype or "f", default="f"
+        Output dtype; ``"f"`` keeps float data's dtype and gives float32 for integer data.
+    smoothing_fwhm : float or sequence of 3 floats, optional
+        Smooth each volume by this FWHM in mm before masking (implies ``ensure_finite``).
+    ensure_finite : bool, default=True
+        Replace NaNs and infinities by 0.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``("time", "voxel")`` with coords ``i``, ``j``, ``k`` along ``voxel`` (voxels in
+        nilearn's order); for a 3D image, dims ``("voxel",)`` as nilearn returns 1D.
+
+    Examples
+    --------
+    >>> signals = apply_mask("bold.nii.gz", "mask.nii.gz")   # lazy  # doctest: +SKIP
+    >>> signals.compute().shape                               # doctest: +SKIP
+    """
+    image = as_image(imgs, "imgs")
+    mask, mask_affine = load_mask(mask_img, "mask_img")
+    check_mask_matches(mask, mask_affine, image, "imgs")
+    fwhm = normalize_fwhm(smoothing_fwhm)
+    data = image.data if isinstance(image.data, da.Array) else da.from_array(image.data)
+    data = data.rechunk({0: -1, 1: -1, 2: -1})
+    out_dtype = output_dtype(dtype, data.dtype)
+    voxel_index = fortran_voxel_index(mask)
+    n_voxels = len(voxel_index)
+    kwargs = dict(voxel_index=voxel_index, out_dtype=out_dtype, affine=get_affine(image), fwhm=fwhm,
+                  ensure_finite=ensure_finite)
+    if data.ndim == 4:
+        signals = da.blockwise(mask_block, "tv", data, "ijkt", new_axes={"v": n_voxels}, concatenate=True,
+                               dtype=out_dtype, meta=np.empty((0, 0), dtype=out_dtype), **kwargs)
+    else:
+        signals = da.blockwise(mask_block, "v", data, "ijk", new_axes={"v": n_voxels}, concatenate=True,
+                               dtype=out_dtype, meta=np.empty((0,), dtype=out_dtype), **kwargs)
+    return _signals_dataarray(signals, mask, image)
+
+
+def _signals_dataarray(signals: da.Array, mask: np.ndarray, image: xr.DataArray) -> xr.DataArray:
+    i, j, k = np.nonzero(mask)
+    coords = {"i": ("voxel", i), "j": ("voxel", j), "k": ("voxel", k)}
+    dims = ("voxel",)
+    if signals.ndim == 2:
+        dims = ("time", "voxel")
+        if "time" in image.coords:
+            coords["time"] = image.coords["time"]
+    attrs = {key: image.attrs[key] for key in ("affine", "t_r") if key in image.attrs}
+    return xr.DataArray(signals, dims=dims, coords=coords, attrs=attrs, name="signals")
+
+
+def unmask_block(block, voxel_index, spatial_shape, order):
+    """Volumes ``(i, j, k[, t])`` (zeros outside the mask) from ``(t, voxel)`` or ``(voxel,)`` signals."""
+    squeeze = block.ndim == 1
+    signals = block[np.newaxis, :] if squeeze else block
+    volumes = np.zeros((*spatial_shape, signals.shape[0]), dtype=signals.dtype, order=order)
+    if order == "F":
+        volumes.reshape(-1, signals.shape[0], order="F")[voxel_index] = signals.T
+    else:
+        volumes[np.unravel_index(voxel_index, spatial_shape, order="F")] = signals.T
+    return volumes[..., 0] if squeeze else volumes
+
+
+def unmask(X, mask_img, order="F"):
+    """Put voxel signals back into images: the inverse of :func:`apply_mask`, lazily.
+
+    Same parameters and numbers as :func:`nilearn.masking.unmask`.
+
+    Parameters
+    ----------
+    X : array-like, DataArray or dask array, or a list of them
+        ``(time, voxel)`` signals (gives a 4D image) or ``(voxel,)`` values (gives a 3D image);
+        a list gives a list.
+    mask_img : image
+        The 3D binary mask the signals were extracted with.
+    order : {"F", "C"}, default="F"
+        Memory layout of each output chunk.
+
+    Returns
+    -------
+    xarray.DataArray or list of them
+        Lazy 3D or 4D image with the mask's affine, zeros outside the mask, chunked along time
+        as ``X`` is.
+
+    Examples
+    --------
+    >>> img = unmask(signals, "mask.nii.gz")   # lazy  # doctest: +SKIP
+    """
+    if isinstance(X, list) and X and not isinstance(X[0], numbers.Number):
+        return [unmask(x, mask_img, order=order) for x in X]
+    if order not in ("F", "C"):
+        raise ParameterError(f"order={order!r}: expected 'F' or 'C'.")
+    mask, mask_affine = load_mask(mask_img, "mask_img")
+    signals, t_r = _as_signals(X, int(mask.sum()))
+    voxel_index = fortran_voxel_index(mask)
+    kwargs = dict(voxel_index=voxel_index, spatial_shape=mask.shape, order=order)
+    meta = np.empty((0,) * (signals.ndim + 2), dtype=signals.dtype)
+    if signals.ndim == 2:
+        signals = signals.rechunk({1: -1})
+        volumes = da.blockwise(unmask_block, "ijkt", signals, "tv", new_axes=dict(zip("ijk", mask.shape, strict=True)),
+                               concatenate=True, dtype=signals.dtype, meta=meta, **kwargs)
+    else:
+        signals = signals.rechunk(-1)
+        volumes = da.blockwise(unmask_block, "ijk", signals, "v", new_axes=dict(zip("ijk", mask.shape, strict=True)),
+                               concatenate=True, dtype=signals.dtype, meta=meta, **kwargs)
+    return image_dataarray(volumes, mask_affine, t_r=t_r)
+
+
+def _as_signals(X, n_voxels: int) -> tuple[da.Array, float | None]:
+    """``X`` as a dask array checked against the mask's voxel count, and its ``t_r`` if known."""
+    t_r = None
+    if isinstance(X, xr.DataArray):
+        t_r = X.attrs.get("t_r")
+        X = X.data
+    if not isinstance(X, da.Array):
+        X = np.asanyarray(X)
+        if X.ndim == 2:
+            rows = max(1, CHUNK_BYTES // max(1, n_voxels * X.dtype.itemsize * 8))
+            X = da.from_array(X, chunks=(rows, -1))
+        else:
+            X = da.from_array(X)
+    if X.ndim not in (1, 2):
+        raise ParameterError(
+            f"X has shape {X.shape}: expected (time, voxel) signals (2D) or (voxel,) values (1D)."
+        )
+    if X.shape[-1] != n_voxels:
+        raise ParameterError(
+            f"X has {X.shape[-1]} voxels along its last axis but mask_img has {n_voxels} voxels on; "
+            "pass the mask the signals were extracted with."
+        )
+    return X, t_r

@@ -1,0 +1,73 @@
+"""Small 3D volumes in and out of masking: lazy means of runs, loaded masks, mask DataArrays."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from lazymask.exceptions import ImageMismatchError
+from lazymask.image._inputs import as_image
+from lazymask.image._mean import time_mean_volume
+from lazymask.image._resample import resample_array
+from lazymask.image._smooth import smooth_array
+from lazymask.io import get_affine, image_dataarray
+from lazymask.masking._compute import check_binary_mask
+
+
+def lazy_mean(image: xr.DataArray) -> da.Array:
+    """The lazy mean over time of a 3D/4D image DataArray (3D: the volume itself)."""
+    return time_mean_volume(image)
+
+
+def finish_mean(mean: np.ndarray, affine, target_affine, target_shape, smooth) -> tuple[np.ndarray, np.ndarray]:
+    """Resample a computed mean (continuous, clipped) and smooth it by ``smooth`` voxels FWHM.
+
+    What nilearn's ``compute_mean`` does after averaging; NaNs stay NaN through the smoothing.
+    """
+    mean, affine = resample_array(np.array(mean), affine, target_affine, target_shape)
+    if smooth:
+        nans = np.isnan(mean)
+        mean = smooth_array(mean, np.eye(4), smooth, ensure_finite=True)
+        mean[nans] = np.nan
+    return mean, affine
+
+
+def read_small(image: xr.DataArray) -> np.ndarray:
+    """The values of a small image (a mask, a template) at graph-build time.
+
+    Uses the synchronous scheduler: a mask is one small volume, read here once, so that the graph
+    built on it has its shape; the large data are never touched.
+    """
+    data = image.data
+    if isinstance(data, da.Array):
+        (data,) = dask.compute(data, scheduler="sync")
+    return np.asarray(data)
+
+
+def load_mask(mask_img, name: str = "mask_img", allow_empty: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A validated boolean 3D mask and its affine, from anything ``open_nifti`` accepts."""
+    image = as_image(mask_img, name, ndim=(3,))
+    return check_binary_mask(read_small(image), name, allow_empty=allow_empty), get_affine(image)
+
+
+def mask_dataarray(mask: np.ndarray, affine, name: str = "mask") -> xr.DataArray:
+    """A computed mask as a 3D int8 DataArray (nilearn's mask dtype) with its affine."""
+    return image_dataarray(np.asarray(mask, dtype=np.int8), affine, name=name)
+
+
+def check_mask_matches(mask: np.ndarray, mask_affine, image: xr.DataArray, image_name: str) -> None:
+    """Raise :class:`ImageMismatchError` unless the mask and the image share a grid."""
+    if mask.shape != tuple(image.shape[:3]):
+        raise ImageMismatchError(
+            f"mask_img has shape {mask.shape} but {image_name} has spatial shape {tuple(image.shape[:3])}; "
+            "resample the mask onto the image's grid "
+            "(lazymask.image.resample_to_img(mask_img, img, interpolation='nearest'))."
+        )
+    if not np.allclose(mask_affine, get_affine(image)):
+        raise ImageMismatchError(
+            f"mask_img's affine {np.round(mask_affine, 4).tolist()} differs from {image_name}'s "
+            f"{np.round(get_affine(image), 4).tolist()}; resample the mask onto the image's grid "
+            "(lazymask.image.resample_to_img(mask_img, img, interpolation='nearest'))."
+        )

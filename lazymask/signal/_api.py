@@ -1,0 +1,161 @@
+"""The public :func:`clean`: validate once, then run the kernel eagerly (numpy) or lazily (dask)."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from lazymask.exceptions import DimensionError, ParameterError
+from lazymask.signal._clean import clean_block
+from lazymask.signal._confounds import load_confounds
+from lazymask.signal._lazy import clean_dask
+from lazymask.signal._params import CleanPlan, float_dtype, make_plan
+
+__all__ = ["clean"]
+
+#: Columns per kernel call on numpy input: bounds the temporaries (the kernel makes a few copies).
+EAGER_BLOCK_BYTES = 32 * 2**20
+
+
+def clean(
+    signals,
+    runs=None,
+    detrend: bool = True,
+    standardize="zscore_sample",
+    sample_mask=None,
+    confounds=None,
+    standardize_confounds: bool = True,
+    filter="butterworth",
+    low_pass: float | None = None,
+    high_pass: float | None = None,
+    t_r: float | None = 2.5,
+    ensure_finite: bool = False,
+    extrapolate: bool = False,
+    **kwargs,
+):
+    """Clean ``(time, features)`` signals: detrend, filter, regress confounds out, standardize.
+
+    Computes what ``nilearn.signal.clean`` (0.14) computes, with its parameters and its order of
+    steps, on numpy arrays (eagerly) or on dask arrays and DataArrays (lazily, block by block).
+    Per run: cosine drifts are added to the confounds (``filter="cosine"``); censored volumes
+    (``sample_mask``) are interpolated by a cubic spline before a Butterworth filter and removed
+    after it, or removed first otherwise; then the signals (and confounds) are detrended, filtered,
+    the confounds regressed out, and the result standardized. Every step acts on each feature
+    separately, so features can be cleaned in any grouping with the same result.
+
+    Lazy input: cleaning needs whole time series, so **time is rechunked to a single chunk**.
+    Feature chunks are kept as they came when a whole-time block of them stays under 128 MiB,
+    otherwise features are rechunked to blocks of about 96 MiB. Nothing is computed until asked.
+
+    Parameters
+    ----------
+    signals : numpy.ndarray, dask.array.Array or xarray.DataArray, shape (n_time, n_features)
+        Time series, one per column. A DataArray keeps its dims, coords (the time coordinate is
+        subset to the kept volumes) and attrs. Integer data is cleaned as float (float64 for
+        8-byte integers, float32 otherwise); float data keeps its precision.
+    runs : array-like of shape (n_time,), optional
+        A run label per time point. Each run is cleaned on its own, with every option; the output
+        stacks the runs in the order of their sorted labels.
+    detrend : bool, default=True
+        Remove each series' mean and linear trend (and the confounds').
+    standardize : {"zscore_sample", "zscore", "psc", True, False, None}, default="zscore_sample"
+        ``"zscore_sample"``: centre and divide by the standard deviation with ddof=1 (``True`` is
+        the same); ``"zscore"``: the same with ddof=0; ``"psc"``: percent signal change;
+        ``False``/``None``: no scaling.
+    sample_mask : array-like or list of array-like, optional
+        Volumes to keep (scrubbing), as a boolean mask (True = keep) or as integer indices; with
+        ``runs``, a list of one mask per run, indices relative to the run.
+    confounds : array-like, DataFrame, path, or list of these, optional
+        Regressors, shape (n_time, n_confounds) or (n_time,): numpy arrays, DataFrames, CSV/TSV
+        files with or without a header (leading ``n/a`` values, as fMRIPrep writes in derivative
+        columns, are filled with the first value), dask arrays or DataArrays.
+    standardize_confounds : bool, default=True
+        z-score the confounds before regressing them out (else scale them by their maximum).
+    filter : {"butterworth", "cosine", False}, default="butterworth"
+        ``"butterworth"``: zero-phase Butterworth filter with ``low_pass``/``high_pass``;
+        ``"cosine"``: DCT drift regressors up to ``high_pass`` added to the confounds.
+    low_pass, high_pass : float, optional
+        Cutoff frequencies in Hz (below the Nyquist frequency ``0.5 / t_r``).
+    t_r : float, default=2.5
+        Repetition time in seconds (needed by both filters and by interpolation).
+    ensure_finite : bool, default=False
+        Replace NaN and inf by 0 before cleaning.
+    extrapolate : bool, default=False
+        With a Butterworth filter, extrapolate censored volumes at the ends of a run instead of
+        dropping them before filtering.
+    **kwargs
+        ``butterworth__order`` (default 5), ``butterworth__padtype`` (default "odd") and
+        ``butterworth__padlen`` (default scipy's), passed to the Butterworth filter.
+
+    Returns
+    -------
+    numpy.ndarray, dask.array.Array or xarray.DataArray, shape (n_kept_time, n_features)
+        The cleaned signals, of the same kind as ``signals`` (lazy in, lazy out).
+
+    Raises
+    ------
+    lazymask.exceptions.ParameterError
+        For an unknown option, cutoffs at or above Nyquist, filtering without ``t_r``, confounds,
+        runs or sample masks of the wrong length or out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> signals = np.random.default_rng(0).standard_normal((100, 3)).astype("float32")
+    >>> cleaned = clean(signals, low_pass=0.1, t_r=2.0)
+    >>> cleaned.shape, cleaned.dtype
+    ((100, 3), dtype('float32'))
+    """
+    data = signals.data if isinstance(signals, xr.DataArray) else signals
+    if not isinstance(data, (np.ndarray, da.Array)):
+        data = np.asarray(data)
+    if data.ndim != 2:
+        raise DimensionError(
+            f"signals must be 2D (time, features); got shape {data.shape}. For a single series, "
+            "pass signals[:, None]."
+        )
+    if data.dtype.kind not in "fiub":
+        raise ParameterError(f"signals must be numeric; got dtype {data.dtype}.")
+    plan = make_plan(
+        data.shape[0], runs=runs, detrend=detrend, standardize=standardize, sample_mask=sample_mask,
+        standardize_confounds=standardize_confounds, filter=filter, low_pass=low_pass,
+        high_pass=high_pass, t_r=t_r, ensure_finite=ensure_finite, extrapolate=extrapolate, **kwargs,
+    )
+    confounds = load_confounds(confounds, data.shape[0])
+    if isinstance(data, da.Array) or isinstance(confounds, da.Array):
+        cleaned = clean_dask(da.asarray(data), plan, confounds)
+    else:
+        cleaned = _clean_numpy(data, plan, confounds)
+    if isinstance(signals, xr.DataArray):
+        return _as_dataarray(cleaned, signals, plan)
+    return cleaned
+
+
+def _clean_numpy(signals: np.ndarray, plan: CleanPlan, confounds) -> np.ndarray:
+    """Run the kernel over batches of columns, on as many threads as cores, into one output."""
+    dtype = float_dtype(signals.dtype)
+    out = np.empty((plan.n_output, signals.shape[1]), dtype=dtype)
+    batch = max(1, EAGER_BLOCK_BYTES // (max(signals.shape[0], 1) * dtype.itemsize))
+    starts = range(0, signals.shape[1], batch)
+
+    def clean_columns(start):
+        columns = slice(start, start + batch)
+        out[:, columns] = clean_block(signals[:, columns], plan, confounds)
+
+    if len(starts) == 1:
+        clean_columns(0)
+    else:
+        with ThreadPoolExecutor(max_workers=min(len(starts), os.cpu_count() or 1)) as pool:
+            list(pool.map(clean_columns, starts))
+    return out
+
+
+def _as_dataarray(cleaned, original: xr.DataArray, plan: CleanPlan) -> xr.DataArray:
+    time_dim = original.dims[0]
+    coords = original.coords.to_dataset().isel({time_dim: plan.output_rows}).coords
+    return xr.DataArray(cleaned, dims=original.dims, coords=coords, attrs=dict(original.attrs), name=original.name)
+

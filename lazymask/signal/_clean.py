@@ -1,0 +1,182 @@
+"""The cleaning kernel: the whole sequence of :func:`lazymask.signal.clean` on one numpy block.
+
+Contract: :func:`clean_block` takes a ``(n_time, n_features)`` block holding *every* time point of
+some features, the (already loaded) confounds and a :class:`~lazymask.signal._params.CleanPlan`,
+and returns the cleaned ``(plan.n_output, n_features)`` block in ``float_dtype(block.dtype)``.
+Every step is independent across columns, so the same kernel serves every block of a lazy array,
+and the result does not depend on how features are chunked.
+
+Per run, in nilearn 0.14's order: cosine drifts added to the confounds → censored volumes
+interpolated (Butterworth) or removed (otherwise) → detrend → Butterworth filter → censored
+volumes removed → confounds regressed out → standardize.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy import linalg
+from scipy.interpolate import CubicSpline
+
+from lazymask.signal._filters import add_cosine_drift, butterworth_filter, butterworth_sos, cosine_drift
+from lazymask.signal._params import CleanPlan, RunPlan, float_dtype
+
+__all__ = ["clean_block", "detrend", "standardize"]
+
+EPS = np.finfo(np.float64).eps
+
+
+def clean_block(block: np.ndarray, plan: CleanPlan, confounds: np.ndarray | None = None) -> np.ndarray:
+    """Clean every column of ``block`` (all time points of some features) as ``plan`` says."""
+    dtype = float_dtype(block.dtype)
+    out = np.empty((plan.n_output, block.shape[1]), dtype=dtype)
+    start = 0
+    for run in plan.runs:
+        signals = _take_rows(block, run.rows, dtype)
+        if plan.ensure_finite:
+            signals[~np.isfinite(signals)] = 0
+        run_confounds = None if confounds is None else np.asarray(confounds)[run.rows]
+        cleaned = _clean_run(signals, run_confounds, run, plan)
+        out[start : start + len(cleaned)] = cleaned
+        start += len(cleaned)
+    return out
+
+
+def _take_rows(block: np.ndarray, rows: np.ndarray, dtype) -> np.ndarray:
+    """A new ``dtype`` array of ``block``'s ``rows`` (one copy, not two, when all rows are taken)."""
+    if len(rows) == len(block) and (rows == np.arange(len(block))).all():
+        return np.array(block, dtype=dtype)
+    return np.asarray(block[rows], dtype=dtype)
+
+
+def _clean_run(signals: np.ndarray, confounds, run: RunPlan, plan: CleanPlan) -> np.ndarray:
+    if plan.filter == "cosine":
+        confounds = add_cosine_drift(confounds, cosine_drift(plan.high_pass, plan.t_r, len(signals)))
+    cleaned = _linear_steps(signals, confounds, run.kept, plan)
+    if plan.standardize is None:
+        return cleaned
+    if plan.standardize == "psc" and _removes_mean(confounds, run.kept, plan, len(signals)):
+        scrubbed_mean = _scrub(signals, None, run.kept, plan)[0].mean(axis=0)
+        cleaned += scrubbed_mean
+    return standardize(cleaned, plan.standardize)
+
+
+def _linear_steps(signals, confounds, kept, plan: CleanPlan) -> np.ndarray:
+    """Scrub, detrend, filter and regress confounds out: a linear map of the signals."""
+    signals, confounds, kept = _scrub(signals, confounds, kept, plan)
+    if plan.detrend:
+        signals = detrend(signals)
+        confounds = None if confounds is None else detrend(confounds)
+    if plan.filter == "butterworth":
+        options = dict(plan.butterworth)
+        sos = butterworth_sos(plan.t_r, plan.low_pass, plan.high_pass, options.pop("order", 5))
+        signals = butterworth_filter(signals, sos, **options)
+        confounds = None if confounds is None else butterworth_filter(confounds, sos, **options)
+        if kept is not None:
+            signals = signals[kept]
+            confounds = None if confounds is None else confounds[kept]
+    if confounds is not None:
+        signals = _regress_out(signals, confounds, plan.standardize_confounds)
+    return signals
+
+
+def _removes_mean(confounds, kept, plan: CleanPlan, n_time: int) -> bool:
+    """Whether the linear steps remove the mean: less than 10 % of a constant series survives.
+
+    nilearn decides this from the data (mean absolute mean after cleaning over mean absolute mean
+    before, below 0.1); on a constant series the two agree whenever the decision is meaningful,
+    and this one is the same for every block (see docs/differences_from_nilearn.md).
+    """
+    constant = np.ones((n_time, 1))
+    return abs(_linear_steps(constant, confounds, kept, plan).mean()) < 0.1
+
+
+def _scrub(signals, confounds, kept, plan: CleanPlan):
+    """Handle censored volumes; return ``(signals, confounds, kept-after-filtering or None)``."""
+    if kept is None:
+        return signals, confounds, None
+    if plan.filter != "butterworth":
+        return signals[kept], None if confounds is None else confounds[kept], None
+    signals = _interpolate_censored(signals, kept, plan.t_r, plan.extrapolate)
+    if confounds is not None:
+        confounds = _interpolate_censored(confounds, kept, plan.t_r, plan.extrapolate)
+    if not plan.extrapolate:
+        kept = kept - kept[0]
+    return signals, confounds, kept
+
+
+def _interpolate_censored(volumes: np.ndarray, kept: np.ndarray, t_r: float, extrapolate: bool) -> np.ndarray:
+    """Replace the censored volumes by a cubic spline through the kept ones (times ``k * t_r``).
+
+    Without ``extrapolate``, censored volumes before the first or after the last kept one are
+    dropped instead (the result starts at the first kept volume).
+    """
+    times = np.arange(len(volumes)) * t_r
+    censored = np.setdiff1d(np.arange(len(volumes)), kept)
+    if not extrapolate:
+        censored = censored[(censored > kept[0]) & (censored < kept[-1])]
+    volumes = volumes.copy()
+    if censored.size:
+        spline = CubicSpline(times[kept], volumes[kept], axis=0, extrapolate=extrapolate)
+        volumes[censored] = spline(times[censored])
+    return volumes if extrapolate else volumes[kept[0] : kept[-1] + 1]
+
+
+def detrend(signals: np.ndarray) -> np.ndarray:
+    """Remove each column's mean and linear trend (a new array of the same dtype)."""
+    signals = signals - signals.mean(axis=0)
+    n_time = len(signals)
+    if n_time == 1:
+        warnings.warn("Detrending a single time point would zero it; skipped.", UserWarning, stacklevel=2)
+        return signals
+    ramp = np.arange(n_time, dtype=signals.dtype)
+    ramp -= ramp.mean()
+    ramp /= np.sqrt((ramp**2).sum())
+    signals -= np.outer(ramp, ramp @ signals)
+    return signals
+
+
+def _regress_out(signals: np.ndarray, confounds: np.ndarray, standardize_confounds: bool) -> np.ndarray:
+    """Project ``signals`` on the orthogonal of the confounds' span (pivoted QR, rank-revealing)."""
+    confounds = np.asarray(confounds, dtype=np.float64)
+    if standardize_confounds:
+        confounds = standardize(confounds, "zscore_sample")
+    else:
+        scale = np.abs(confounds).max(axis=0)
+        scale[scale == 0] = 1
+        confounds = confounds / scale
+    q, r, _ = linalg.qr(confounds, mode="economic", pivoting=True)
+    q = q[:, np.abs(np.diag(r)) > EPS * 100.0].astype(signals.dtype)
+    signals -= q @ (q.T @ signals)
+    return signals
+
+
+def standardize(signals: np.ndarray, strategy: str) -> np.ndarray:
+    """Centre and scale each column: ``zscore_sample`` (ddof=1), ``zscore`` (ddof=0) or ``psc``.
+
+    Columns with a standard deviation below float64's epsilon are only centred; under ``psc``,
+    columns whose mean is (nearly) zero are set to 0 with a warning.
+    """
+    if len(signals) == 1:
+        warnings.warn("Standardizing a single time point would zero it; skipped.", UserWarning, stacklevel=2)
+        return signals
+    mean = signals.mean(axis=0)
+    if strategy == "psc":
+        invalid = np.abs(mean) < EPS
+        scale = np.where(invalid, 1, np.abs(mean))
+        out = (signals - mean) / scale * 100
+        if invalid.any():
+            warnings.warn(
+                f"standardize='psc' is meaningless for features whose mean is 0; {invalid.sum()} "
+                "such time series are set to 0.",
+                UserWarning,
+                stacklevel=2,
+            )
+            out[:, invalid] = 0
+        return out.astype(signals.dtype, copy=False)
+    out = signals - mean
+    std = out.std(axis=0, ddof=1 if strategy == "zscore_sample" else 0)
+    std[std < EPS] = 1.0
+    out /= std
+    return out

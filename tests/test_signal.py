@@ -1,0 +1,313 @@
+"""lazymask.signal.clean against nilearn.signal.clean, on numpy, dask and xarray input."""
+
+from __future__ import annotations
+
+import warnings
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from nilearn import signal as nilearn_signal
+from scipy.interpolate import CubicSpline
+
+from lazymask.exceptions import DimensionError, ParameterError
+from lazymask.signal import SampleMaskError, clean
+from lazymask.testing import raise_if_dask_computes
+
+N_TIME, N_FEATURES = 80, 24
+T_R = 2.0
+
+
+@pytest.fixture(scope="module")
+def signals():
+    rng = np.random.default_rng(0)
+    trend = np.linspace(0, 3, N_TIME)[:, None]
+    slow = np.sin(np.arange(N_TIME) / 9.0)[:, None] * rng.uniform(0.5, 2, N_FEATURES)
+    noise = rng.standard_normal((N_TIME, N_FEATURES)) * rng.uniform(0.5, 3, N_FEATURES)
+    return (100 + rng.uniform(-20, 20, N_FEATURES) + trend + slow + noise).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def confounds():
+    rng = np.random.default_rng(1)
+    return rng.standard_normal((N_TIME, 3)) + np.linspace(0, 1, N_TIME)[:, None]
+
+
+def nilearn_clean(signals, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return nilearn_signal.clean(signals, **kwargs)
+
+
+def lazymask_clean(signals, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return clean(signals, **kwargs)
+
+
+def assert_float32_close(actual, expected):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(actual, expected, rtol=2e-5, atol=2e-5 * scale)
+
+
+def kept_mask(censored, n=N_TIME):
+    mask = np.ones(n, dtype=bool)
+    mask[list(censored)] = False
+    return mask
+
+
+# Censored volumes whose mirror images (n - 1 - i) are all kept: the only scrubbing nilearn 0.14
+# interpolates correctly (see test_censored_volumes_are_the_interpolated_ones).
+MIRROR_SAFE_MASK = kept_mask([0, 1, 17, 18, 40, 66])
+
+CASES = {
+    "defaults": {},
+    "no detrend": {"detrend": False},
+    "zscore_sample": {"standardize": "zscore_sample"},
+    "standardize True": {"standardize": True},
+    "standardize False": {"standardize": False},
+    "standardize None": {"standardize": None},
+    "psc": {"standardize": "psc"},
+    "psc no detrend": {"standardize": "psc", "detrend": False},
+    "psc high-pass no detrend": {"standardize": "psc", "detrend": False, "high_pass": 0.02, "t_r": T_R},
+    "psc low-pass no detrend": {"standardize": "psc", "detrend": False, "low_pass": 0.1, "t_r": T_R},
+    "confounds": {"confounds": "array"},
+    "confounds not standardized": {"confounds": "array", "standardize_confounds": False},
+    "confounds dataframe": {"confounds": "dataframe"},
+    "confounds tsv": {"confounds": "tsv"},
+    "confounds csv without header": {"confounds": "csv"},
+    "confounds list": {"confounds": "list"},
+    "confounds no detrend": {"confounds": "array", "detrend": False},
+    "low-pass": {"low_pass": 0.1, "t_r": T_R},
+    "high-pass": {"high_pass": 0.02, "t_r": T_R},
+    "band-pass confounds": {"low_pass": 0.1, "high_pass": 0.02, "t_r": T_R, "confounds": "array"},
+    "butterworth order 3, even pad": {"low_pass": 0.1, "t_r": T_R, "butterworth__order": 3,
+                                      "butterworth__padtype": "even"},
+    "cosine": {"filter": "cosine", "high_pass": 0.01, "t_r": T_R},
+    "cosine confounds": {"filter": "cosine", "high_pass": 0.02, "t_r": T_R, "confounds": "array"},
+    "no filter with cutoffs": {"filter": False, "low_pass": 0.1, "t_r": T_R},
+    "sample_mask": {"sample_mask": MIRROR_SAFE_MASK, "confounds": "array"},
+    "sample_mask indices": {"sample_mask": np.flatnonzero(MIRROR_SAFE_MASK)},
+    "sample_mask band-pass": {"sample_mask": MIRROR_SAFE_MASK, "low_pass": 0.1, "high_pass": 0.02,
+                              "t_r": T_R, "confounds": "array"},
+    "sample_mask indices low-pass": {"sample_mask": np.flatnonzero(MIRROR_SAFE_MASK), "low_pass": 0.1,
+                                     "t_r": T_R},
+    "sample_mask extrapolate": {"sample_mask": MIRROR_SAFE_MASK, "low_pass": 0.1, "t_r": T_R,
+                                "extrapolate": True},
+    "sample_mask cosine": {"sample_mask": MIRROR_SAFE_MASK, "filter": "cosine", "high_pass": 0.01,
+                           "t_r": T_R, "confounds": "array"},
+    "runs": {"runs": np.repeat([0, 1], N_TIME // 2), "confounds": "array", "low_pass": 0.1, "t_r": T_R},
+    "runs unsorted labels": {"runs": np.repeat([3, 1], N_TIME // 2), "standardize": "psc"},
+    "runs sample_mask": {"runs": np.repeat([0, 1], N_TIME // 2), "high_pass": 0.02, "t_r": T_R,
+                         "sample_mask": [kept_mask([3, 10], 40), kept_mask([0, 20, 21], 40)]},
+}
+
+
+def _resolve_confounds(kind, confounds, tmp_path):
+    if kind == "array":
+        return confounds
+    if kind == "dataframe":
+        return pd.DataFrame(confounds, columns=["a", "b", "c"])
+    if kind == "tsv":
+        path = tmp_path / "confounds.tsv"
+        pd.DataFrame(confounds, columns=["a", "b", "c"]).to_csv(path, sep="\t", index=False)
+        return str(path)
+    if kind == "csv":
+        path = tmp_path / "confounds.csv"
+        np.savetxt(path, confounds, delimiter=",")
+        return path
+    return [confounds[:, :1], pd.DataFrame(confounds[:, 1:])]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", list(CASES))
+def test_matches_nilearn(case, dtype, signals, confounds, tmp_path):
+    kwargs = dict(CASES[case])
+    if "confounds" in kwargs:
+        kwargs["confounds"] = _resolve_confounds(kwargs["confounds"], confounds, tmp_path)
+    data = signals.astype(dtype)
+    expected = nilearn_clean(data, **kwargs)
+    ours = lazymask_clean(data, **kwargs)
+    assert isinstance(ours, np.ndarray) and ours.dtype == expected.dtype == dtype
+    assert_float32_close(ours, expected)
+    lazy = lazymask_clean(da.from_array(data, chunks=(N_TIME // 3, 7)), **kwargs)
+    assert isinstance(lazy, da.Array) and lazy.dtype == dtype
+    assert_float32_close(lazy.compute(), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_non_finite_values_with_ensure_finite(dtype, signals):
+    data = signals.astype(dtype)
+    data[5, 3], data[10, 7], data[0, 0] = np.nan, np.inf, -np.inf
+    expected = nilearn_clean(data, ensure_finite=True, low_pass=0.1, t_r=T_R)
+    assert np.isfinite(expected).all()
+    assert_float32_close(lazymask_clean(data, ensure_finite=True, low_pass=0.1, t_r=T_R), expected)
+    lazy = lazymask_clean(da.from_array(data, chunks=(40, 5)), ensure_finite=True, low_pass=0.1, t_r=T_R)
+    assert_float32_close(lazy.compute(), expected)
+
+
+@pytest.mark.parametrize(("dtype", "expected_dtype"), [(np.int16, np.float32), (np.int64, np.float64)])
+def test_integer_input_dtype(dtype, expected_dtype, signals):
+    data = signals.astype(dtype)
+    expected = nilearn_clean(data)
+    ours = clean(data)
+    assert ours.dtype == expected.dtype == expected_dtype
+    assert_float32_close(ours, expected)
+
+
+def test_zscore_uses_ddof_0(signals):
+    sample = clean(signals, standardize="zscore_sample")
+    population = clean(signals, standardize="zscore")
+    np.testing.assert_allclose(population, sample * np.sqrt(N_TIME / (N_TIME - 1)), rtol=1e-10)
+    np.testing.assert_allclose(population.std(axis=0), 1.0, rtol=1e-10)
+
+
+def test_fmriprep_leading_na_in_confounds(signals, confounds, tmp_path):
+    path = tmp_path / "desc-confounds_timeseries.tsv"
+    frame = pd.DataFrame(confounds, columns=["trans_x", "trans_x_derivative1", "trans_x_power2"])
+    frame.iloc[0, 1] = np.nan
+    frame.to_csv(path, sep="\t", index=False, na_rep="n/a")
+    assert "n/a" in path.read_text()
+    filled = frame.to_numpy().copy()
+    filled[0, 1] = filled[1, 1]  # what nilearn's load_confounds does before clean
+    expected = nilearn_clean(signals, confounds=filled)
+    assert_float32_close(clean(signals, confounds=path), expected)
+    assert_float32_close(clean(signals, confounds=pd.read_csv(path, sep="\t")), expected)
+
+
+# --- the two nilearn 0.14 bugs -------------------------------------------------------------------
+
+RUNS = np.repeat([0, 1], N_TIME // 2)
+PER_RUN_OPTIONS = {
+    "standardize_confounds": {"confounds": "array", "standardize_confounds": False, "detrend": False},
+    "extrapolate": {"low_pass": 0.1, "t_r": T_R, "extrapolate": True,
+                    "sample_mask": [kept_mask([0, 1, 12], 40), kept_mask([5, 38, 39], 40)]},
+    "butterworth options": {"low_pass": 0.1, "t_r": T_R, "butterworth__order": 2,
+                            "butterworth__padtype": "constant"},
+}
+
+
+@pytest.mark.parametrize("option", list(PER_RUN_OPTIONS))
+def test_runs_forward_every_option(option, signals, confounds):
+    kwargs = dict(PER_RUN_OPTIONS[option])
+    if kwargs.get("confounds") == "array":
+        kwargs["confounds"] = confounds
+    masks = kwargs.pop("sample_mask", [None, None])
+    per_run = []
+    for label, mask in zip((0, 1), masks):
+        rows = RUNS == label
+        run_kwargs = {**kwargs, "sample_mask": mask}
+        if "confounds" in kwargs:
+            run_kwargs["confounds"] = kwargs["confounds"][rows]
+        per_run.append(nilearn_clean(signals[rows], **run_kwargs))
+    expected = np.vstack(per_run)
+    ours = lazymask_clean(signals, runs=RUNS, sample_mask=masks if masks[0] is not None else None, **kwargs)
+    assert_float32_close(ours, expected)
+    nilearn_runs = nilearn_clean(signals, runs=RUNS, sample_mask=masks if masks[0] is not None else None, **kwargs)
+    assert not np.allclose(nilearn_runs, expected, atol=1e-3), "nilearn drops this option per run"
+
+
+def test_censored_volumes_are_the_interpolated_ones(signals):
+    censored = [30, 49]  # mirror images of each other: nilearn 0.14 interpolates neither
+    mask = kept_mask(censored)
+    kept = np.flatnonzero(mask)
+    times = np.arange(N_TIME) * T_R
+    interpolated = signals.copy()
+    interpolated[censored] = CubicSpline(times[kept], signals[kept], axis=0)(times[censored])
+    options = {"low_pass": 0.1, "t_r": T_R, "standardize": None}  # censoring comes before scaling
+    expected = nilearn_clean(interpolated, **options)[mask]
+    for sample_mask in (mask, kept):
+        assert_float32_close(clean(signals, sample_mask=sample_mask, **options), expected)
+    assert not np.allclose(nilearn_clean(signals, sample_mask=mask, **options), expected, atol=1e-3)
+
+
+# --- laziness, chunking, xarray ------------------------------------------------------------------
+
+
+def test_lazy_builds_without_computing(signals, confounds):
+    lazy_signals = da.from_array(signals.astype(np.float32), chunks=(10, 24))
+    lazy_confounds = da.from_array(confounds, chunks=(20, 3))
+    with raise_if_dask_computes():
+        cleaned = clean(lazy_signals, confounds=lazy_confounds, low_pass=0.1, t_r=T_R,
+                        sample_mask=MIRROR_SAFE_MASK, standardize="psc")
+    assert cleaned.shape == (MIRROR_SAFE_MASK.sum(), N_FEATURES)
+    assert cleaned.dtype == np.float32 and cleaned.chunks[0] == (MIRROR_SAFE_MASK.sum(),)
+    expected = nilearn_clean(signals.astype(np.float32), confounds=confounds, low_pass=0.1, t_r=T_R,
+                             sample_mask=MIRROR_SAFE_MASK, standardize="psc")
+    assert_float32_close(cleaned.compute(), expected)
+
+
+@pytest.mark.parametrize("chunks", [(80, 1), (80, 5), (7, 24), (13, 10), (80, 24)])
+def test_chunk_invariance(chunks, signals, confounds):
+    kwargs = {"confounds": confounds, "low_pass": 0.1, "high_pass": 0.02, "t_r": T_R,
+              "runs": RUNS, "sample_mask": [kept_mask([3], 40), kept_mask([7, 8], 40)]}
+    reference = clean(signals, **kwargs)
+    cleaned = clean(da.from_array(signals, chunks=chunks), **kwargs)
+    assert cleaned.chunks[0] == (reference.shape[0],)
+    np.testing.assert_allclose(cleaned.compute(), reference, rtol=1e-12, atol=1e-12)
+
+
+def test_dataarray_keeps_coords_and_attrs(signals):
+    array = xr.DataArray(
+        da.from_array(signals, chunks=(20, 12)), dims=("time", "voxel"),
+        coords={"time": np.arange(N_TIME) * T_R, "i": ("voxel", np.arange(N_FEATURES))},
+        attrs={"t_r": T_R, "source": "test"}, name="bold",
+    )
+    with raise_if_dask_computes():
+        cleaned = clean(array, sample_mask=MIRROR_SAFE_MASK, t_r=T_R)
+    assert isinstance(cleaned, xr.DataArray) and isinstance(cleaned.data, da.Array)
+    assert cleaned.dims == ("time", "voxel") and cleaned.attrs == array.attrs and cleaned.name == "bold"
+    np.testing.assert_array_equal(cleaned["time"], array["time"][MIRROR_SAFE_MASK])
+    np.testing.assert_array_equal(cleaned["i"], array["i"])
+    assert_float32_close(cleaned.values, nilearn_clean(signals, sample_mask=MIRROR_SAFE_MASK))
+    eager = clean(array.compute())
+    assert isinstance(eager.data, np.ndarray)
+
+
+def test_runs_output_in_sorted_label_order(signals):
+    runs = np.repeat([5, 2], N_TIME // 2)
+    array = xr.DataArray(signals, dims=("time", "voxel"), coords={"time": np.arange(N_TIME)})
+    cleaned = clean(array, runs=runs)
+    np.testing.assert_array_equal(cleaned["time"], np.r_[np.arange(40, 80), np.arange(40)])
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+BAD_INPUT = [
+    ({"confounds": np.zeros((N_TIME - 1, 2))}, ParameterError, r"confounds has 79 rows but the signals have 80"),
+    ({"confounds": [np.zeros(N_TIME), np.zeros(3)]}, ParameterError, r"confounds\[1\] has 3 rows"),
+    ({"low_pass": 0.1, "t_r": None}, ParameterError, r"needs the repetition time; got t_r=None"),
+    ({"filter": "cosine", "high_pass": None}, ParameterError, r"filter='cosine' needs"),
+    ({"low_pass": 0.3, "t_r": T_R}, ParameterError, r"low_pass=0.3 Hz is at or above the Nyquist frequency 0.25"),
+    ({"high_pass": 0.25, "t_r": T_R}, ParameterError, r"high_pass=0.25 Hz is at or above the Nyquist"),
+    ({"low_pass": 0.01, "high_pass": 0.1}, ParameterError, r"high_pass \(0.1 Hz\) must be below low_pass"),
+    ({"sample_mask": np.array([0, 5, 80])}, SampleMaskError, r"out of range: \[80\]; indices must be in \[0, 79\]"),
+    ({"sample_mask": np.ones(70, bool)}, SampleMaskError, r"boolean mask of shape \(70,\)"),
+    ({"sample_mask": np.array([-1, 3])}, IndexError, r"out of range: \[-1\]"),
+    ({"sample_mask": np.zeros(N_TIME, bool)}, ParameterError, r"removes every volume"),
+    ({"runs": np.zeros(N_TIME - 2)}, ParameterError, r"80 time points but runs has shape \(78,\)"),
+    ({"runs": RUNS, "sample_mask": kept_mask([1])}, ParameterError, r"got 1 mask\(s\) for 2 run\(s\)"),
+    ({"standardize": "zscores"}, ParameterError, r"standardize='zscores' is not a known strategy"),
+    ({"filter": "bessel"}, ParameterError, r"filter='bessel' is not a known filter"),
+    ({"butterworth__orders": 3}, ParameterError, r"unknown keyword argument 'butterworth__orders'"),
+    ({"confounds": "/nonexistent/confounds.tsv"}, ParameterError, r"does not exist"),
+    ({"confounds": np.full((N_TIME, 1), np.nan)}, ParameterError, r"non-finite value"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), BAD_INPUT)
+def test_bad_input_is_a_clear_error(kwargs, error, match, signals):
+    with pytest.raises(error, match=match):
+        clean(signals, **kwargs)
+    if "confounds" not in kwargs:  # raised while building the graph, before any compute
+        with raise_if_dask_computes(), pytest.raises(error, match=match):
+            clean(da.from_array(signals), **kwargs)
+
+
+def test_signals_must_be_2d(signals):
+    with pytest.raises(DimensionError, match=r"must be 2D \(time, features\); got shape \(80,\)"):
+        clean(signals[:, 0])

@@ -219,7 +219,7 @@ def _open_existing(store, group: str) -> zarr.Group:
             raise ImageFileNotFoundError(f"{_describe(store, group)}: no such store or group.")
         store = str(store)
     try:
-        return zarr.open_group(store, path=group, mode="r")
+        return zarr.open_group(store, path=group, mode="r", zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, TypeError) as exc:
         raise NotNiftiError(
             f"{_describe(store, group)} is not a zarr group ({type(exc).__name__}: {exc}); "
@@ -269,11 +269,11 @@ def to_zarr(obj: xr.DataArray, store, *, group: str | None = None, overwrite: bo
     is_image = obj.dims in (IMAGE_DIMS_3D, IMAGE_DIMS_4D)
     meta = _metadata(obj, kind="image" if is_image else "array")
     with staged_group(store, group, overwrite=overwrite) as staged:
+        staged.open().attrs.update({META_ATTR: meta})
         if is_image:
             _write_image(obj, staged, compressor)
         else:
             _write_array(obj, staged, compressor)
-        staged.open().attrs.update({META_ATTR: meta, COMPLETE_ATTR: False})
     return store
 
 
@@ -494,7 +494,9 @@ def _write_array(obj: xr.DataArray, staged: StagedGroup, compressor) -> None:
     coords = {name: _storable_coord(coord) for name, coord in obj.coords.items()}
     bare = xr.DataArray(data, dims=obj.dims, coords=coords, name=DATA_ARRAY)
     encoding = {DATA_ARRAY: {"chunks": chunks, "compressors": [compressor]}}
-    bare.to_dataset().to_zarr(staged.store, group=staged.path or None, mode="a", zarr_format=3,
+    dataset = bare.to_dataset()
+    dataset.attrs = staged.open().attrs.asdict()  # xarray replaces the group's attributes
+    dataset.to_zarr(staged.store, group=staged.path or None, mode="a", zarr_format=3,
                               consolidated=False, encoding=encoding)
 
 

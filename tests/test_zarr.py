@@ -2,6 +2,7 @@
 
 import io
 import json
+import shutil
 
 import dask
 import dask.array as da
@@ -233,17 +234,15 @@ def test_interrupted_overwrite_keeps_the_complete_group(tmp_path, nifti_path):
 
 
 def test_killed_write_is_refused_and_cleaned_up(tmp_path):
-    signals = _region_signals()
-    with staged_group(tmp_path / "s.zarr") as staged:  # a process killed before the end leaves this
-        staged.open().attrs["half"] = True
-        staging = staged.store
-        (tmp_path / "copy").mkdir()
-        import shutil
-        shutil.copytree(staging, tmp_path / "s.zarr.killed")
+    with staged_group(tmp_path / "s.zarr") as staged:  # what a process killed mid-write leaves
+        killed = tmp_path / ".s.zarr.lazymask-tmp-killed"
+        shutil.copytree(staged.store, killed)
     with pytest.raises(CorruptImageError, match="did not finish"):
-        open_zarr(tmp_path / "s.zarr.killed")
-    to_zarr(signals, tmp_path / "s.zarr", overwrite=True)
+        open_zarr(killed)
+    assert not is_complete(killed)
+    to_zarr(_region_signals(), tmp_path / "s.zarr", overwrite=True)
     assert is_complete(tmp_path / "s.zarr")
+    assert not killed.exists()  # the next write of the same target removes stale staging
 
 
 def test_one_group_per_run_skips_complete_groups(tmp_path):

@@ -209,7 +209,7 @@ def _run_demo(args) -> int:
     image = open_nifti(demo.func)
     print(f"demo run   {demo.func}")
     print(f"           {tuple(image.shape)} {image.dtype}, TR {image.nifti.t_r:g} s, "
-          f"{len(image.chunks[3])} chunks of up to {max(image.chunks[3])} volumes")
+          f"{len(image.chunks[3])} chunk(s) of up to {max(image.chunks[3])} volumes")
     with ProgressBar(out=sys.stderr):
         mean = image.mean("time").compute()
     mean_path = out / "mean_bold.nii.gz"

@@ -1,1 +1,12 @@
-"""lazymask.datasets."""
+"""Bundled demo data, generated locally and deterministically (no download, ever).
+
+Examples
+--------
+>>> from lazymask.datasets import load_demo
+>>> demo = load_demo()   # doctest: +SKIP
+>>> demo.func, demo.confounds, demo.atlas, demo.atlas_lut, demo.t_r   # doctest: +SKIP
+"""
+
+from lazymask.datasets._demo import DemoRun, load_demo
+
+__all__ = ["DemoRun", "load_demo"]

@@ -1,0 +1,135 @@
+"""I/O benchmark: the mean over time of a run, lazymask vs nibabel, against one zlib decompression.
+
+Run ``python -m benchmarks.bench_io [--quick]``. Each case runs in its own process
+(:mod:`benchmarks._harness`), on the cached runs of :mod:`benchmarks.data` (2 mm, int16, 200 and
+1200 volumes, ``.nii.gz`` and ``.nii``; files are read once before timing, so ``.nii`` timings are
+from the page cache). ``--quick`` runs the 200-volume cases only.
+
+Cases
+-----
+* lazymask: ``open_nifti(path).mean("time").compute()`` (dask's default threaded scheduler).
+* nibabel:  ``nib.load(path).get_fdata().mean(-1)``, what nilearn's ``mean_img`` does. Its
+  1200-volume cases need about 10 GB of memory and are run once.
+* zlib:     decompress the ``.nii.gz`` once with Python's ``gzip`` module (16 MiB ``readinto``
+  blocks, data discarded): the floor of any single-threaded zlib reader.
+
+Targets: on ``.nii.gz``, lazymask within 1.3x the zlib time; peak RSS under 0.5 GB for 1200 volumes.
+Both sides must compute the same mean image (checked through the sum and the max abs difference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._harness import measure, pair, report
+from benchmarks.data import ensure_run
+
+ZLIB_TARGET = 1.3
+RSS_TARGET_GB = 0.5
+_BLOCK = 16 * 2**20
+
+
+# -- cases (run in their own processes) -------------------------------------------------------------
+def lazymask_mean(path: str, out: str) -> dict:
+    from lazymask.io import open_nifti
+
+    mean = open_nifti(path).mean("time").compute()
+    return _summarise(np.asarray(mean), out)
+
+
+def nibabel_mean(path: str, out: str) -> dict:
+    import nibabel as nib
+
+    mean = nib.load(path).get_fdata().mean(-1)
+    return _summarise(mean, out)
+
+
+def zlib_decompress(path: str) -> dict:
+    buffer = bytearray(_BLOCK)
+    total = 0
+    with gzip.open(path, "rb") as stream:
+        while n := stream.readinto(buffer):
+            total += n
+    return {"bytes": total}
+
+
+def _summarise(mean: np.ndarray, out: str) -> dict:
+    np.save(out, mean)
+    return {"checksum": float(mean.sum(dtype=np.float64)), "shape": list(mean.shape)}
+
+
+# -- the benchmark ---------------------------------------------------------------------------------
+def main(quick: bool = False) -> list[dict]:
+    """Run every case, print the table and the targets, and return the table's rows."""
+    sizes = (200,) if quick else (200, 1200)
+    rows, notes = [], []
+    with tempfile.TemporaryDirectory(prefix="lazymask-bench-io-") as scratch:
+        for n_volumes in sizes:
+            for compressed in (True, False):
+                rows += _cases(n_volumes, compressed, Path(scratch), notes)
+    report("io", rows)
+    for note in notes:
+        print(note)
+    if not quick:
+        print("(nibabel's 1200-volume cases ran once each: they need ~10 GB and a while.)")
+    return rows
+
+
+def _cases(n_volumes: int, compressed: bool, scratch: Path, notes: list[str]) -> list[dict]:
+    path = ensure_run(n_volumes, compressed)
+    _warm_page_cache(path)
+    label = f"mean {n_volumes} vols {'.nii.gz' if compressed else '.nii'}"
+    lazymask_out, nibabel_out = scratch / "lazymask.npy", scratch / "nibabel.npy"
+    lm = measure("benchmarks.bench_io:lazymask_mean", repeat=2, path=str(path), out=str(lazymask_out))
+    nb = measure("benchmarks.bench_io:nibabel_mean", repeat=1, path=str(path), out=str(nibabel_out))
+    notes.append(_check_same_result(label, lm, nb, lazymask_out, nibabel_out))
+    rss_target = f"RSS < {RSS_TARGET_GB} GB" if n_volumes >= 1200 else ""
+    rows = [pair(label, lm, nb, target=rss_target, reference_name="nibabel")]
+    if compressed:
+        zlib = measure("benchmarks.bench_io:zlib_decompress", repeat=2, path=str(path))
+        rows.append(pair(f"  {label} vs zlib decompress once", lm, zlib, reference_name="zlib",
+                         target=f"time <= {ZLIB_TARGET}x zlib"))
+        notes.append(_target_note(label, lm, zlib, n_volumes))
+    elif n_volumes >= 1200:
+        notes.append(_rss_note(label, lm))
+    return rows
+
+
+def _check_same_result(label, lm, nb, lazymask_out, nibabel_out) -> str:
+    a, b = np.load(lazymask_out), np.load(nibabel_out)
+    max_diff = float(np.max(np.abs(a - b)))
+    sums = lm["result"]["checksum"], nb["result"]["checksum"]
+    same = a.shape == b.shape and np.isclose(*sums, rtol=1e-9) and max_diff < 1e-6
+    if not same:
+        raise AssertionError(f"{label}: lazymask and nibabel disagree: sums {sums}, max abs diff {max_diff}")
+    return f"{label}: same mean image (sum {sums[0]:.6e} vs {sums[1]:.6e}, max abs diff {max_diff:.1e})"
+
+
+def _target_note(label, lm, zlib, n_volumes) -> str:
+    ratio = lm["seconds"] / zlib["seconds"]
+    verdict = "met" if ratio <= ZLIB_TARGET else "MISSED"
+    note = f"{label}: lazymask / zlib-decompress = {ratio:.2f} (target <= {ZLIB_TARGET}: {verdict})"
+    return note + ("; " + _rss_note(label, lm) if n_volumes >= 1200 else "")
+
+
+def _rss_note(label, lm) -> str:
+    rss = lm["peak_rss_gb"]
+    verdict = "met" if rss < RSS_TARGET_GB else "MISSED"
+    return f"{label}: lazymask peak RSS {rss:.2f} GB (target < {RSS_TARGET_GB} GB: {verdict})"
+
+
+def _warm_page_cache(path: Path) -> None:
+    with open(path, "rb", buffering=0) as f:
+        while f.read(_BLOCK):
+            pass
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="200-volume cases only")
+    main(parser.parse_args().quick)

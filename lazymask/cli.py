@@ -1,0 +1,230 @@
+"""The ``lazymask`` command line.
+
+Commands::
+
+    lazymask info FILE...            headers, grid and chunk plan of images (reads headers only)
+    lazymask convert IN OUT.zarr     a NIfTI image to a zarr store, with a progress bar
+    lazymask demo [--out DIR]        run the main job on the bundled demo data
+
+Exit codes: 0 on success, 2 on bad input or usage (with a one-line message on stderr, never a
+traceback for an error lazymask anticipates), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lazymask.exceptions import LazymaskError, ParameterError
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
+_ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``) and return the exit code.
+
+    Examples
+    --------
+    >>> main(["info", "bold.nii.gz"])   # doctest: +SKIP
+    0
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except LazymaskError as exc:
+        _fail(exc)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("lazymask: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    from lazymask import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="lazymask", description="Lazy, out-of-core masking of fMRI images (nilearn's masking stack on dask)."
+    )
+    parser.add_argument("--version", action="version", version=f"lazymask {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = commands.add_parser("info", help="show the shape, dtype, grid and chunk plan of images")
+    info.add_argument("files", nargs="+", metavar="FILE", help="NIfTI images (.nii, .nii.gz)")
+    _add_chunks(info)
+    info.set_defaults(run=_run_info)
+
+    convert = commands.add_parser("convert", help="convert a NIfTI image to a zarr store")
+    convert.add_argument("input", metavar="IN", help="a NIfTI image (.nii, .nii.gz)")
+    convert.add_argument("output", metavar="OUT.zarr", help="the zarr store to write")
+    convert.add_argument("--overwrite", action="store_true", help="replace OUT if it is a zarr store")
+    _add_chunks(convert)
+    convert.set_defaults(run=_run_convert)
+
+    demo = commands.add_parser("demo", help="run lazymask on the bundled (generated) demo data")
+    demo.add_argument("--out", default="lazymask-demo", metavar="DIR",
+                      help="where to write the results (default: ./lazymask-demo)")
+    demo.set_defaults(run=_run_demo)
+    return parser
+
+
+def _add_chunks(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--chunks", default="auto", type=_chunks_arg, metavar="N",
+                        help="volumes per chunk: an integer, -1 for one chunk, or 'auto' (~64 MiB; default)")
+
+
+def _chunks_arg(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
+
+
+def _fail(exc: BaseException) -> None:
+    message = " ".join(str(exc).split())  # one line, whatever the message's layout
+    print(f"lazymask: error: {message}", file=sys.stderr)
+
+
+# -- info -------------------------------------------------------------------------------------------
+def _run_info(args) -> int:
+    from lazymask.io import open_nifti
+
+    status = EXIT_OK
+    for index, path in enumerate(args.files):
+        try:
+            image = open_nifti(path, chunks=args.chunks)
+        except LazymaskError as exc:
+            _fail(exc)
+            status = EXIT_ERROR
+            continue
+        if index:
+            print()
+        print(describe_image(image, path))
+    return status
+
+
+def describe_image(image, path) -> str:
+    """A few lines describing an opened image: grid, dtype, size on disk and chunk plan."""
+    zooms = " x ".join(f"{z:g}" for z in image.nifti.zooms)
+    t_r = image.nifti.t_r
+    affine = np.array2string(image.nifti.affine, precision=4, suppress_small=True, separator=", ")
+    affine = affine.replace("\n", "\n" + " " * 12)
+    rows = [
+        ("shape", str(tuple(image.shape))),
+        ("dtype", str(image.dtype)),
+        ("zooms", f"{zooms} mm"),
+        ("TR", "-" if t_r is None else f"{t_r:g} s"),
+        ("affine", affine),
+        ("on disk", f"{_size(os.path.getsize(path))}" + (" (gzip)" if str(path).endswith(".gz") else "")),
+        ("chunks", _chunk_plan(image)),
+    ]
+    return "\n".join([str(path)] + [f"  {name:<9} {value}" for name, value in rows])
+
+
+def _chunk_plan(image) -> str:
+    volume_bytes = int(np.prod(image.shape[:3])) * image.dtype.itemsize
+    if image.ndim == 3:
+        return f"1 chunk of {_size(volume_bytes)} (a 3D image)"
+    lengths = image.chunks[image.dims.index("time")]
+    per_chunk = max(lengths)
+    plural = "s" if len(lengths) > 1 else ""
+    return (f"{per_chunk} volumes per chunk, {len(lengths)} chunk{plural}, "
+            f"{_size(per_chunk * volume_bytes)} per chunk (in memory, {image.dtype})")
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n_bytes < 1024 or unit == "GiB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    raise AssertionError("unreachable")
+
+
+# -- convert ----------------------------------------------------------------------------------------
+def _run_convert(args) -> int:
+    from lazymask.io import open_nifti
+
+    image = open_nifti(args.input, chunks=args.chunks)
+    _prepare_output(Path(args.output), overwrite=args.overwrite)
+    start = time.perf_counter()
+    _write_zarr(image, args.output)
+    print(f"wrote {args.output} {tuple(image.shape)} {image.dtype} in {time.perf_counter() - start:.1f} s")
+    return EXIT_OK
+
+
+def _zarr_writer():
+    try:
+        from lazymask.io._zarr import to_zarr
+    except ImportError as exc:
+        raise ParameterError(
+            f"writing zarr stores is not available in this build of lazymask ({exc})."
+        ) from exc
+    return to_zarr
+
+
+def _write_zarr(image, store) -> None:
+    """Write ``image`` to ``store`` with lazymask's zarr writer, showing progress on stderr."""
+    from dask.diagnostics import ProgressBar
+
+    to_zarr = _zarr_writer()
+    with ProgressBar(out=sys.stderr):
+        pending = to_zarr(image, store)
+        if hasattr(pending, "compute"):  # a writer that returns a lazy write
+            pending.compute()
+
+
+def _prepare_output(path: Path, overwrite: bool) -> None:
+    if not path.exists():
+        return
+    if not overwrite:
+        raise ParameterError(f"{path} already exists; pass --overwrite to replace it, or choose another OUT.")
+    if not (path.is_dir() and any((path / marker).exists() for marker in _ZARR_MARKERS)):
+        raise ParameterError(
+            f"{path} exists and is not a zarr store, so --overwrite will not delete it; choose another OUT."
+        )
+    shutil.rmtree(path)
+
+
+# -- demo -------------------------------------------------------------------------------------------
+def _run_demo(args) -> int:
+    import nibabel as nib
+    from dask.diagnostics import ProgressBar
+
+    from lazymask.datasets import load_demo
+    from lazymask.io import get_affine, open_nifti
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    demo = load_demo()
+    image = open_nifti(demo.func)
+    print(f"demo run   {demo.func}")
+    print(f"           {tuple(image.shape)} {image.dtype}, TR {image.nifti.t_r:g} s, "
+          f"{len(image.chunks[3])} chunk(s) of up to {max(image.chunks[3])} volumes")
+    with ProgressBar(out=sys.stderr):
+        mean = image.mean("time").compute()
+    mean_path = out / "mean_bold.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(mean, dtype=np.float32), get_affine(mean)), mean_path)
+    print(f"mean image {mean_path}")
+    zarr_path = out / "bold.zarr"
+    try:
+        _prepare_output(zarr_path, overwrite=True)
+        _write_zarr(image, zarr_path)
+        print(f"zarr store {zarr_path}")
+    except ParameterError as exc:
+        print(f"zarr store skipped: {exc}", file=sys.stderr)
+    print(f"done in {time.perf_counter() - start:.1f} s; results in {out.resolve()}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,8 +1,13 @@
-"""lazymask: nilearn's masking stack as a lazy, out-of-core dataflow on dask and xarray."""
+"""lazymask: nilearn's masking stack as a lazy, out-of-core dataflow on dask and xarray.
+
+Images open lazily (:func:`open_nifti`, :func:`open_zarr`) as xarray DataArrays backed by dask;
+:mod:`lazymask.masking`, :mod:`lazymask.signal` and :mod:`lazymask.maskers` compute what nilearn
+computes, chunk by chunk, and results persist to zarr (:func:`to_zarr`).
+"""
 
 from lazymask.exceptions import LazymaskError
-from lazymask.io import open_nifti
+from lazymask.io import open_nifti, open_zarr, to_nifti, to_zarr
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["LazymaskError", "open_nifti", "__version__"]
+__all__ = ["LazymaskError", "__version__", "open_nifti", "open_zarr", "to_nifti", "to_zarr"]

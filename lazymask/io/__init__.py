@@ -12,6 +12,8 @@ from lazymask.io._meta import (
     image_dataarray,
 )
 from lazymask.io._nifti import open_nifti
+from lazymask.io._write import to_nibabel, to_nifti
+from lazymask.io._zarr import is_complete, open_zarr, to_zarr
 
 __all__ = [
     "IMAGE_DIMS_3D",
@@ -22,5 +24,10 @@ __all__ = [
     "get_t_r",
     "get_zooms",
     "image_dataarray",
+    "is_complete",
     "open_nifti",
+    "open_zarr",
+    "to_nibabel",
+    "to_nifti",
+    "to_zarr",
 ]

@@ -275,3 +275,28 @@ def test_bad_chunks(fmri_paths):
     with pytest.raises(ParameterError, match="along 'time' only"):
         open_nifti(fmri_paths[".nii"], chunks={"i": 3})
     assert open_nifti(fmri_paths[".nii"], chunks={"time": 5}).chunks[3] == (5, 5, 5, 2)
+
+
+def test_zarr_image_stores_open_like_nifti_files(tmp_path, fmri_paths):
+    from lazymask.io import to_zarr
+
+    expected = nib.load(fmri_paths[".nii"]).get_fdata()
+    store = to_zarr(open_nifti(fmri_paths[".nii.gz"]), tmp_path / "run.zarr")
+    with raise_if_dask_computes():
+        img = open_nifti(store)
+        two = open_nifti([store, str(store)], chunks=5)
+    np.testing.assert_array_equal(img.values, expected)
+    assert img.nifti.t_r == 2.0 and img.dims == ("i", "j", "k", "time")
+    assert two.chunks[3] == (5, 5, 5, 5, 5, 5, 4)
+    np.testing.assert_array_equal(two.values, np.concatenate([expected, expected], axis=3))
+
+
+def test_multi_member_gzip_and_integer_indexing(tmp_path):
+    img = fake_fmri(shape=(10, 11, 9), n_volumes=7)
+    raw = save(img, tmp_path / "a.nii").read_bytes()
+    path = tmp_path / "members.nii.gz"
+    path.write_bytes(gzip.compress(raw[:5000]) + gzip.compress(raw[5000:]))  # two gzip members
+    opened = open_nifti(path, chunks=2)
+    np.testing.assert_array_equal(opened.values, np.asanyarray(img.dataobj))
+    np.testing.assert_array_equal(opened.isel(time=3).values, np.asanyarray(img.dataobj)[..., 3])
+    assert opened.name is None

@@ -101,4 +101,6 @@ def image_dataarray(data, affine, *, t_r=None, name=None, attrs=None) -> xr.Data
         if t_r:
             all_attrs["t_r"] = float(t_r)
             coords["time"] = ("time", np.arange(data.shape[3]) * float(t_r), {"units": "s"})
-    return xr.DataArray(data, dims=dims, coords=coords, name=name, attrs=all_attrs)
+    image = xr.DataArray(data, dims=dims, coords=coords, attrs=all_attrs)
+    image.name = name  # xarray would otherwise take the dask array's graph name
+    return image

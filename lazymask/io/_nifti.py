@@ -51,14 +51,15 @@ def open_nifti(src, chunks="auto") -> xr.DataArray:
     Parameters
     ----------
     src : str, pathlib.Path, nibabel image, xarray.DataArray, or a list of these
-        A ``.nii``/``.nii.gz`` file (NIfTI-1 or NIfTI-2), a glob pattern, a nibabel image, a
-        DataArray (returned as is), or a list: of 3D images (stacked along time) or of 4D runs
+        A ``.nii``/``.nii.gz`` file (NIfTI-1 or NIfTI-2), an image store written by
+        :func:`lazymask.to_zarr`, a glob pattern, a nibabel image, a DataArray (returned as is),
+        or a list: of 3D images (stacked along time) or of 4D runs
         (concatenated along time). All images of a list must share shape and affine.
     chunks : "auto", int, -1, None, dict or tuple, default "auto"
         Chunking along ``time`` (spatial dims are never split: a chunk is whole volumes).
         ``"auto"``: at most 30 MiB per chunk; an int: that many volumes per chunk; ``-1`` or
         ``None``: one chunk; ``{"time": n}``; or a tuple of chunk lengths summing to the number
-        of volumes.
+        of volumes. A zarr store keeps its stored chunks under ``"auto"``.
 
     Returns
     -------
@@ -81,6 +82,8 @@ def open_nifti(src, chunks="auto") -> xr.DataArray:
     """
     if isinstance(src, xr.DataArray):
         return src
+    if _is_zarr_store(src) or (_is_list(src) and src and all(_is_zarr_store(s) for s in src)):
+        return _open_zarr_images(src, chunks)
     images = _expand(src)
     if not images:
         raise ParameterError(f"no image to open: {src!r} names no file.")
@@ -89,6 +92,29 @@ def open_nifti(src, chunks="auto") -> xr.DataArray:
 
 
 # -- inputs -----------------------------------------------------------------------------------------
+def _is_zarr_store(src) -> bool:
+    return isinstance(src, str | os.PathLike) and os.path.isfile(os.path.join(src, "zarr.json"))
+
+
+def _open_zarr_images(src, chunks) -> xr.DataArray:
+    """Image stores written by :func:`lazymask.to_zarr` (one, or a list concatenated along time)."""
+    from lazymask.io._zarr import open_zarr
+
+    stores = src if _is_list(src) else [src]
+    images = [open_zarr(store) for store in stores]
+    for store, image in zip(stores, images, strict=True):
+        if "i" not in image.dims:
+            raise NotNiftiError(f"{store} holds {image.dims} data, not an image; open it with lazymask.open_zarr.")
+    parts = [_Part(str(store), image.shape, np.asarray(image.attrs["affine"]), image.attrs.get("t_r"))
+             for store, image in zip(stores, images, strict=True)]
+    _check_same_grid(parts)
+    image = images[0] if len(images) == 1 else xr.concat(images, dim="time", combine_attrs="override")
+    if chunks != "auto" and "time" in image.dims:
+        itemsize = image.dtype.itemsize
+        image = image.chunk({"time": _time_chunks(chunks, image.sizes["time"], itemsize)})
+    return image
+
+
 def _is_list(src) -> bool:
     return isinstance(src, Sequence) and not isinstance(src, str | bytes)
 

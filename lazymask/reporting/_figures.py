@@ -134,15 +134,15 @@ def centre_of_mass(weights: np.ndarray, volume: Volume) -> np.ndarray:
 @dataclass(frozen=True)
 class _Background:
     volume: Volume
+    window: tuple[float, float]  # display range (vmin, vmax)
 
     def draw(self, ax, axis: int, position: float) -> None:
         plane = self.volume.plane(axis, position)
         if plane is None:
             return
         values = np.nan_to_num(np.asarray(plane, dtype=float))
-        vmin, vmax = _intensity_window(self.volume.data)
         ax.imshow(values.T, origin="lower", extent=self.volume.plane_extent(axis), cmap="gray",
-                  vmin=vmin, vmax=vmax, interpolation="nearest")
+                  vmin=self.window[0], vmax=self.window[1], interpolation="nearest")
 
 
 def _intensity_window(data: np.ndarray) -> tuple[float, float]:
@@ -252,8 +252,9 @@ def draw_views(background: Volume, layers: Sequence, cut: np.ndarray) -> Figure:
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 3, gridspec_kw={"width_ratios": widths, "wspace": 0.02, "left": 0,
                                               "right": 1, "bottom": 0, "top": 1})
+    background_layer = _Background(background, _intensity_window(background.data))
     for ax, (name, axis, letter) in zip(axes, _VIEWS, strict=True):
-        for layer in (_Background(background), *layers):
+        for layer in (background_layer, *layers):
             layer.draw(ax, axis, cut[axis])
         _decorate(ax, background, name, axis, f"{letter} = {cut[axis]:.0f}")
     return figure

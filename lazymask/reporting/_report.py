@@ -39,7 +39,7 @@ _CSS = """
   padding: 0.3em 0.6em; margin: 0.3em 0;}
 .lazymask-report table {border-collapse: collapse; margin: 0.3em 0;}
 .lazymask-report th, .lazymask-report td {border: 1px solid #ccc; padding: 2px 8px;
-  text-align: left; vertical-align: top;}
+  text-align: left; vertical-align: top; white-space: pre-wrap;}
 .lazymask-report th {background: #f0f0f0;}
 .lazymask-report .lm-scroll {max-height: 400px; overflow: auto;}
 .lazymask-report summary {cursor: pointer; font-weight: bold;}

@@ -123,7 +123,9 @@ class GzipStream:
         """Decompress at most ``max_length`` bytes (at least one unless the data ends)."""
         while True:
             if self._decompressor.eof:  # a multi-member gzip file: start the next member
-                rest = self._decompressor.unused_data + self._pending + self._file.read(_INPUT_BLOCK)
+                # After the end of a member, zlib keeps the leftover input in unused_data (and,
+                # when max_length stopped it, a duplicate in unconsumed_tail): take it once.
+                rest = self._decompressor.unused_data + self._file.read(_INPUT_BLOCK)
                 if not rest.strip(b"\x00"):
                     return b""  # end of data (or zero padding after the last member)
                 self._decompressor = zlib.decompressobj(wbits=_GZIP_WBITS)

@@ -1,0 +1,69 @@
+"""The shared gzip stream: any sequence of range reads returns exactly the decompressed bytes."""
+
+import gzip
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lazymask.exceptions import CorruptImageError
+from lazymask.io import _gzip
+
+PAYLOAD = np.random.default_rng(0).integers(0, 40, 300_000, dtype=np.uint8).tobytes()  # compressible
+
+
+@pytest.fixture(scope="module")
+def gz_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gz") / "payload.gz"
+    path.write_bytes(gzip.compress(PAYLOAD[:100_000]) + gzip.compress(PAYLOAD[100_000:]))  # 2 members
+    return str(path)
+
+
+reads = st.lists(
+    st.tuples(st.integers(0, len(PAYLOAD) - 1), st.integers(1, 40_000)), min_size=1, max_size=12
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(reads=reads, step=st.sampled_from([1 << 12, 1 << 14, 1 << 16]))
+def test_any_order_of_reads_returns_the_right_bytes(gz_file, monkeypatch, reads, step):
+    monkeypatch.setattr(_gzip, "_STEP", step)
+    stream = _gzip.GzipStream(gz_file)
+    for offset, length in reads:
+        length = min(length, len(PAYLOAD) - offset)
+        out = bytearray(length)
+        stream.read_into(offset, memoryview(out))
+        assert bytes(out) == PAYLOAD[offset : offset + length]
+
+
+def test_concurrent_readers_share_one_stream(gz_file):
+    ranges = [(offset, 10_000) for offset in range(0, 290_000, 10_000)][::-1]
+    results = {}
+
+    def read(offset, length):
+        out = bytearray(length)
+        _gzip.read_gzip_range(gz_file, offset, out)
+        results[offset] = bytes(out)
+
+    threads = [threading.Thread(target=read, args=r) for r in ranges]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(results[offset] == PAYLOAD[offset : offset + 10_000] for offset, _ in ranges)
+
+
+def test_reading_past_the_end_names_the_file(gz_file):
+    with pytest.raises(CorruptImageError, match=r"payload\.gz: the gzip stream ends after"):
+        _gzip.read_gzip_range(gz_file, len(PAYLOAD) - 10, bytearray(20))
+
+
+def test_corrupt_stream_names_the_file(tmp_path):
+    data = bytearray(gzip.compress(PAYLOAD))
+    data[5000:5100] = b"\xff" * 100
+    path = tmp_path / "broken.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptImageError, match=r"broken\.gz: the gzip stream is corrupt"):
+        _gzip.read_gzip_range(str(path), 0, bytearray(len(PAYLOAD)))

@@ -5,6 +5,8 @@ import warnings
 import nibabel as nib
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nilearn import image as nimage
 
 from lazymask.exceptions import DimensionError, ParameterError
@@ -84,6 +86,14 @@ def test_resample_to_img_uses_the_target_grid(runs):
     np.testing.assert_array_equal(ours.values, expected)
 
 
+def test_force_resample_false_gives_nilearn_numbers_for_an_integer_shift(runs):
+    shifted = nib.load(runs["int16"]).affine.copy()
+    shifted[:3, 3] -= 2 * 3.0  # two voxels
+    ours = resample_img(runs["int16"], shifted, target_shape=SHAPE, force_resample=False, copy_header=True)
+    expected = _nilearn(nimage.resample_img, runs["int16"], shifted, target_shape=SHAPE, force_resample=False)
+    np.testing.assert_allclose(ours.values, expected, rtol=1e-5, atol=1e-3)
+
+
 def test_resample_img_without_target_returns_the_image(runs):
     image = open_nifti(runs["int16"])
     assert resample_img(image) is image
@@ -120,3 +130,23 @@ def test_five_dimensional_input_is_refused():
     image = nib.Nifti1Image(np.zeros((4, 4, 4, 2, 2), "float32"), np.eye(4))
     with pytest.raises(DimensionError, match="5D"):
         mean_img(image)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n_volumes=st.integers(1, 12),
+    chunk=st.integers(1, 12),
+    dtype=st.sampled_from(["int16", "uint8", "float32", "float64"]),
+    seed=st.integers(0, 2**16),
+)
+def test_lazy_mean_equals_numpy_mean_bit_for_bit(n_volumes, chunk, dtype, seed):
+    import dask.array as da
+
+    from lazymask.image._mean import lazy_time_mean
+
+    rng = np.random.default_rng(seed)
+    values = np.asfortranarray((rng.normal(100, 50, (3, 4, 5, n_volumes))).astype(dtype))
+    ours = lazy_time_mean(da.from_array(values, chunks=(3, 4, 5, chunk))).compute()
+    expected = values.mean(axis=-1)
+    assert ours.dtype == expected.dtype
+    np.testing.assert_array_equal(ours, expected)

@@ -227,3 +227,13 @@ def test_empty_mask_warns_like_nilearn():
     with pytest.warns(MaskWarning, match="empty mask"):
         mask = compute_background_mask(flat)
     assert int(mask.sum()) == 0
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
+def test_masks_do_not_depend_on_the_scheduler(runs, scheduler):
+    import dask
+
+    paths = [runs["float32-nan", seed] for seed in range(2)]
+    with dask.config.set(scheduler=scheduler):
+        ours = compute_multi_epi_mask(paths)
+    _same(ours, _ref(nmasking.compute_multi_epi_mask, paths))

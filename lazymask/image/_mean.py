@@ -100,4 +100,5 @@ def mean_img(imgs, target_affine=None, target_shape=None, verbose=0, n_jobs=1, c
     for mean in means[1:]:
         total = total + mean.data
     average = total / len(means) if len(means) > 1 else total
-    return image_dataarray(average, get_affine(means[0]), attrs={"source": first.attrs.get("source")})
+    attrs = {"source": first.attrs["source"]} if "source" in first.attrs else None
+    return image_dataarray(average, get_affine(means[0]), attrs=attrs)

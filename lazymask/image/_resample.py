@@ -160,10 +160,6 @@ def resample_block(block, matrix, offset, target_shape, order, fill_value, out_d
     return out
 
 
-def _clip_range_block(block: np.ndarray, axis=None, keepdims=False) -> np.ndarray:
-    return np.array([min(np.nanmin(block), 0), max(np.nanmax(block), 0)], dtype=np.float64)
-
-
 # -- the public functions ----------------------------------------------------------------------------
 def resample_img(
     img,

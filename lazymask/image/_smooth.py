@@ -10,7 +10,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from lazymask.exceptions import ParameterError
 from lazymask.image._inputs import as_image, is_image_list
-from lazymask.io import get_affine, image_dataarray
+from lazymask.io import get_affine
 
 FWHM_OVER_SIGMA = np.sqrt(8 * np.log(2))
 

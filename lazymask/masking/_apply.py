@@ -83,6 +83,11 @@ def apply_mask(imgs, mask_img, dtype="f", smoothing_fwhm=None, ensure_finite=Tru
         Dims ``("time", "voxel")`` with coords ``i``, ``j``, ``k`` along ``voxel`` (voxels in
         nilearn's order); for a 3D image, dims ``("voxel",)`` as nilearn returns 1D.
 
+    Notes
+    -----
+    Difference from nilearn: with an integer ``dtype`` and ``smoothing_fwhm``, nilearn silently
+    skips the smoothing (it smooths a float copy that it drops); lazymask smooths, then casts.
+
     Examples
     --------
     >>> signals = apply_mask("bold.nii.gz", "mask.nii.gz")   # lazy  # doctest: +SKIP

@@ -25,6 +25,7 @@ Contract
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import os
 import threading
@@ -58,6 +59,13 @@ class GzipStream:
         self._checkpoints: list[_Checkpoint] = []
         self._file = open(path, "rb")  # noqa: SIM115 - kept open across reads of this process
         self._restart()
+
+    def close(self) -> None:
+        """Close the file (the stream is not used again)."""
+        self._file.close()
+
+    def __del__(self):
+        self._file.close()
 
     def read_into(self, offset: int, out: memoryview) -> None:
         """Fill ``out`` with the decompressed bytes starting at ``offset``."""
@@ -167,6 +175,13 @@ class GzipStream:
 
 _streams: OrderedDict[tuple, GzipStream] = OrderedDict()
 _streams_lock = threading.Lock()
+
+
+@atexit.register
+def _close_streams() -> None:
+    with _streams_lock:
+        while _streams:
+            _streams.popitem()[1].close()
 
 
 def _stream_for(path: str) -> GzipStream:

@@ -1,0 +1,258 @@
+"""Tests of lazymask.reporting: standalone escaped HTML, numbers of the summaries, orientation."""
+
+import base64
+import io
+import re
+
+import matplotlib.image
+import nibabel as nib
+import numpy as np
+import pytest
+
+from lazymask.exceptions import DimensionError, ImageMismatchError, ParameterError
+from lazymask.reporting import Report, labels_report, maps_report, mask_report, spheres_report
+from lazymask.reporting._figures import to_ras
+from lazymask.reporting._report import PNG_SIGNATURE
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+SHAPE = (20, 20, 20)
+# LAS storage: voxel i grows towards the subject's left; world x from +19 (i=0) to -19 (i=19)
+LAS_AFFINE = np.array([[-2.0, 0, 0, 19], [0, 2, 0, -19], [0, 0, 2, -19], [0, 0, 0, 1]])
+LEFT_SEEDS = [(-10.0, 0.0, 0.0), (-12.0, 4.0, 0.0)]
+
+
+def _world_x(affine=LAS_AFFINE, shape=SHAPE):
+    i = np.arange(shape[0])
+    return (affine[0, 0] * i + affine[0, 3])[:, None, None] * np.ones(shape)
+
+
+@pytest.fixture(scope="module")
+def mean_img():
+    rng = np.random.default_rng(0)
+    return (100 + 10 * rng.standard_normal(SHAPE)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def left_mask():
+    """A box on the subject's left (world x < 0) of the LAS grid."""
+    mask = np.zeros(SHAPE, dtype=bool)
+    mask[12:18, 6:14, 6:14] = True
+    assert np.all(_world_x()[mask] < 0)
+    return mask
+
+
+@pytest.fixture(scope="module")
+def left_labels(left_mask):
+    labels = np.zeros(SHAPE, dtype=np.int16)
+    labels[left_mask] = 3
+    labels[12:18, 6:10, 6:14] = 7
+    return labels
+
+
+def _report_of(kind, mean, affine, mask, labels, **kwargs):
+    """Build one report kind with overlays derived from a mask and an atlas (on ``affine``)."""
+    if kind == "mask":
+        return mask_report(mean, mask, affine, **kwargs)
+    if kind == "labels":
+        return labels_report(mean, labels, affine, **kwargs)
+    if kind == "maps":
+        maps = np.stack([labels == 3, labels == 7, mask * 0.5], axis=-1).astype(np.float32)
+        return maps_report(mean, maps, affine, **kwargs)
+    return spheres_report(mean, affine, seeds=LEFT_SEEDS, radius=5, **kwargs)
+
+
+KINDS = ["mask", "labels", "maps", "spheres"]
+
+
+def _decode(png: bytes) -> np.ndarray:
+    return matplotlib.image.imread(io.BytesIO(png), format="png")
+
+
+# -- HTML --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("with_image", [True, False])
+def test_each_report_is_standalone_html(kind, with_image, mean_img, left_mask, left_labels):
+    mean = mean_img if with_image else None
+    report = _report_of(kind, mean, LAS_AFFINE, left_mask, left_labels,
+                        parameters={"smoothing_fwhm": 6.0})
+    html = report.get_html()
+    assert html.startswith("<!DOCTYPE html>")
+    assert "http" not in html and "<script" not in html.lower() and "<link" not in html
+    sources = re.findall(r'src="([^"]*)"', html)
+    assert len(sources) == len(report.figures) >= 1
+    for source in sources:
+        prefix = "data:image/png;base64,"
+        assert source.startswith(prefix)
+        assert base64.b64decode(source[len(prefix):]).startswith(PNG_SIGNATURE)
+    assert report.sentences[0] in html
+    assert ("No image was given at fit time" in html) is (not with_image)
+    assert "smoothing_fwhm" in html
+    assert report._repr_html_() in html
+
+
+def test_user_strings_are_escaped(left_mask, left_labels):
+    report = labels_report(
+        None, left_labels, LAS_AFFINE, region_names=["<b>bold</b>", "a & b"],
+        parameters={"<p>": "<script>alert(1)</script>", "target_affine": np.eye(4)},
+        title="<i>title</i>",
+    )
+    html = report.get_html()
+    assert "<script>" not in html and "<b>bold" not in html and "<i>title" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html and "a &amp; b" in html
+    assert "&lt;p&gt;" in html and "&lt;i&gt;title&lt;/i&gt;" in html
+
+
+def test_save_as_html_writes_the_same_html(tmp_path, mean_img, left_mask):
+    report = mask_report(mean_img, left_mask, LAS_AFFINE, parameters={"a": 1})
+    path = report.save_as_html(tmp_path / "report.html")
+    assert path.read_text(encoding="utf-8") == report.get_html()
+
+
+def test_svg_figures_are_embedded_base64_and_bad_figures_refused():
+    svg = '<svg xmlns="http://www.w3.org/2000/svg"><text>&lt;x&gt;</text></svg>'
+    report = Report("svg", figures=[svg])
+    html = report.get_html()
+    assert "<svg" not in html and "data:image/svg+xml;base64," in html
+    with pytest.raises(ParameterError, match="PNG signature"):
+        report.add_figure(b"GIF89a...")
+    with pytest.raises(ParameterError, match="expected PNG bytes or SVG text"):
+        report.add_figure(3)
+
+
+def test_repr_and_tables():
+    report = Report("NiftiMasker", sentences=["one"], parameters={"a": 1, "b": None})
+    assert repr(report) == str(report) == (
+        "<Report 'NiftiMasker': 0 figures, 1 sentence, 2 parameters, 0 tables>"
+    )
+    with pytest.raises(ParameterError, match="columns of different lengths"):
+        report.add_table("Regions", {"id": [1, 2], "name": ["a"]})
+
+
+# -- numbers of the summaries ------------------------------------------------------------------
+@pytest.mark.parametrize("n_voxels", [1, 125, 999])
+def test_mask_sentence_matches_nilearn(n_voxels):
+    from nilearn.maskers import NiftiMasker
+
+    mask = np.zeros((10, 10, 10), dtype=bool)
+    mask.flat[:n_voxels] = True
+    report = mask_report(None, mask, np.eye(4))
+    masker = NiftiMasker(mask_img=nib.Nifti1Image(mask.astype(np.uint8), np.eye(4))).fit()
+    coverage = masker._report_content["coverage"]
+    expected = f"The mask includes {masker.n_elements_} voxels ({coverage:0.1f} %) of the image."
+    assert report.sentences == [expected]
+    assert report.sentences[0] == (
+        f"The mask includes {n_voxels} voxels ({n_voxels / 10:0.1f} %) of the image."
+    )
+
+
+def test_original_mask_adds_a_second_figure(mean_img, left_mask):
+    original = np.zeros((10, 10, 10), dtype=bool)
+    original[5:9, 3:7, 3:7] = True
+    original_affine = LAS_AFFINE.copy()
+    original_affine[:3, :3] *= 2
+    report = mask_report(mean_img, left_mask, LAS_AFFINE, original_mask=original,
+                         original_affine=original_affine)
+    assert len(report.figures) == 2
+    assert report.figures[0][0] != report.figures[1][0]
+
+
+def test_labels_table(left_labels):
+    affine = LAS_AFFINE  # 8 mm³ voxels
+    report = labels_report(None, left_labels, affine, region_ids=[3, 7, 9],
+                           region_names=["a", "b", "absent"])
+    table = report.tables["Regions"]
+    n3, n7 = np.count_nonzero(left_labels == 3), np.count_nonzero(left_labels == 7)
+    assert table["label value"] == [3, 7, 9]
+    assert table["size (voxels)"] == [n3, n7, 0]
+    assert table["size (mm³)"] == [8 * n3, 8 * n7, 0]
+    assert table["relative size (%)"] == [round(100 * n3 / (n3 + n7), 2),
+                                          round(100 * n7 / (n3 + n7), 2), 0.0]
+    assert report.sentences == ["The masker has 3 different non-overlapping regions."]
+    default = labels_report(None, left_labels, affine).tables["Regions"]
+    assert default["label value"] == [3, 7] and default["region name"] == ["3", "7"]
+    with pytest.raises(ParameterError, match="region_names has 1 names but there are 2"):
+        labels_report(None, left_labels, affine, region_names=["only one"])
+
+
+def test_maps_report_is_fast_for_many_maps():
+    rng = np.random.default_rng(1)
+    maps = rng.random((16, 18, 14, 1000), dtype=np.float32)
+    report = maps_report(None, maps, np.eye(4))
+    assert report.sentences == ["The masker has 1000 spatial maps in total."]
+
+
+def test_spheres_table_and_bad_seeds():
+    report = spheres_report(None, np.eye(4), seeds=LEFT_SEEDS, radius=5)
+    table = report.tables["Seeds"]
+    assert table["x (mm)"] == [-10.0, -12.0] and table["y (mm)"] == [0.0, 4.0]
+    assert table["size (mm³)"] == [round(4 / 3 * np.pi * 125, 2)] * 2
+    assert report.sentences == ["The masker has 2 spheres in total."]
+    assert spheres_report(None, np.eye(4), seeds=LEFT_SEEDS).tables["Seeds"]["size (mm³)"][0] == (
+        "one voxel"
+    )
+    with pytest.raises(ParameterError, match=r"seeds has shape \(2, 2\)"):
+        spheres_report(None, np.eye(4), seeds=[(0, 0), (1, 1)])
+    with pytest.raises(ParameterError, match="radius must be None or a non-negative"):
+        spheres_report(None, np.eye(4), seeds=LEFT_SEEDS, radius=-1)
+
+
+def test_bad_inputs_are_named(mean_img, left_mask):
+    with pytest.raises(ImageMismatchError, match=r"mean_img has shape \(20, 20, 19\) but mask"):
+        mask_report(mean_img[..., :-1], left_mask, LAS_AFFINE)
+    with pytest.raises(DimensionError, match="mask has 4 dimensions"):
+        mask_report(None, left_mask[..., None], LAS_AFFINE)
+    with pytest.raises(DimensionError, match="maps has 3 dimensions"):
+        maps_report(None, left_mask, LAS_AFFINE)
+    with pytest.raises(ParameterError, match="affine must be a finite 4x4 array"):
+        mask_report(None, left_mask, np.eye(3))
+
+
+# -- orientation -------------------------------------------------------------------------------
+def test_to_ras_flips_a_las_image():
+    data = np.arange(np.prod(SHAPE)).reshape(SHAPE)
+    ras_data, ras_affine = to_ras(data, LAS_AFFINE)
+    np.testing.assert_array_equal(ras_data, data[::-1])
+    expected_affine = np.diag([2.0, 2, 2, 1])
+    expected_affine[:3, 3] = -19
+    np.testing.assert_allclose(ras_affine, expected_affine)
+    canonical = nib.as_closest_canonical(nib.Nifti1Image(data.astype(np.int32), LAS_AFFINE))
+    np.testing.assert_array_equal(ras_data, np.asarray(canonical.dataobj))
+    np.testing.assert_allclose(ras_affine, canonical.affine)
+    # an image already in RAS is returned as is
+    assert to_ras(ras_data, ras_affine)[0] is ras_data
+
+
+def _ras_copy(array, affine):
+    """The same image stored in RAS order: flip the first axis and its affine column."""
+    flipped_affine = affine.copy()
+    flipped_affine[:3, 3] = affine[:3, :3] @ [array.shape[0] - 1, 0, 0] + affine[:3, 3]
+    flipped_affine[:3, 0] *= -1
+    return np.ascontiguousarray(array[::-1]), flipped_affine
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_figures_do_not_depend_on_storage_order(kind, mean_img, left_mask, left_labels):
+    las = _report_of(kind, mean_img, LAS_AFFINE, left_mask, left_labels)
+    ras_mean, ras_affine = _ras_copy(mean_img, LAS_AFFINE)
+    np.testing.assert_allclose(ras_affine[0, 0], 2.0)
+    ras = _report_of(kind, ras_mean, ras_affine, _ras_copy(left_mask, LAS_AFFINE)[0],
+                     _ras_copy(left_labels, LAS_AFFINE)[0])
+    np.testing.assert_array_equal(_decode(las.figures[0][0]), _decode(ras.figures[0][0]))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_overlay_on_the_left_is_drawn_on_the_left_of_the_axial_view(
+    kind, mean_img, left_mask, left_labels
+):
+    report = _report_of(kind, mean_img, LAS_AFFINE, left_mask, left_labels)
+    pixels = _decode(report.figures[0][0])[..., :3]
+    width = pixels.shape[1]
+    # the grid is a cube: three views of equal width, the axial one last, centred on x = 0
+    axial = pixels[:, 2 * width // 3:]
+    # the background is grey and the text white: only the overlay has saturated colours
+    coloured = axial.max(axis=-1) - axial.min(axis=-1) > 0.3
+    columns = np.nonzero(coloured.any(axis=0))[0]
+    assert columns.size > 0, "the overlay is not drawn in the axial view"
+    assert columns.max() < axial.shape[1] / 2

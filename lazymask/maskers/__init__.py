@@ -1,1 +1,12 @@
-"""lazymask.maskers."""
+"""Estimators that turn images into labelled signals, lazily (scikit-learn API, nilearn's parameters).
+
+:class:`NiftiMasker` and :class:`MultiNiftiMasker` return dask-backed DataArrays;
+:func:`save_signals` writes them (with the mask, the affine, the parameters and the sources) to a
+self-describing zarr group, :func:`open_signals` reads them back, and :func:`load_masker` rebuilds
+the fitted masker from the store alone.
+"""
+
+from lazymask.maskers._base import BaseMasker
+from lazymask.maskers._nifti_masker import NiftiMasker
+
+__all__ = ["BaseMasker", "NiftiMasker"]

@@ -7,6 +7,7 @@ the fitted masker from the store alone.
 """
 
 from lazymask.maskers._base import BaseMasker
+from lazymask.maskers._multi_nifti_masker import MultiNiftiMasker
 from lazymask.maskers._nifti_masker import NiftiMasker
 
-__all__ = ["BaseMasker", "NiftiMasker"]
+__all__ = ["BaseMasker", "MultiNiftiMasker", "NiftiMasker"]

@@ -9,5 +9,6 @@ the fitted masker from the store alone.
 from lazymask.maskers._base import BaseMasker
 from lazymask.maskers._multi_nifti_masker import MultiNiftiMasker
 from lazymask.maskers._nifti_masker import NiftiMasker
+from lazymask.maskers._persist import load_masker, open_signals, save_signals
 
-__all__ = ["BaseMasker", "MultiNiftiMasker", "NiftiMasker"]
+__all__ = ["BaseMasker", "MultiNiftiMasker", "NiftiMasker", "load_masker", "open_signals", "save_signals"]

@@ -307,3 +307,17 @@ def test_bad_input(run, tmp_path):
         multi.transform([img, img], confounds=[None])
     with pytest.raises(ParameterError, match="must be None or a list"):
         multi.transform([img, img], confounds=np.zeros((N_TIME, 2)))
+
+
+def test_fit_transform_reads_the_run_twice(run):
+    """One pass for the mean (mask and report), one for the extraction; nilearn needs about 2.5."""
+    from lazymask.testing import count_voxel_reads
+
+    path, _ = run
+    with count_voxel_reads() as reads:
+        signals = NiftiMasker(mask_strategy="epi", detrend=True, t_r=2.0).fit_transform(str(path))
+        assert reads.volumes == N_TIME  # fit: the mean
+        signals.compute()
+        report_html = NiftiMasker(mask_strategy="epi").fit(str(path)).generate_report()._repr_html_()
+    assert "The mask includes" in report_html
+    assert reads.volumes == 3 * N_TIME  # + the extraction, + the second masker's fit; the report reads nothing

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-from pathlib import Path
 
 from benchmarks._harness import ROOT, measure, pair, report
 

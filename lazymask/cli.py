@@ -166,25 +166,14 @@ def _run_convert(args) -> int:
     return EXIT_OK
 
 
-def _zarr_writer():
-    try:
-        from lazymask.io._zarr import to_zarr
-    except ImportError as exc:
-        raise ParameterError(
-            f"writing zarr stores is not available in this build of lazymask ({exc})."
-        ) from exc
-    return to_zarr
-
-
 def _write_zarr(image, store) -> None:
     """Write ``image`` to ``store`` with lazymask's zarr writer, showing progress on stderr."""
     from dask.diagnostics import ProgressBar
 
-    to_zarr = _zarr_writer()
+    from lazymask.io import to_zarr
+
     with ProgressBar(out=sys.stderr):
-        pending = to_zarr(image, store)
-        if hasattr(pending, "compute"):  # a writer that returns a lazy write
-            pending.compute()
+        to_zarr(image, store)
 
 
 def _prepare_output(path: Path, overwrite: bool) -> None:
@@ -286,11 +275,10 @@ def _save_runs(runs, store, masker) -> None:
 
 # -- demo -------------------------------------------------------------------------------------------
 def _run_demo(args) -> int:
-    import nibabel as nib
     from dask.diagnostics import ProgressBar
 
     from lazymask.datasets import load_demo
-    from lazymask.io import get_affine, open_nifti
+    from lazymask.io import open_nifti, to_nifti
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -302,16 +290,12 @@ def _run_demo(args) -> int:
           f"{len(image.chunks[3])} chunk(s) of up to {max(image.chunks[3])} volumes")
     with ProgressBar(out=sys.stderr):
         mean = image.mean("time").compute()
-    mean_path = out / "mean_bold.nii.gz"
-    nib.save(nib.Nifti1Image(np.asarray(mean, dtype=np.float32), get_affine(mean)), mean_path)
+    mean_path = to_nifti(mean.astype(np.float32), out / "mean_bold.nii.gz")
     print(f"mean image {mean_path}")
     zarr_path = out / "bold.zarr"
-    try:
-        _prepare_output(zarr_path, overwrite=True)
-        _write_zarr(image, zarr_path)
-        print(f"zarr store {zarr_path}")
-    except ParameterError as exc:
-        print(f"zarr store skipped: {exc}", file=sys.stderr)
+    _prepare_output(zarr_path, overwrite=True)
+    _write_zarr(image, zarr_path)
+    print(f"zarr store {zarr_path}")
     _demo_extraction(demo, image, out)
     print(f"done in {time.perf_counter() - start:.1f} s; results in {out.resolve()}")
     return EXIT_OK

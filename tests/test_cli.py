@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
@@ -13,8 +12,6 @@ import pytest
 from lazymask.cli import main
 from lazymask.testing import count_voxel_reads, fake_fmri
 
-HAS_ZARR_IO = importlib.util.find_spec("lazymask.io._zarr") is not None
-needs_zarr_io = pytest.mark.skipif(not HAS_ZARR_IO, reason="lazymask.io._zarr is not merged yet")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +88,6 @@ def test_convert_of_a_missing_input_exits_2(tmp_path, capsys):
     assert not (tmp_path / "out.zarr").exists()
 
 
-@needs_zarr_io
 def test_convert_writes_a_zarr_store_with_progress(run_gz, tmp_path, capsys):
     from lazymask.io._zarr import open_zarr
 
@@ -119,10 +115,7 @@ def test_demo_computes_the_mean_and_writes_results(tmp_path, monkeypatch, capsys
     bold = nib.load(load_demo().func)
     np.testing.assert_allclose(mean.get_fdata(), bold.get_fdata().mean(-1), rtol=1e-6)
     np.testing.assert_array_equal(mean.affine, bold.affine)
-    if HAS_ZARR_IO:
-        assert (out / "bold.zarr").is_dir()
-    else:
-        assert "zarr store skipped" in captured.err
+    assert (out / "bold.zarr").is_dir()
 
 
 def test_module_entry_point_in_a_subprocess(run_gz, tmp_path):

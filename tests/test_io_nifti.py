@@ -3,12 +3,9 @@
 import gzip
 import pickle
 
-import dask
-import dask.array as da
 import nibabel as nib
 import numpy as np
 import pytest
-import xarray as xr
 
 from lazymask.exceptions import (
     CorruptImageError,

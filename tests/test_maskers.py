@@ -179,7 +179,7 @@ def test_scheduler_invariance(run):
     (processes,) = dask.compute(signals, scheduler="processes", num_workers=2)
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         distributed = client.compute(signals).result()
     np.testing.assert_array_equal(threads.values, processes.values)

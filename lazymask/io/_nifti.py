@@ -29,7 +29,7 @@ from lazymask.exceptions import (
     ParameterError,
 )
 from lazymask.io._meta import image_dataarray
-from lazymask.io._reader import LazyVolumes, VolumeReader, scaled_dtype
+from lazymask.io._reader import LazyVolumes, VolumeReader
 
 AUTO_CHUNK_BYTES = 30 * 2**20
 """Largest chunk for ``chunks="auto"``: whole volumes adding up to at most 30 MiB.

@@ -119,7 +119,7 @@ def staged_group(store, group: str | None = None, *, overwrite: bool = False) ->
     >>> with staged_group("out.zarr", "sub-01/run-1") as staged:   # doctest: +SKIP
     ...     staged.open().create_array("x", shape=(3,), dtype="f4")
     """
-    group = _normalise_group(group)
+    group = normalise_group(group)
     if is_complete(store, group) and not overwrite:
         raise ParameterError(
             f"{_describe(store, group)} already holds a complete lazymask group; pass "
@@ -190,13 +190,14 @@ def is_complete(store, group: str | None = None) -> bool:
     ...     to_zarr(img, "archive.zarr", group="sub-01/run-1")
     """
     try:
-        attrs = _open_existing(store, _normalise_group(group)).attrs
+        attrs = open_existing_group(store, normalise_group(group)).attrs
     except (ImageFileNotFoundError, NotNiftiError):
         return False
     return attrs.get(COMPLETE_ATTR) is True
 
 
-def _normalise_group(group) -> str:
+def normalise_group(group) -> str:
+    """``group`` as a clean relative path ("" for the root); rejects ``.``/``..`` escapes."""
     if group is None:
         return ""
     if not isinstance(group, str):
@@ -212,7 +213,8 @@ def _describe(store, group: str) -> str:
     return f"zarr store {where!r}" + (f", group {group!r}," if group else "")
 
 
-def _open_existing(store, group: str) -> zarr.Group:
+def open_existing_group(store, group: str) -> zarr.Group:
+    """Open an existing zarr group read-only, or raise a lazymask error naming the store."""
     if isinstance(store, str | os.PathLike):
         path = Path(store) / group if group else Path(store)
         if not path.exists():
@@ -306,8 +308,8 @@ def open_zarr(store, *, group: str | None = None) -> xr.DataArray:
     >>> img = lazymask.open_zarr("bold.nii.zarr")                  # doctest: +SKIP
     >>> img.mean("time").compute()                                  # doctest: +SKIP
     """
-    group = _normalise_group(group)
-    zgroup = _open_existing(store, group)
+    group = normalise_group(group)
+    zgroup = open_existing_group(store, group)
     meta = _read_metadata(zgroup, _describe(store, group))
     if meta["kind"] == "image":
         data = _read_image(zgroup, meta, _describe(store, group))

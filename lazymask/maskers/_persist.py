@@ -18,7 +18,7 @@ import xarray as xr
 
 from lazymask.exceptions import CorruptImageError, NotNiftiError, ParameterError
 from lazymask.io import is_complete, open_zarr, to_zarr
-from lazymask.io._zarr import _normalise_group, _open_existing, staged_group
+from lazymask.io._zarr import normalise_group, open_existing_group, staged_group  # shared group helpers
 from lazymask.maskers._base import MASKER_CLASSES, BaseMasker, jsonable
 
 SIGNALS = "signals"
@@ -72,7 +72,7 @@ def save_signals(signals: xr.DataArray, store, group: str | None = None, *, mask
         "source": signals.attrs.get("source", []),
         "spatial": [] if masker is None else sorted(masker._spatial_arrays()),
     }
-    group = _normalise_group(group)
+    group = normalise_group(group)
     with staged_group(store, group, overwrite=overwrite) as staged:
         staged.open().attrs.update({META: jsonable(meta)})
         to_zarr(signals, staged.store, group=_join(staged.path, SIGNALS), overwrite=True)
@@ -83,7 +83,7 @@ def save_signals(signals: xr.DataArray, store, group: str | None = None, *, mask
 
 
 def _read_meta(store, group: str) -> dict:
-    zgroup = _open_existing(store, group)
+    zgroup = open_existing_group(store, group)
     where = f"zarr store {str(store)!r}" + (f", group {group!r}," if group else "")
     if not is_complete(store, group):
         raise CorruptImageError(
@@ -113,7 +113,7 @@ def open_signals(store, group: str | None = None) -> xr.DataArray:
     --------
     >>> signals = open_signals("out.zarr", "sub-01/run-1")         # doctest: +SKIP
     """
-    group = _normalise_group(group)
+    group = normalise_group(group)
     _read_meta(store, group)
     return open_zarr(store, group=_join(group, SIGNALS))
 
@@ -129,7 +129,7 @@ def load_masker(store, group: str | None = None) -> BaseMasker:
     >>> masker = load_masker("out.zarr", "sub-01/run-1")           # doctest: +SKIP
     >>> img = masker.inverse_transform(open_signals("out.zarr", "sub-01/run-1"))   # doctest: +SKIP
     """
-    group = _normalise_group(group)
+    group = normalise_group(group)
     meta = _read_meta(store, group)
     if not meta.get("spatial"):
         raise ParameterError(

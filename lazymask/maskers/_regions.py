@@ -22,8 +22,13 @@ import scipy.sparse as sp
 import xarray as xr
 from dask.base import tokenize
 
-from lazymask.exceptions import ImageMismatchError
+from lazymask.exceptions import ImageMismatchError, ParameterError
+from lazymask.image import mean_img
+from lazymask.image._inputs import as_image
+from lazymask.image._resample import resample_array
 from lazymask.io import get_affine, image_dataarray
+from lazymask.maskers._base import BaseMasker
+from lazymask.masking._volumes import read_small
 
 #: Label statistics (nilearn's ``strategy`` values).
 STRATEGIES = ("mean", "median", "sum", "minimum", "maximum", "variance", "standard_deviation")
@@ -341,3 +346,104 @@ def signals_to_image(signals, shape, affine, expansion: Expansion) -> xr.DataArr
 
 def _expand_block(block, expansion: Expansion, *, shape):
     return expansion(block, shape)
+
+
+# -- the estimators' shared part ---------------------------------------------------------------------
+class RegionMasker(BaseMasker):
+    """Common part of the region maskers: spatial images loaded once, operators cached per grid.
+
+    Subclasses implement ``_build_operator(grid)`` (an operator and the region coordinates for
+    images on ``grid``) and set ``_operators`` / ``_report_mean`` in their ``_fit``.
+    """
+
+    _fitted_attribute = "n_elements_"
+
+    def _remember_report_image(self, imgs) -> None:
+        """Keep a lazy mean of the fitted images for the report (computed only by ``generate_report``)."""
+        self._report_mean = None
+        if imgs is not None and getattr(self, "reports", True):
+            first = imgs[0] if isinstance(imgs, list | tuple) else imgs
+            self._report_mean = mean_img(first)
+
+    def _report_background(self, shape, affine) -> np.ndarray | None:
+        """The mean image resampled onto ``(shape, affine)`` (continuous), computed now; None without one."""
+        mean = getattr(self, "_report_mean", None)
+        if mean is None:
+            return None
+        values = read_small(mean).astype(np.float64)
+        if not same_grid(grid_of(mean), (shape, affine)):
+            values, _ = resample_array(values, get_affine(mean), target_affine=affine, target_shape=shape)
+        return values
+
+    def _operator_for(self, grid):
+        """The operator (and region coordinates) for images on ``grid``, built once per grid."""
+        key = (tuple(grid[0]), tuple(np.round(np.asarray(grid[1]), 6).ravel()))
+        cache = self.__dict__.setdefault("_operators", {})
+        if key not in cache:
+            cache[key] = self._build_operator(grid)
+        return cache[key]
+
+    def _build_operator(self, grid):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _extract(self, img4d: xr.DataArray) -> xr.DataArray:
+        operator, ids, names, extra = self._operator_for(grid_of(img4d))
+        return signals_dataarray(region_signals(img4d, operator), ids, names, extra)
+
+
+def load_volume(img, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A small 3D image's values (read now) and affine; clear errors for 4D input."""
+    image = as_image(img, name, ndim=(3,))
+    return read_small(image), get_affine(image)
+
+
+def image_grid(imgs) -> tuple | None:
+    """The grid of the images given to ``fit`` (the first of a list), from headers only."""
+    if imgs is None:
+        return None
+    first = imgs[0] if isinstance(imgs, list | tuple) else imgs
+    return grid_of(as_image(first, "imgs", ndim=(3, 4)))
+
+
+def resample_nearest(volume: np.ndarray, affine, grid) -> np.ndarray:
+    """A small 3D volume resampled onto ``grid`` with nearest-neighbour interpolation."""
+    out, _ = resample_array(np.asarray(volume), affine, target_affine=grid[1], target_shape=grid[0],
+                            interpolation="nearest", clip=False)
+    return out
+
+
+class MultiMixin:
+    """``fit``/``transform`` of a list of runs: one lazy result per run (nilearn's Multi maskers)."""
+
+    def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, **fit_params):
+        """Fit on ``imgs`` (the first run gives the grid), then transform each run lazily."""
+        self.fit(imgs, y, **fit_params)
+        return self.transform(imgs, confounds=confounds, sample_mask=sample_mask)
+
+    def transform(self, imgs, confounds=None, sample_mask=None):
+        """Signals of one run (a DataArray) or of each run of a list (a list of DataArrays), lazily."""
+        self._check_fitted()
+        if not isinstance(imgs, list | tuple):
+            confounds = confounds[0] if isinstance(confounds, list) else confounds
+            sample_mask = sample_mask[0] if isinstance(sample_mask, list) else sample_mask
+            return super().transform(imgs, confounds=confounds, sample_mask=sample_mask)
+        return self.transform_imgs(imgs, confounds=confounds, sample_mask=sample_mask)
+
+    def transform_imgs(self, imgs_list, confounds=None, n_jobs=1, sample_mask=None):
+        """One lazy ``(time, region)`` DataArray per run (``n_jobs`` is accepted: dask schedules)."""
+        self._check_fitted()
+        confounds = _per_run(confounds, len(imgs_list), "confounds")
+        sample_mask = _per_run(sample_mask, len(imgs_list), "sample_mask")
+        return [
+            self._transform_one(img, conf, mask, add_hv_first=False, cast=True)
+            for img, conf, mask in zip(imgs_list, confounds, sample_mask, strict=True)
+        ]
+
+
+def _per_run(values, n_runs: int, name: str) -> list:
+    if values is None:
+        return [None] * n_runs
+    if not isinstance(values, list | tuple) or len(values) != n_runs:
+        found = len(values) if isinstance(values, list | tuple) else type(values).__name__
+        raise ParameterError(f"{name}: expected a list of {n_runs} entries (one per run), got {found}.")
+    return list(values)

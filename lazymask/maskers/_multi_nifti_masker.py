@@ -1,0 +1,159 @@
+"""MultiNiftiMasker: one mask for several runs, a lazy DataArray per run.
+
+``fit`` computes every run's mean in one ``dask.compute`` (the scheduler reads the runs
+concurrently) and intersects the per-run masks as nilearn's ``compute_multi_*_mask`` do;
+``transform`` returns a list of lazy DataArrays, so ``dask.compute(*signals)`` (or
+:func:`lazymask.maskers.save_signals` per run) lets the scheduler work on all runs at once.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import dask
+import numpy as np
+
+from lazymask.exceptions import ParameterError
+from lazymask.image._inputs import as_image, is_image_list
+from lazymask.image._mean import time_mean_volume
+from lazymask.image._resample import check_same_grid
+from lazymask.io import get_affine, image_dataarray
+from lazymask.maskers._nifti_masker import NiftiMasker, mask_function, supported_mask_args
+
+
+class MultiNiftiMasker(NiftiMasker):
+    """:class:`NiftiMasker` for a list of runs, as nilearn's ``MultiNiftiMasker``.
+
+    Same parameters as :class:`NiftiMasker` plus ``n_jobs`` (accepted for compatibility:
+    parallelism comes from the dask scheduler, e.g. a ``distributed.Client``). A list of runs
+    gives a list of lazy DataArrays; ``confounds`` and ``sample_mask`` are then lists with one
+    entry per run. A single image is transformed as :class:`NiftiMasker` does.
+
+    Examples
+    --------
+    >>> masker = MultiNiftiMasker(mask_strategy="epi", standardize="zscore_sample")  # doctest: +SKIP
+    >>> signals = masker.fit_transform(["run-1.nii.gz", "run-2.nii.gz"])  # lazy   # doctest: +SKIP
+    >>> import dask; computed = dask.compute(*signals)   # both runs at once       # doctest: +SKIP
+    """
+
+    _parameter_constraints = {**NiftiMasker._parameter_constraints, "n_jobs": (int, np.integer)}
+
+    def __init__(
+        self,
+        mask_img=None,
+        runs=None,
+        smoothing_fwhm=None,
+        standardize=False,
+        standardize_confounds=True,
+        detrend=False,
+        high_variance_confounds=False,
+        low_pass=None,
+        high_pass=None,
+        t_r=None,
+        target_affine=None,
+        target_shape=None,
+        mask_strategy="background",
+        mask_args=None,
+        dtype=None,
+        memory=None,
+        memory_level=0,
+        n_jobs=1,
+        verbose=0,
+        reports=True,
+        cmap="gray",
+        clean_args=None,
+    ):
+        super().__init__(
+            mask_img=mask_img, runs=runs, smoothing_fwhm=smoothing_fwhm, standardize=standardize,
+            standardize_confounds=standardize_confounds, detrend=detrend,
+            high_variance_confounds=high_variance_confounds, low_pass=low_pass, high_pass=high_pass,
+            t_r=t_r, target_affine=target_affine, target_shape=target_shape,
+            mask_strategy=mask_strategy, mask_args=mask_args, dtype=dtype, memory=memory,
+            memory_level=memory_level, verbose=verbose, reports=reports, cmap=cmap, clean_args=clean_args,
+        )
+        self.n_jobs = n_jobs
+
+    # -- fit: several runs ------------------------------------------------------------------------
+    def _fit_images(self, imgs):
+        if imgs is None or not is_image_list(imgs):
+            return super()._fit_images(imgs)
+        if len(imgs) == 0:
+            raise ParameterError("imgs is an empty list: pass at least one run.")
+        images = [as_image(img, f"imgs[{index}]") for index, img in enumerate(imgs)]
+        if self.target_affine is None:
+            check_same_grid(images, "imgs")
+        return images
+
+    def _report_mean(self, images):
+        if not isinstance(images, list):
+            return super()._report_mean(images)
+        if not self._uses_mean():
+            return None
+        return [np.asarray(m) for m in dask.compute(*[time_mean_volume(image) for image in images])]
+
+    def _mean_images(self, images, means):
+        if not isinstance(images, list):
+            return super()._mean_images(images, means)
+        return [image_dataarray(mean, get_affine(image)) for mean, image in zip(means, images, strict=True)]
+
+    def _compute_mask(self, images):
+        if not isinstance(images, list):
+            images = [images]
+        function = mask_function(self.mask_strategy, multi=True)
+        mask_args = {name: getattr(self, name) for name in ("target_affine", "target_shape")
+                     if getattr(self, name) is not None and self.mask_strategy in ("background", "epi")}
+        mask_args.update(supported_mask_args(function, self.mask_args, self.mask_strategy))
+        return function(images, memory=self.memory, **mask_args)
+
+    def _set_mask(self, mask, mask_affine, means, images) -> None:
+        first = images[0] if isinstance(images, list) else images
+        super()._set_mask(mask, mask_affine, means, first)
+
+    # -- transform: a list of runs ----------------------------------------------------------------
+    def transform(self, imgs, confounds=None, sample_mask=None):
+        """Signals of each run (a list of lazy DataArrays), or of one image (one DataArray).
+
+        Parameters
+        ----------
+        imgs : image or list of images
+            Runs to transform.
+        confounds : list, optional
+            One entry per run (None, an array, a DataFrame, a path or a list of these).
+        sample_mask : list, optional
+            One entry per run.
+
+        Returns
+        -------
+        list of xarray.DataArray, or xarray.DataArray for a single image
+        """
+        self._check_fitted()
+        for name, value in (("confounds", confounds), ("sample_mask", sample_mask)):
+            if value is not None and not isinstance(value, list):
+                raise ParameterError(
+                    f"{name} must be None or a list with one entry per run; got a {type(value).__name__}."
+                )
+        if not is_image_list(imgs):
+            return super().transform(imgs, confounds=None if confounds is None else confounds[0],
+                                     sample_mask=None if sample_mask is None else sample_mask[0])
+        confounds = self._per_run(confounds, len(imgs), "confounds")
+        sample_mask = self._per_run(sample_mask, len(imgs), "sample_mask")
+        return [
+            self._transform_one(img, run_confounds, run_mask, add_hv_first=False, cast=False)
+            for img, run_confounds, run_mask in zip(imgs, confounds, sample_mask, strict=True)
+        ]
+
+    def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, **fit_params):
+        """``fit(imgs)`` then ``transform(imgs, ...)`` (each run opened once, headers only)."""
+        opened = [self._open(img) for img in imgs] if is_image_list(imgs) else imgs
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*mask was given at masker creation.*")
+            self.fit(opened, y, **fit_params)
+        return self.transform(opened, confounds=confounds, sample_mask=sample_mask)
+
+    @staticmethod
+    def _per_run(values, n_runs: int, name: str) -> list:
+        if values is None:
+            return [None] * n_runs
+        if len(values) != n_runs:
+            raise ParameterError(f"{name} has {len(values)} entries but imgs has {n_runs} runs; pass one per run.")
+        return list(values)

@@ -1,0 +1,309 @@
+"""NiftiMasker and MultiNiftiMasker against nilearn 0.14, laziness, invariance, persistence, bad input."""
+
+import shutil
+import warnings
+
+import dask
+import dask.array as da
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from nilearn import maskers as nilearn_maskers
+from sklearn.base import clone
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from lazymask.exceptions import (
+    CorruptImageError,
+    DimensionError,
+    ImageMismatchError,
+    NotFittedError,
+    ParameterError,
+)
+from lazymask.io import is_complete, open_nifti
+from lazymask.maskers import MultiNiftiMasker, NiftiMasker, load_masker, open_signals, save_signals
+from lazymask.testing import fake_fmri, raise_if_dask_computes
+
+N_TIME = 60
+RTOL = dict(rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A small int16 run on disk (.nii.gz) and its nibabel image."""
+    img = fake_fmri((20, 24, 20), N_TIME, dtype="int16", seed=0)
+    path = tmp_path_factory.mktemp("maskers") / "run.nii.gz"
+    nib.save(img, path)
+    return path, img
+
+
+@pytest.fixture(scope="module")
+def confounds():
+    return np.random.default_rng(3).standard_normal((N_TIME, 4))
+
+
+def _nilearn(cls_name, kwargs, imgs, **transform_kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return getattr(nilearn_maskers, cls_name)(**kwargs).fit_transform(imgs, **transform_kwargs)
+
+
+CASES = {
+    "background": dict(),
+    "epi": dict(mask_strategy="epi"),
+    "epi-mask_args": dict(mask_strategy="epi", mask_args=dict(opening=1, lower_cutoff=0.3, bogus=1)),
+    "whole-brain-template": dict(mask_strategy="whole-brain-template"),
+    "gm-template": dict(mask_strategy="gm-template", mask_args=dict(threshold=0.3)),
+    "wm-template": dict(mask_strategy="wm-template"),
+    "smoothing": dict(mask_strategy="epi", smoothing_fwhm=6),
+    "target_affine": dict(mask_strategy="epi", target_affine=np.diag([4.0, 4.0, 4.0])),
+    "target_affine_shape": dict(mask_strategy="epi", target_affine=np.diag([4.0, 4.0, 4.0, 1.0]),
+                                target_shape=(14, 16, 14)),
+    "clean": dict(mask_strategy="epi", detrend=True, standardize="zscore_sample", t_r=2.0),
+    "band-pass": dict(mask_strategy="epi", detrend=True, standardize="zscore_sample", t_r=2.0,
+                      low_pass=0.1, high_pass=0.01),
+    "psc-cosine": dict(mask_strategy="epi", standardize="psc", t_r=2.0, high_pass=0.02,
+                       clean_args=dict(filter="cosine")),
+    "runs": dict(mask_strategy="epi", detrend=True, standardize="zscore_sample", runs=np.repeat([0, 1], N_TIME // 2)),
+    "high_variance_confounds": dict(mask_strategy="epi", high_variance_confounds=True),
+    "dtype-auto": dict(dtype="auto"),
+    "dtype-float64": dict(mask_strategy="epi", dtype=np.float64, detrend=True),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_nifti_masker_matches_nilearn(run, case):
+    path, _ = run
+    kwargs = CASES[case]
+    expected = _nilearn("NiftiMasker", kwargs, str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        masker = NiftiMasker(**kwargs)
+        signals = masker.fit_transform(str(path))
+    assert isinstance(signals.data, da.Array)
+    assert signals.dims == ("time", "voxel")
+    assert signals.dtype == expected.dtype
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(np.asarray(signals), expected, rtol=1e-5, atol=1e-5 * scale)
+    assert masker.n_elements_ == expected.shape[1]
+
+
+def test_confounds_and_sample_mask_match_nilearn(run, confounds):
+    path, _ = run
+    kwargs = dict(mask_strategy="epi", detrend=True, standardize="zscore_sample", t_r=2.0,
+                  high_variance_confounds=True)
+    sample_mask = np.arange(3, N_TIME - 2)
+    frame = pd.DataFrame(confounds, columns=list("abcd"))
+    expected = _nilearn("NiftiMasker", kwargs, str(path), confounds=frame, sample_mask=sample_mask)
+    signals = NiftiMasker(**kwargs).fit_transform(str(path), confounds=frame, sample_mask=sample_mask)
+    np.testing.assert_allclose(np.asarray(signals), expected, **RTOL)
+    np.testing.assert_array_equal(signals["time"], sample_mask * 2.0)
+
+
+def test_mask_img_3d_input_and_inverse_transform_match_nilearn(run):
+    path, img = run
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = nilearn_maskers.NiftiMasker(mask_strategy="epi").fit(img)
+    mask = reference.mask_img_
+    volume = nib.Nifti1Image(np.asarray(img.dataobj)[..., 7], img.affine)
+    masker = NiftiMasker(mask_img=mask).fit()
+    one_row = masker.transform(volume)
+    assert one_row.dims == ("voxel",)
+    np.testing.assert_array_equal(np.asarray(one_row), reference.transform(volume))
+    signals = masker.transform(str(path))
+    expected = reference.inverse_transform(reference.transform(img)).get_fdata(dtype=np.float32)
+    for X in (np.asarray(signals), signals, pd.DataFrame(np.asarray(signals))):
+        image = masker.inverse_transform(X)
+        assert image.dims == ("i", "j", "k", "time")
+        np.testing.assert_array_equal(np.asarray(image), expected)
+    volume_back = masker.inverse_transform(np.asarray(one_row))
+    assert volume_back.dims == ("i", "j", "k")
+    np.testing.assert_array_equal(np.asarray(volume_back), expected[..., 7])
+
+
+def test_multi_nifti_masker_matches_nilearn(tmp_path, confounds):
+    imgs = [fake_fmri((20, 24, 20), N_TIME, dtype="int16", seed=seed) for seed in (0, 1, 2)]
+    kwargs = dict(mask_strategy="epi", detrend=True, standardize="zscore_sample", t_r=2.0,
+                  high_variance_confounds=True, target_affine=np.diag([4.0, 4.0, 4.0, 1.0]),
+                  target_shape=(14, 16, 14))
+    conf = [confounds, None, confounds[:, :2]]
+    masks = [None, np.arange(5, N_TIME), None]
+    expected = _nilearn("MultiNiftiMasker", kwargs, imgs, confounds=list(conf), sample_mask=masks)  # nilearn edits the list
+    signals = MultiNiftiMasker(**kwargs).fit_transform(imgs, confounds=conf, sample_mask=masks)
+    assert isinstance(signals, list) and all(isinstance(s.data, da.Array) for s in signals)
+    for got, want in zip(dask.compute(*signals), expected, strict=True):
+        np.testing.assert_allclose(np.asarray(got), want, **RTOL)
+    background = _nilearn("MultiNiftiMasker", {}, imgs)
+    for got, want in zip(MultiNiftiMasker().fit_transform(imgs), background, strict=True):
+        np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_transform_is_lazy_and_graph_grows_with_chunks_not_voxels(run):
+    path, _ = run
+    masker = NiftiMasker(mask_strategy="epi", detrend=True, standardize="zscore_sample", t_r=2.0,
+                         low_pass=0.1, high_variance_confounds=True, smoothing_fwhm=4).fit(str(path))
+    with raise_if_dask_computes():
+        signals = masker.transform(str(path))
+        inverse = masker.inverse_transform(signals)
+    assert isinstance(inverse.data, da.Array)
+
+    def graph_size(shape, chunks):
+        img = fake_fmri(shape, 40, dtype="int16", seed=1)
+        masker = NiftiMasker(mask_strategy="epi").fit(img)
+        return len(masker.transform(open_nifti(img, chunks=chunks)).data.__dask_graph__())
+
+    small, large = graph_size((12, 14, 12), 5), graph_size((24, 28, 24), 5)
+    assert small == large
+    assert graph_size((12, 14, 12), 10) < small
+
+
+@pytest.mark.parametrize("chunks", [4, 7, -1])
+def test_chunk_invariance(run, chunks, confounds):
+    path, _ = run
+    masker = NiftiMasker(mask_strategy="epi", detrend=True, standardize="zscore_sample", t_r=2.0,
+                         high_pass=0.01, high_variance_confounds=True).fit(str(path))
+    reference = np.asarray(masker.transform(str(path), confounds=confounds))
+    got = masker.transform(open_nifti(str(path), chunks=chunks), confounds=confounds)
+    np.testing.assert_allclose(np.asarray(got), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_scheduler_invariance(run):
+    path, _ = run
+    masker = NiftiMasker(mask_strategy="epi", detrend=True, standardize="zscore_sample", t_r=2.0,
+                         smoothing_fwhm=5)
+    signals = masker.fit_transform(open_nifti(str(path), chunks=13))
+    (threads,) = dask.compute(signals, scheduler="threads")
+    (processes,) = dask.compute(signals, scheduler="processes", num_workers=2)
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        distributed = client.compute(signals).result()
+    np.testing.assert_array_equal(threads.values, processes.values)
+    np.testing.assert_array_equal(threads.values, distributed.values)
+
+
+def test_signals_are_labelled(run):
+    path, _ = run
+    masker = NiftiMasker(mask_strategy="epi", t_r=2.5).fit(str(path))
+    signals = masker.transform(str(path))
+    mask = np.asarray(masker.mask_img_) != 0
+    i, j, k = np.nonzero(mask)
+    np.testing.assert_array_equal(signals["i"], i)
+    np.testing.assert_array_equal(signals["k"], k)
+    np.testing.assert_array_equal(signals["time"], np.arange(N_TIME) * 2.5)
+    assert signals.attrs["masker"] == "NiftiMasker"
+    assert signals.attrs["parameters"]["mask_strategy"] == "epi"
+    np.testing.assert_array_equal(signals.attrs["affine"], masker.affine_)
+    [source] = signals.attrs["source"]
+    assert source["path"].endswith("run.nii.gz") and source["size"] == path.stat().st_size
+
+
+def test_sklearn_estimator_api(run):
+    path, img = run
+    masker = NiftiMasker(mask_strategy="epi", smoothing_fwhm=3)
+    assert masker.get_params()["smoothing_fwhm"] == 3
+    assert clone(masker).set_params(detrend=True).detrend is True
+    assert not hasattr(masker, "mask_img_")
+    assert masker.fit(img) is masker
+    assert {"mask_img_", "affine_", "n_elements_", "clean_args_"} <= set(vars(masker))
+    pipeline = Pipeline([("mask", NiftiMasker(mask_strategy="epi")), ("scale", StandardScaler())])
+    out = pipeline.fit_transform(img)
+    assert out.shape == (N_TIME, masker.n_elements_)
+
+
+def test_report(run):
+    path, _ = run
+    masker = NiftiMasker(mask_strategy="epi", target_affine=np.diag([4.0, 4.0, 4.0])).fit(str(path))
+    report = masker.generate_report()
+    html = report._repr_html_()
+    n = masker.n_elements_
+    assert f"The mask includes {n} voxels" in html
+    assert "mask_strategy" in html and html.count("<img") >= 2  # mask, and mask before resampling
+    assert set(masker._reporting) == {"mean", "mean_affine", "lazy_images", "original"}
+    assert masker._reporting["mean"].ndim == 3  # the mean volume only, not the run
+    assert NiftiMasker(mask_strategy="epi", reports=False).fit(str(path))._reporting is None
+
+
+def test_save_open_load_round_trip(tmp_path, run):
+    path, _ = run
+    masker = NiftiMasker(mask_strategy="epi", detrend=True, t_r=2.0)
+    signals = masker.fit_transform(str(path))
+    store = tmp_path / "out.zarr"
+    save_signals(signals, store, "sub-01/run-1", masker=masker)
+    assert is_complete(store, "sub-01/run-1")
+    back = open_signals(store, "sub-01/run-1")
+    assert isinstance(back.data, da.Array)
+    computed = signals.compute()
+    xr.testing.assert_identical(back.compute(), computed)
+    path.rename(path.with_suffix(".moved"))  # the original file is not needed to rebuild images
+    try:
+        rebuilt = load_masker(store, "sub-01/run-1")
+        np.testing.assert_array_equal(np.asarray(rebuilt.mask_img_), np.asarray(masker.mask_img_))
+        np.testing.assert_array_equal(np.asarray(rebuilt.inverse_transform(back)),
+                                      np.asarray(masker.inverse_transform(computed)))
+    finally:
+        path.with_suffix(".moved").rename(path)
+
+
+def test_interrupted_write_leaves_no_complete_group(tmp_path, run, monkeypatch):
+    path, _ = run
+    masker = NiftiMasker(mask_strategy="epi").fit(str(path))
+    signals = masker.transform(str(path))
+
+    class Killed(Exception):
+        pass
+
+    store = tmp_path / "out.zarr"
+
+    def fail(block):  # snapshot what a process killed now would leave, then stop the write
+        [staging] = store.glob(".run-1.lazymask-tmp-*")
+        shutil.copytree(staging, store / "run-killed", dirs_exist_ok=True)
+        raise Killed("killed mid-write")
+
+    broken = signals.copy(data=signals.data.map_blocks(fail, dtype=signals.dtype))
+    with pytest.raises(Killed):
+        save_signals(broken, store, "run-1", masker=masker)
+    assert not is_complete(store, "run-1")
+    with pytest.raises(Exception, match="no such store|not complete"):
+        open_signals(store, "run-1")
+    assert not is_complete(store, "run-killed")
+    with pytest.raises(CorruptImageError, match="not complete"):
+        open_signals(store, "run-killed")
+    save_signals(signals, store, "run-1", masker=masker)  # the next write replaces the stale staging
+    np.testing.assert_array_equal(open_signals(store, "run-1"), signals)
+    assert not list(store.glob(".run-1.lazymask-tmp-*"))
+
+
+def test_bad_input(run, tmp_path):
+    path, img = run
+    with pytest.raises(NotFittedError, match="This NiftiMasker instance is not fitted yet. Call 'fit'"):
+        NiftiMasker().transform(img)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        NiftiMasker().inverse_transform(np.zeros(3))
+    masker = NiftiMasker(mask_strategy="epi", detrend=True).fit(img)
+    with pytest.raises(ParameterError, match="confounds"):
+        masker.transform(img, confounds=np.zeros((N_TIME - 1, 2)))
+    small = nib.Nifti1Image(np.ones((10, 12, 10), dtype=np.int8), img.affine)
+    with pytest.raises(ImageMismatchError, match="pass target_affine and target_shape"):
+        NiftiMasker(mask_img=small).fit().transform(img)
+    with pytest.raises(DimensionError, match="2D image"):
+        masker.transform(nib.Nifti1Image(np.zeros((4, 5), dtype=np.float32), np.eye(4)))
+    with pytest.raises(DimensionError, match="5D image"):
+        masker.transform(nib.Nifti1Image(np.zeros((4, 5, 4, 3, 2), dtype=np.float32), np.eye(4)))
+    with pytest.raises(ParameterError, match="mask_strategy='fancy': expected 'background', 'epi'"):
+        NiftiMasker(mask_strategy="fancy").fit(img)
+    with pytest.raises(ParameterError, match="needs imgs when mask_img is None"):
+        NiftiMasker().fit()
+    with pytest.raises(ParameterError, match="standardize='z'"):
+        NiftiMasker(standardize="z").fit(img)
+    with pytest.raises(ParameterError, match="features along its last axis"):
+        masker.inverse_transform(np.zeros((2, masker.n_elements_ + 1)))
+    multi = MultiNiftiMasker(mask_strategy="epi").fit([img, img])
+    with pytest.raises(ParameterError, match="confounds has 1 entries but imgs has 2 runs"):
+        multi.transform([img, img], confounds=[None])
+    with pytest.raises(ParameterError, match="must be None or a list"):
+        multi.transform([img, img], confounds=np.zeros((N_TIME, 2)))

@@ -330,3 +330,23 @@ def test_bad_input_errors(run, labels_img, maps_img):
         NiftiLabelsMasker(labels_img, strategy="mode").fit(run)
     with pytest.raises(ParameterError, match="seeds\\[1\\]"):
         NiftiSpheresMasker([[0, 0, 0], [1, 2]]).fit(run)
+
+
+# -- command line ---------------------------------------------------------------------------------------
+def test_cli_extract_regions(tmp_path, run, labels_img):
+    from lazymask.cli import main
+    from lazymask.maskers import open_signals
+
+    nib.save(run, tmp_path / "run.nii.gz")
+    nib.save(labels_img, tmp_path / "atlas.nii.gz")
+    (tmp_path / "lut.tsv").write_text("index\tname\n" + "".join(f"{i}\tr{i}\n" for i in range(7)))
+    (tmp_path / "seeds.csv").write_text("x,y,z\n0,0,0\n9,-9,6\n")
+    run_path = str(tmp_path / "run.nii.gz")
+    assert main(["extract", run_path, "--out", str(tmp_path / "l.zarr"), "--labels", str(tmp_path / "atlas.nii.gz"),
+                 "--lut", str(tmp_path / "lut.tsv"), "--strategy", "median"]) == 0
+    signals = open_signals(str(tmp_path / "l.zarr"))
+    close(signals, nm.NiftiLabelsMasker(labels_img, strategy="median").fit_transform(run))
+    assert signals["region_name"].values.tolist()[0] == "r1"
+    assert main(["extract", run_path, "--out", str(tmp_path / "s.zarr"), "--seeds", str(tmp_path / "seeds.csv"),
+                 "--radius", "5"]) == 0
+    assert open_signals(str(tmp_path / "s.zarr")).shape == (12, 2)

@@ -350,3 +350,19 @@ def test_cli_extract_regions(tmp_path, run, labels_img):
     assert main(["extract", run_path, "--out", str(tmp_path / "s.zarr"), "--seeds", str(tmp_path / "seeds.csv"),
                  "--radius", "5"]) == 0
     assert open_signals(str(tmp_path / "s.zarr")).shape == (12, 2)
+
+
+def test_reports_and_persistence(tmp_path, run, labels_img, maps_img):
+    from lazymask.maskers import load_masker, open_signals, save_signals
+
+    maskers = [NiftiLabelsMasker(labels_img), NiftiMapsMasker(maps_img),
+               NiftiSpheresMasker([[0, 0, 0], [9, -9, 6]], radius=5)]
+    for index, masker in enumerate(maskers):
+        with raise_if_dask_computes():
+            signals = masker.fit_transform(run)
+        assert f"{masker.n_elements_}" in masker.generate_report().sentences[0]
+        store = str(tmp_path / f"{index}.zarr")
+        save_signals(signals, store, masker=masker)
+        rebuilt = load_masker(store)
+        assert type(rebuilt) is type(masker) and rebuilt.n_elements_ == masker.n_elements_
+        np.testing.assert_allclose(rebuilt.transform(run).values, open_signals(store).values, rtol=1e-6)

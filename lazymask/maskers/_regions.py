@@ -285,12 +285,16 @@ def region_signals(image: xr.DataArray, operator: _Operator) -> da.Array:
     shared = dask.delayed(operator, pure=True, traverse=False)
     return da.blockwise(
         _apply_operator, "tr", data, "ijkt", shared, None,
-        new_axes={"r": operator.n_regions}, concatenate=True,
+        new_axes={"r": operator.n_regions}, concatenate=False,
         dtype=out_dtype, meta=np.empty((0, 0), dtype=out_dtype),
     )
 
 
-def _apply_operator(block: np.ndarray, operator: _Operator) -> np.ndarray:
+def _apply_operator(block, operator: _Operator) -> np.ndarray:
+    # the spatial axes hold one chunk each: unwrap the nested lists of the contracted axes instead of
+    # letting dask concatenate (which would copy every block into C order)
+    while isinstance(block, list):
+        (block,) = block
     return operator(block)
 
 

@@ -214,6 +214,16 @@ def _add_extract(commands) -> None:
     extract.add_argument("--confounds", nargs="+", metavar="TSV",
                          help="confounds files (TSV with a header), one per IMG")
     extract.add_argument("--report", metavar="OUT.html", help="write the masker's HTML report here")
+    regions = extract.add_mutually_exclusive_group()
+    regions.add_argument("--labels", metavar="ATLAS", help="region signals of a labels image (NiftiLabelsMasker)")
+    regions.add_argument("--maps", metavar="MAPS", help="region signals of 4D maps (NiftiMapsMasker)")
+    regions.add_argument("--seeds", metavar="CSV", help="sphere signals around seeds: a CSV with x, y, z "
+                         "columns in mm (NiftiSpheresMasker)")
+    extract.add_argument("--lut", metavar="TSV", help="with --labels: the atlas's look-up table (index, name)")
+    extract.add_argument("--strategy", default="mean", help="with --labels: mean, median, sum, minimum, "
+                         "maximum, variance or standard_deviation (default: mean)")
+    extract.add_argument("--radius", type=float, metavar="MM", help="with --seeds: sphere radius in mm "
+                         "(default: the nearest voxel)")
     extract.add_argument("--overwrite", action="store_true", help="replace OUT if it is a zarr store")
     _add_chunks(extract)
     extract.set_defaults(run=_run_extract)
@@ -231,6 +241,8 @@ def _run_extract(args) -> int:
                   detrend=args.detrend, standardize=args.standardize, low_pass=args.low_pass,
                   high_pass=args.high_pass, t_r=t_r, high_variance_confounds=args.high_variance_confounds)
     start = time.perf_counter()
+    if args.labels or args.maps or args.seeds:
+        return _run_extract_regions(args, images, confounds, params, start)
     if len(images) == 1:
         masker = NiftiMasker(**params)
         runs = [(None, masker.fit_transform(images[0], confounds=confounds[0]))]
@@ -239,6 +251,50 @@ def _run_extract(args) -> int:
         signals = masker.fit_transform(images, confounds=confounds)
         runs = list(zip(_group_names(args.images), signals, strict=True))
     print(f"mask       {masker.n_elements_} voxels ({args.mask or args.mask_strategy})")
+    _save_runs(runs, args.out, masker)
+    print(f"signals    {args.out}" + ("" if len(runs) == 1 else f" ({len(runs)} groups)"))
+    if args.report:
+        print(f"report     {masker.generate_report().save_as_html(args.report)}")
+    print(f"done in {time.perf_counter() - start:.1f} s")
+    return EXIT_OK
+
+
+def _region_masker(args, params, several: bool):
+    """The region masker ``extract`` builds for --labels / --maps / --seeds."""
+    from lazymask import maskers
+
+    params = {k: v for k, v in params.items() if k != "mask_strategy"}
+    if args.labels:
+        cls = maskers.MultiNiftiLabelsMasker if several else maskers.NiftiLabelsMasker
+        return cls(args.labels, lut=args.lut, strategy=args.strategy, **params)
+    if args.maps:
+        cls = maskers.MultiNiftiMapsMasker if several else maskers.NiftiMapsMasker
+        return cls(args.maps, **params)
+    return maskers.NiftiSpheresMasker(_read_seeds(args.seeds), radius=args.radius, allow_overlap=True, **params)
+
+
+def _read_seeds(path) -> list:
+    import pandas as pd
+
+    table = pd.read_csv(path, sep=None, engine="python")
+    columns = {c.lower(): c for c in table.columns}
+    if not {"x", "y", "z"} <= set(columns):
+        raise ParameterError(f"--seeds {path}: expected columns x, y, z (mm); found {list(table.columns)}.")
+    return table[[columns["x"], columns["y"], columns["z"]]].to_numpy(dtype=float).tolist()
+
+
+def _run_extract_regions(args, images, confounds, params, start) -> int:
+    several = len(images) > 1
+    masker = _region_masker(args, params, several and not args.seeds)
+    if several and not args.seeds:
+        runs = list(zip(_group_names(args.images), masker.fit_transform(images, confounds=confounds), strict=True))
+    elif several:
+        masker.fit(images[0])
+        runs = [(name, masker.transform(img, confounds=conf))
+                for name, img, conf in zip(_group_names(args.images), images, confounds, strict=True)]
+    else:
+        runs = [(None, masker.fit_transform(images[0], confounds=confounds[0]))]
+    print(f"regions    {masker.n_elements_} ({type(masker).__name__})")
     _save_runs(runs, args.out, masker)
     print(f"signals    {args.out}" + ("" if len(runs) == 1 else f" ({len(runs)} groups)"))
     if args.report:

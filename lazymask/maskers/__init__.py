@@ -12,3 +12,9 @@ from lazymask.maskers._nifti_masker import NiftiMasker
 from lazymask.maskers._persist import load_masker, open_signals, save_signals
 
 __all__ = ["BaseMasker", "MultiNiftiMasker", "NiftiMasker", "load_masker", "open_signals", "save_signals"]
+from lazymask.maskers._labels import MultiNiftiLabelsMasker, NiftiLabelsMasker  # noqa: E402
+from lazymask.maskers._maps import MultiNiftiMapsMasker, NiftiMapsMasker  # noqa: E402
+from lazymask.maskers._spheres import NiftiSpheresMasker  # noqa: E402
+
+__all__ += ["MultiNiftiLabelsMasker", "MultiNiftiMapsMasker", "NiftiLabelsMasker", "NiftiMapsMasker",
+            "NiftiSpheresMasker"]

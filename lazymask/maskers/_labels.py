@@ -1,0 +1,439 @@
+"""Signals of the regions of a labels image (an atlas): ``NiftiLabelsMasker`` and its Multi twin.
+
+Per time chunk, every label's statistic is computed in one grouped reduction (see
+:class:`lazymask.maskers._regions.LabelOperator`); the names come from ``labels``, a BIDS-style
+look-up table (``lut``: ``index`` and ``name`` columns) or the label values, as in nilearn 0.14.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import xarray as xr
+
+from lazymask.exceptions import ImageMismatchError, ParameterError
+from lazymask.io import image_dataarray
+from lazymask.maskers._regions import (
+    STRATEGIES,
+    Expansion,
+    LabelOperator,
+    MultiMixin,
+    RegionMasker,
+    check_same_grids,
+    grid_of,
+    image_grid,
+    load_volume,
+    resample_nearest,
+    same_grid,
+    signals_to_image,
+)
+from lazymask.masking._volumes import load_mask, mask_dataarray
+
+__all__ = ["NiftiLabelsMasker", "MultiNiftiLabelsMasker", "look_up_table"]
+
+
+# -- labels and look-up tables -----------------------------------------------------------------------
+def check_integer_labels(values: np.ndarray, name: str = "labels_img") -> np.ndarray:
+    """Labels as found, after checking that every finite value is a whole number (NaN -> 0)."""
+    if values.dtype.kind == "f":
+        finite = np.isfinite(values)
+        fractional = finite & (values != np.round(values))
+        if fractional.any():
+            examples = np.unique(values[fractional])[:5].tolist()
+            raise ParameterError(
+                f"{name} holds non-integer values (e.g. {examples}): a labels image holds one integer "
+                "label per voxel. For probabilistic maps use NiftiMapsMasker; otherwise round the "
+                "image or resample it with interpolation='nearest'."
+            )
+        if not finite.all():
+            values = np.where(finite, values, 0)
+    elif values.dtype.kind not in "iub":
+        raise ParameterError(f"{name} has dtype {values.dtype}; expected integer labels.")
+    return values
+
+
+def _read_lut(lut) -> pd.DataFrame:
+    if isinstance(lut, str | Path):
+        lut = pd.read_table(lut, sep=None, engine="python")
+    if not isinstance(lut, pd.DataFrame):
+        raise ParameterError(f"lut: expected a DataFrame or the path of a TSV file, got {type(lut).__name__}.")
+    missing = [column for column in ("index", "name") if column not in lut.columns]
+    if missing:
+        raise ParameterError(
+            f"lut has columns {list(lut.columns)} but no {missing}: a look-up table (BIDS dseg.tsv) "
+            "needs an 'index' column (the label values) and a 'name' column."
+        )
+    if lut["index"].duplicated().any():
+        duplicated = lut.loc[lut["index"].duplicated(), "index"].tolist()
+        raise ParameterError(f"lut lists the label values {duplicated} more than once; keep one row per label.")
+    return lut.copy()
+
+
+def _names_from_labels(labels: list, present: np.ndarray, background_label) -> list[str]:
+    """nilearn's pairing of a list of names with the sorted label values (padded or cut with a warning)."""
+    names = ["Background" if name == "background" else name for name in labels]
+    if background_label in present and "Background" not in names:
+        names.insert(int(np.flatnonzero(present == background_label)[0]), "Background")
+    if len(names) < len(present):
+        warnings.warn("labels: too few names for the label values; the last regions are named 'unknown'.",
+                      stacklevel=4)
+        names += ["unknown"] * (len(present) - len(names))
+    elif len(names) > len(present):
+        warnings.warn("labels: more names than label values; the extra names are dropped.", stacklevel=4)
+        names = names[: len(present)]
+    return names
+
+
+def look_up_table(values: np.ndarray, background_label=0, labels=None, lut=None) -> pd.DataFrame:
+    """The look-up table (``index``, ``name``, ...) of a labels volume, as nilearn 0.14 builds ``lut_``.
+
+    Rows: the label values found in ``values`` (the background first, named "Background"),
+    sorted by value; names from ``lut``, from ``labels`` (in the order of the sorted values) or
+    the values themselves; values missing from ``lut`` are named "unknown".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> look_up_table(np.array([[[0, 1], [2, 2]]]), labels=["Background", "left", "right"])["name"].tolist()
+    ['Background', 'left', 'right']
+    """
+    present = np.unique(values[np.isfinite(values)] if values.dtype.kind == "f" else values)
+    if lut is not None:
+        table = _read_lut(lut)
+        _check_lut_matches(table, present, background_label)
+    else:
+        names = (_names_from_labels(list(labels), present, background_label) if labels
+                 else ["Background" if v == background_label else str(v) for v in present])
+        table = pd.DataFrame({"index": present, "name": names})
+    table = _background_first(table, background_label)
+    table = table[table["index"].isin(present)]
+    unknown = sorted(set(present.tolist()) - set(table["index"].tolist()))
+    if unknown:
+        table = pd.concat([table, pd.DataFrame({"name": ["unknown"] * len(unknown), "index": unknown})],
+                          ignore_index=True)
+    return table.sort_values("index").reset_index(drop=True)
+
+
+def _background_first(table: pd.DataFrame, background_label) -> pd.DataFrame:
+    is_background = table["index"] == background_label
+    if is_background.any():
+        table = pd.concat([table[is_background], table[~is_background]], ignore_index=True)
+        table.loc[0, "name"] = "Background"
+        return table
+    row = {column: np.nan for column in table.columns}
+    row.update({"name": "Background", "index": background_label})
+    if "color" in table.columns:
+        row["color"] = "FFFFFF"
+    return pd.concat([pd.DataFrame([row]), table], ignore_index=True)
+
+
+def _check_lut_matches(table: pd.DataFrame, present: np.ndarray, background_label) -> None:
+    regions = set(present.tolist()) - {background_label}
+    listed = set(table["index"].tolist())
+    if not regions & listed:
+        raise ParameterError(
+            f"lut does not match labels_img: none of the image's {len(regions)} label values "
+            f"(e.g. {sorted(regions)[:5]}) is in the table's 'index' column (e.g. {sorted(listed)[:5]}). "
+            "Pass the look-up table of this atlas."
+        )
+    missing = sorted(regions - listed)
+    if missing:
+        warnings.warn(f"lut: the label values {missing[:20]} of labels_img are not in the look-up table; "
+                      "they are named 'unknown'.", stacklevel=4)
+
+
+# -- the estimator --------------------------------------------------------------------------------------
+class NiftiLabelsMasker(RegionMasker):
+    """Signals of the regions of a labels image, lazily (nilearn's ``NiftiLabelsMasker``).
+
+    Same parameters, defaults, fitted attributes and numbers as nilearn 0.14. ``transform``
+    builds a dask graph: one task per time chunk computes the statistic of every region at once.
+
+    Parameters
+    ----------
+    labels_img : image
+        3D image of integer labels (the atlas).
+    labels : list of str, optional
+        Region names in the order of the sorted label values ("Background" may be included).
+    lut : DataFrame or path, optional
+        BIDS-style look-up table with ``index`` and ``name`` columns (exclusive with ``labels``).
+    background_label : number, default=0
+        Label of "no region".
+    mask_img : image, optional
+        Voxels outside it are background.
+    smoothing_fwhm, standardize, standardize_confounds, high_variance_confounds, detrend, low_pass, high_pass, t_r, dtype, clean_args
+        Preprocessing and cleaning, as in :class:`lazymask.maskers.NiftiMasker`.
+    resampling_target : {"data", "labels", None}, default="data"
+        Which grid extraction happens on; ``None`` requires every image on one grid.
+    memory, memory_level, verbose, reports
+        Accepted for compatibility (``reports`` keeps what the report needs).
+    strategy : str, default="mean"
+        One of "mean", "median", "sum", "minimum", "maximum", "variance", "standard_deviation".
+
+    Attributes
+    ----------
+    labels_img_, mask_img_ : xarray.DataArray
+        The atlas and mask on the grid of extraction.
+    lut_ : pandas.DataFrame
+        The look-up table; ``labels_``, ``region_names_``, ``region_ids_``, ``n_elements_`` derive from it.
+
+    Examples
+    --------
+    >>> masker = NiftiLabelsMasker("atlas.nii.gz", strategy="median")   # doctest: +SKIP
+    >>> signals = masker.fit_transform("bold.nii.gz")                   # doctest: +SKIP
+    >>> signals.to_zarr("signals.zarr")                                 # doctest: +SKIP
+    """
+
+    _parameter_constraints = {
+        "strategy": STRATEGIES,
+        "resampling_target": ("data", "labels", None),
+        "background_label": (numbers.Real,),
+        "labels": (None, list),
+    }
+
+    def __init__(self, labels_img=None, labels=None, lut=None, background_label=0, mask_img=None,
+                 smoothing_fwhm=None, standardize=False, standardize_confounds=True,
+                 high_variance_confounds=False, detrend=False, low_pass=None, high_pass=None, t_r=None,
+                 dtype=None, resampling_target="data", memory=None, memory_level=1, verbose=0,
+                 strategy="mean", reports=True, clean_args=None):
+        self.labels_img = labels_img
+        self.labels = labels
+        self.lut = lut
+        self.background_label = background_label
+        self.mask_img = mask_img
+        self.smoothing_fwhm = smoothing_fwhm
+        self.standardize = standardize
+        self.standardize_confounds = standardize_confounds
+        self.high_variance_confounds = high_variance_confounds
+        self.detrend = detrend
+        self.low_pass = low_pass
+        self.high_pass = high_pass
+        self.t_r = t_r
+        self.dtype = dtype
+        self.resampling_target = resampling_target
+        self.memory = memory
+        self.memory_level = memory_level
+        self.verbose = verbose
+        self.strategy = strategy
+        self.reports = reports
+        self.clean_args = clean_args
+
+    _fitted_attribute = "lut_"
+
+    # -- fit ------------------------------------------------------------------------------------------
+    def _fit(self, imgs):
+        if self.labels_img is None:
+            raise ParameterError("labels_img=None: pass the atlas (a 3D image of integer labels).")
+        if self.labels and self.lut is not None:
+            raise ParameterError("Pass either labels or lut (a look-up table), not both.")
+        if self.labels and not all(isinstance(name, str) for name in self.labels):
+            raise ParameterError(f"labels must be a list of str; got types "
+                                 f"{sorted({type(n).__name__ for n in self.labels})}.")
+        values, affine = load_volume(self.labels_img, "labels_img")
+        values = check_integer_labels(values)
+        if np.all(values == self.background_label):
+            raise ParameterError(f"labels_img has no label: every voxel is background_label="
+                                 f"{self.background_label!r}. Check labels_img and background_label.")
+        self.lut_ = look_up_table(values, self.background_label, self.labels, self.lut)
+        mask = load_mask(self.mask_img) if self.mask_img is not None else None
+        data = image_grid(imgs)
+        labels_grid = (values.shape, affine)
+        if self.resampling_target is None:
+            check_same_grids(labels_img=labels_grid, mask_img=None if mask is None else (mask[0].shape, mask[1]),
+                             imgs=data)
+        if self.resampling_target == "data" and data is not None and not same_grid(data, labels_grid):
+            values = self._resample_labels(values, affine, data)
+            labels_grid = data
+        reference = data if self.resampling_target == "data" else (
+            labels_grid if self.resampling_target == "labels" else None)
+        if mask is not None and reference is not None and not same_grid((mask[0].shape, mask[1]), reference):
+            mask = (resample_nearest(mask[0].astype(np.int8), mask[1], reference).astype(bool), reference[1])
+        if mask is not None and reference is not None and np.all(values[mask[0]] == self.background_label):
+            raise ParameterError("No label left after applying mask_img to the labels image; "
+                                 "check that mask_img and labels_img overlap.")
+        self.labels_img_ = image_dataarray(values, labels_grid[1], name="labels_img")
+        self.mask_img_ = None if mask is None else mask_dataarray(mask[0], mask[1], name="mask_img")
+        self._operators = {}
+        self.__dict__.pop("_lut_", None)
+        self._remember_report_image(imgs)
+
+    def _resample_labels(self, values, affine, grid, when="fit"):
+        before = set(np.unique(values).tolist())
+        resampled = resample_nearest(values, affine, grid)
+        after = set(np.unique(resampled).tolist())
+        if len(after - {self.background_label}) == 0:
+            raise ImageMismatchError("No label left after resampling the labels image onto the data's grid; "
+                                     "check that labels_img and the images cover the same space.")
+        if lost := before - after:
+            warnings.warn(f"After resampling the labels image to the data's grid ({when}), the labels "
+                          f"{sorted(lost)} were removed; {len(after)} labels remain (with background).",
+                          stacklevel=4)
+        return resampled
+
+    def _target_grid(self):
+        if self.resampling_target == "labels":
+            return np.asarray(self.labels_img_.attrs["affine"]), tuple(self.labels_img_.shape)
+        return None, None
+
+    # -- extraction -----------------------------------------------------------------------------------
+    def _spatial_on(self, grid):
+        """Labels and mask volumes on ``grid`` (resampled at transform time with a warning when needed)."""
+        labels_grid = grid_of(self.labels_img_)
+        values = np.asarray(self.labels_img_.values)
+        mask = None if self.mask_img_ is None else np.asarray(self.mask_img_.values).astype(bool)
+        mask_grid = None if self.mask_img_ is None else grid_of(self.mask_img_)
+        if self.resampling_target is None:
+            check_same_grids(labels_img=labels_grid, mask_img=mask_grid, imgs=grid)
+        if not same_grid(labels_grid, grid):
+            warnings.warn("Resampling labels at transform time; fit on the images you transform "
+                          "(or use fit_transform) to avoid it.", stacklevel=5)
+            values = self._resample_labels(values, labels_grid[1], grid, when="transform")
+        if mask is not None and not same_grid(mask_grid, grid):
+            warnings.warn("Resampling mask_img at transform time; fit on the images you transform "
+                          "(or use fit_transform) to avoid it.", stacklevel=5)
+            mask = resample_nearest(mask.astype(np.int8), mask_grid[1], grid).astype(bool)
+        return values, mask
+
+    def _masked_labels(self, values, mask):
+        """Labels with voxels outside ``mask`` set to background; warns about regions the mask removed."""
+        if mask is None:
+            return values
+        before = set(np.unique(values).tolist())
+        values = np.where(mask, values, np.asarray(self.background_label, dtype=values.dtype))
+        after = set(np.unique(values).tolist())
+        if lost := before - after:
+            if not after - {self.background_label}:
+                raise ParameterError("No label left after applying mask_img to the labels image.")
+            warnings.warn(f"After applying mask_img to the labels image, the labels {sorted(lost)} were "
+                          f"removed: {len(after)} of {len(before)} labels remain (with background).",
+                          stacklevel=6)
+        return values
+
+    def _build_operator(self, grid):
+        values, mask = self._spatial_on(grid)
+        operator = LabelOperator(self._masked_labels(values, mask), self.background_label, self.strategy)
+        names = self._names_of(operator.ids)
+        return operator, operator.ids, names, None
+
+    def _operator_for(self, grid):
+        result = super()._operator_for(grid)
+        self._set_effective_lut(result[1], present_before_mask=np.asarray(self.labels_img_.values))
+        return result
+
+    def _set_effective_lut(self, ids, present_before_mask):
+        """nilearn's ``_lut_``: the fitted table restricted to the regions a transform extracts."""
+        order = list(ids)
+        if np.any(present_before_mask == self.background_label):
+            order = [self.background_label, *order]
+        table = self.lut_.set_index("index")
+        self._lut_ = table.loc[[value for value in order if value in table.index]].reset_index()
+
+    def _names_of(self, ids) -> list[str]:
+        names = dict(zip(self.lut_["index"].tolist(), self.lut_["name"].tolist(), strict=True))
+        return [str(names.get(value, "unknown")) for value in np.asarray(ids).tolist()]
+
+    # -- fitted attributes (nilearn's properties) ------------------------------------------------------
+    def _table(self) -> pd.DataFrame:
+        self._check_fitted()
+        return self.__dict__.get("_lut_", self.lut_)
+
+    @property
+    def labels_(self) -> list:
+        """Label values of the regions (with the background when the image holds it)."""
+        return self._table()["index"].tolist()
+
+    @property
+    def n_elements_(self) -> int:
+        """Number of regions (labels other than the background)."""
+        table = self._table()
+        return int((table["index"] != self.background_label).sum())
+
+    @property
+    def region_ids_(self) -> dict:
+        """Column number -> label value (and ``"background"`` -> background label when present)."""
+        ids = self.labels_
+        out = {}
+        if self.background_label in ids:
+            ids.remove(self.background_label)
+            out["background"] = self.background_label
+        out.update(dict(enumerate(ids)))
+        return out
+
+    @property
+    def region_names_(self) -> dict:
+        """Column number -> region name."""
+        valid = [value for value in self.labels_ if value != self.background_label]
+        rows = self.lut_[self.lut_["index"].isin(valid)]
+        return dict(enumerate(rows["name"].tolist()))
+
+    def get_feature_names_out(self, input_features=None) -> list[str]:
+        """The region names, one per output column."""
+        return list(self.region_names_.values())
+
+    # -- inverse, report, persistence -------------------------------------------------------------------
+    def _inverse(self, signals):
+        shape, affine = grid_of(self.labels_img_)
+        values = np.asarray(self.labels_img_.values)
+        mask = None if self.mask_img_ is None else np.asarray(self.mask_img_.values).astype(bool)
+        if mask is not None and mask.shape != values.shape:
+            raise ImageMismatchError(f"mask_img_ has shape {mask.shape} but labels_img_ has {values.shape}; "
+                                     "fit with resampling_target='labels' or on the images' grid to invert.")
+        operator = LabelOperator(self._masked_labels(values, mask), self.background_label, "sum")
+        indicator = sp.csr_matrix((np.ones(operator.voxels.size), (np.arange(operator.voxels.size), operator.codes)),
+                                  shape=(operator.voxels.size, operator.n_regions))
+        return signals_to_image(signals, shape, affine, Expansion(operator.voxels, indicator))
+
+    def _report(self):
+        from lazymask.reporting import labels_report
+
+        shape, affine = grid_of(self.labels_img_)
+        table = self._table()
+        regions = table[table["index"] != self.background_label]
+        return labels_report(self._report_background(shape, affine), np.asarray(self.labels_img_.values), affine,
+                             region_ids=regions["index"].tolist(), region_names=regions["name"].tolist(),
+                             background_label=self.background_label, parameters=self.json_parameters(),
+                             title=type(self).__name__)
+
+    def _spatial_arrays(self) -> dict[str, xr.DataArray]:
+        arrays = {"labels_img": self.labels_img_}
+        if self.mask_img_ is not None:
+            arrays["mask_img"] = self.mask_img_
+        return arrays
+
+    @classmethod
+    def _from_store(cls, parameters: dict, arrays: dict[str, xr.DataArray]):
+        names = {name for name in cls._get_param_names() if name not in ("labels_img", "mask_img")}
+        masker = cls(labels_img=arrays["labels_img"], mask_img=arrays.get("mask_img"),
+                     **{k: v for k, v in parameters.items() if k in names})
+        return masker.fit()
+
+
+class MultiNiftiLabelsMasker(MultiMixin, NiftiLabelsMasker):
+    """:class:`NiftiLabelsMasker` for lists of runs: ``transform`` returns one lazy DataArray per run.
+
+    Same parameters as nilearn's ``MultiNiftiLabelsMasker`` (``n_jobs`` is accepted; dask schedules).
+
+    Examples
+    --------
+    >>> masker = MultiNiftiLabelsMasker("atlas.nii.gz")                       # doctest: +SKIP
+    >>> run1, run2 = masker.fit_transform(["run1.nii.gz", "run2.nii.gz"])    # doctest: +SKIP
+    """
+
+    def __init__(self, labels_img=None, labels=None, lut=None, background_label=0, mask_img=None,
+                 smoothing_fwhm=None, standardize=False, standardize_confounds=True,
+                 high_variance_confounds=False, detrend=False, low_pass=None, high_pass=None, t_r=None,
+                 dtype=None, resampling_target="data", memory=None, memory_level=1, n_jobs=1, verbose=0,
+                 strategy="mean", reports=True, clean_args=None):
+        super().__init__(labels_img=labels_img, labels=labels, lut=lut, background_label=background_label,
+                         mask_img=mask_img, smoothing_fwhm=smoothing_fwhm, standardize=standardize,
+                         standardize_confounds=standardize_confounds,
+                         high_variance_confounds=high_variance_confounds, detrend=detrend, low_pass=low_pass,
+                         high_pass=high_pass, t_r=t_r, dtype=dtype, resampling_target=resampling_target,
+                         memory=memory, memory_level=memory_level, verbose=verbose, strategy=strategy,
+                         reports=reports, clean_args=clean_args)
+        self.n_jobs = n_jobs

@@ -1,0 +1,368 @@
+"""Region maskers (labels, maps, spheres) against nilearn 0.14, laziness, invariance, bad input."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import dask
+import nibabel as nib
+import nilearn
+import nilearn.maskers as nm
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+from lazymask.exceptions import DimensionError, ImageMismatchError, ParameterError
+from lazymask.maskers._labels import MultiNiftiLabelsMasker, NiftiLabelsMasker
+from lazymask.maskers._maps import MultiNiftiMapsMasker, NiftiMapsMasker
+from lazymask.maskers._regions import STRATEGIES
+from lazymask.maskers._spheres import NiftiSpheresMasker
+from lazymask.testing import fake_brain, fake_fmri, raise_if_dask_computes
+
+SHAPE = (20, 24, 20)
+NILEARN_DATA = Path(nilearn.__file__).parent / "datasets" / "data"
+RTOL, ATOL = 2e-5, 1e-3
+
+
+@pytest.fixture(autouse=True)
+def _quiet_nilearn():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*zscore_sample.*")
+        yield
+
+
+@pytest.fixture(scope="module")
+def run():
+    return fake_fmri(SHAPE, 12, dtype="float32", seed=1)
+
+
+@pytest.fixture(scope="module")
+def labels_img(run):
+    rng = np.random.default_rng(3)
+    values = ndimage.zoom(rng.integers(0, 7, (5, 6, 5)), 4, order=0).astype(np.int16)
+    return nib.Nifti1Image(values, run.affine)
+
+
+@pytest.fixture(scope="module")
+def brain_mask(run):
+    return nib.Nifti1Image(fake_brain(SHAPE)[1].astype(np.int8), run.affine)
+
+
+@pytest.fixture(scope="module")
+def maps_img(run):
+    rng = np.random.default_rng(5)
+    maps = np.zeros((*SHAPE, 6), np.float32)
+    for k in range(6):
+        point = np.zeros(SHAPE)
+        point[tuple(rng.integers(4, 16, 3))] = 1
+        blob = ndimage.gaussian_filter(point, 2.5)
+        blob[blob < 0.05 * blob.max()] = 0
+        maps[..., k] = blob / blob.max()
+    return nib.Nifti1Image(maps, run.affine)
+
+
+def close(ours, reference):
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), rtol=RTOL, atol=ATOL)
+
+
+# -- labels -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_labels_every_strategy_matches_nilearn(run, labels_img, strategy):
+    ours = NiftiLabelsMasker(labels_img, strategy=strategy).fit_transform(run)
+    reference = nm.NiftiLabelsMasker(labels_img, strategy=strategy).fit_transform(run)
+    assert ours.dims == ("time", "region") and ours.dtype == reference.dtype
+    close(ours, reference)
+
+
+def test_labels_median_of_int16_data_matches_nilearn(labels_img):
+    run16 = fake_fmri(SHAPE, 6, dtype="int16", seed=2)
+    ours = NiftiLabelsMasker(labels_img, strategy="median").fit_transform(run16)
+    close(ours, nm.NiftiLabelsMasker(labels_img, strategy="median").fit_transform(run16))
+
+
+def test_labels_background_label_and_fitted_attributes(run, labels_img):
+    kwargs = {"background_label": 3}
+    ours = NiftiLabelsMasker(labels_img, **kwargs)
+    reference = nm.NiftiLabelsMasker(labels_img, **kwargs)
+    close(ours.fit_transform(run), reference.fit_transform(run))
+    assert ours.labels_ == reference.labels_
+    assert ours.region_ids_ == reference.region_ids_
+    assert ours.region_names_ == reference.region_names_
+    assert ours.n_elements_ == reference.n_elements_
+
+
+def test_labels_mask_removing_labels_warns_and_matches(run, labels_img):
+    values = np.asarray(labels_img.dataobj)
+    mask = nib.Nifti1Image((values != 2).astype(np.int8), run.affine)
+    with pytest.warns(UserWarning, match=r"labels \[2\] were removed"):
+        ours = NiftiLabelsMasker(labels_img, mask_img=mask)
+        signals = ours.fit_transform(run)
+    reference = nm.NiftiLabelsMasker(labels_img, mask_img=mask)
+    expected = reference.fit_transform(run)
+    close(signals, expected)
+    assert 2 not in signals["region"].values.tolist()
+    assert ours.labels_ == reference.labels_ and ours.region_ids_ == reference.region_ids_
+    assert ours.n_elements_ == reference.n_elements_
+
+
+@pytest.mark.parametrize("target", ["data", "labels"])
+def test_labels_resampling_targets(run, labels_img, brain_mask, target):
+    coarse = nib.Nifti1Image(np.asarray(labels_img.dataobj)[::2, ::2, ::2],
+                             labels_img.affine @ np.diag([2, 2, 2, 1]))
+    ours = NiftiLabelsMasker(coarse, mask_img=brain_mask, resampling_target=target).fit_transform(run)
+    reference = nm.NiftiLabelsMasker(coarse, mask_img=brain_mask, resampling_target=target).fit_transform(run)
+    close(ours, reference)
+
+
+def test_labels_resampling_target_none_with_mismatched_grids(run, labels_img):
+    shifted = nib.Nifti1Image(np.asarray(labels_img.dataobj), labels_img.affine @ np.diag([2, 2, 2, 1]))
+    with pytest.raises(ImageMismatchError, match="resampling_target=None"):
+        NiftiLabelsMasker(shifted, resampling_target=None).fit(run)
+    ours = NiftiLabelsMasker(labels_img, resampling_target=None).fit_transform(run)
+    close(ours, nm.NiftiLabelsMasker(labels_img, resampling_target=None).fit_transform(run))
+
+
+def test_labels_names_from_labels_and_lut(run, labels_img, tmp_path):
+    names = ["Background", "a", "b", "c", "d", "e", "f"]
+    ours = NiftiLabelsMasker(labels_img, labels=names).fit(run)
+    reference = nm.NiftiLabelsMasker(labels_img, labels=list(names)).fit(run)
+    assert ours.region_names_ == reference.region_names_
+    lut = pd.DataFrame({"index": [0, 1, 2, 3, 4, 5, 6], "name": ["bg", "v1", "v2", "v3", "v4", "v5", "v6"],
+                        "color": ["000000"] * 7})
+    path = tmp_path / "atlas_dseg.tsv"
+    lut.to_csv(path, sep="\t", index=False)
+    ours = NiftiLabelsMasker(labels_img, lut=path)
+    signals = ours.fit_transform(run)
+    reference = nm.NiftiLabelsMasker(labels_img, lut=path).fit(run)
+    assert ours.region_names_ == reference.region_names_
+    assert signals["region_name"].values.tolist() == ["v1", "v2", "v3", "v4", "v5", "v6"]
+
+
+def test_labels_inverse_transform_matches_nilearn(run, labels_img, brain_mask):
+    ours = NiftiLabelsMasker(labels_img, mask_img=brain_mask).fit(run)
+    reference = nm.NiftiLabelsMasker(labels_img, mask_img=brain_mask).fit(run)
+    signals = reference.transform(run)
+    ours.transform(run)
+    close(ours.inverse_transform(signals).values, reference.inverse_transform(signals).get_fdata())
+    close(ours.inverse_transform(signals[0]).values, reference.inverse_transform(signals[0]).get_fdata())
+
+
+def test_labels_cleaning_options(run, labels_img):
+    options = {"detrend": True, "standardize": "zscore_sample", "high_variance_confounds": True, "t_r": 2.0}
+    confounds = np.random.default_rng(0).standard_normal((12, 2))
+    ours = NiftiLabelsMasker(labels_img, **options).fit_transform(run, confounds=confounds)
+    reference = nm.NiftiLabelsMasker(labels_img, **options).fit_transform(run, confounds=confounds)
+    np.testing.assert_allclose(ours.values, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_multi_labels_masker(run, labels_img):
+    runs = [run, fake_fmri(SHAPE, 12, dtype="float32", seed=9)]
+    ours = MultiNiftiLabelsMasker(labels_img).fit_transform(runs)
+    reference = nm.MultiNiftiLabelsMasker(labels_img).fit_transform(runs)
+    assert len(ours) == 2
+    for a, b in zip(ours, reference, strict=True):
+        close(a, b)
+
+
+# -- maps -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_maps_match_nilearn(run, maps_img, brain_mask, use_mask):
+    kwargs = {"mask_img": brain_mask} if use_mask else {}
+    ours = NiftiMapsMasker(maps_img, **kwargs).fit_transform(run)
+    reference = nm.NiftiMapsMasker(maps_img, **kwargs).fit_transform(run)
+    assert ours.dtype == reference.dtype
+    close(ours, reference)
+
+
+def test_maps_without_overlap_and_overlap_error(run, maps_img):
+    values = np.asarray(maps_img.dataobj)
+    winner = values.argmax(axis=3)[..., None] == np.arange(values.shape[3])
+    exclusive = np.where(winner, values, 0).astype(np.float32)
+    exclusive_img = nib.Nifti1Image(exclusive, run.affine)
+    ours = NiftiMapsMasker(exclusive_img, allow_overlap=False).fit_transform(run)
+    close(ours, nm.NiftiMapsMasker(exclusive_img, allow_overlap=False).fit_transform(run))
+    with pytest.raises(ParameterError, match="allow_overlap=False but maps overlap"):
+        NiftiMapsMasker(maps_img, allow_overlap=False).fit(run)
+
+
+@pytest.mark.parametrize("target", ["maps", "mask"])
+def test_maps_resampling_targets(run, maps_img, brain_mask, target):
+    ours = NiftiMapsMasker(maps_img, mask_img=brain_mask, resampling_target=target).fit_transform(run)
+    reference = nm.NiftiMapsMasker(maps_img, mask_img=brain_mask, resampling_target=target).fit_transform(run)
+    close(ours, reference)
+
+
+def test_maps_inverse_transform_matches_nilearn(run, maps_img, brain_mask):
+    ours = NiftiMapsMasker(maps_img, mask_img=brain_mask).fit(run)
+    reference = nm.NiftiMapsMasker(maps_img, mask_img=brain_mask).fit(run)
+    signals = reference.transform(run)
+    close(ours.inverse_transform(signals).values, reference.inverse_transform(signals).get_fdata())
+
+
+def test_multi_maps_masker(run, maps_img):
+    runs = [run, fake_fmri(SHAPE, 12, dtype="float32", seed=9)]
+    for a, b in zip(MultiNiftiMapsMasker(maps_img).fit_transform(runs),
+                    nm.MultiNiftiMapsMasker(maps_img).fit_transform(runs), strict=True):
+        close(a, b)
+
+
+# -- spheres on an MNI-like grid ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mni_run():
+    template = nib.load(NILEARN_DATA / "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz")
+    affine = template.affine @ np.diag([4, 4, 4, 1])
+    shape = tuple(int(np.ceil(n / 4)) for n in template.shape)
+    rng = np.random.default_rng(0)
+    data = rng.normal(100, 10, (*shape, 5)).astype(np.float32)
+    grey = np.asarray(template.dataobj)[::4, ::4, ::4] > 0.2
+    return nib.Nifti1Image(data, affine), nib.Nifti1Image(grey.astype(np.int8), affine)
+
+
+def _seeds(name):
+    table = pd.read_csv(NILEARN_DATA / f"{name}.csv")
+    return table[[c for c in table.columns if c.lower() in "xyz"]].to_numpy().tolist()
+
+
+@pytest.mark.parametrize("atlas", ["power_2011", "dosenbach_2010"])
+@pytest.mark.parametrize("radius", [None, 5, 10])
+@pytest.mark.parametrize("use_mask", [True, pytest.param(False, marks=pytest.mark.slow)])
+def test_spheres_match_nilearn(mni_run, atlas, radius, use_mask):
+    img, mask = mni_run
+    seeds = _seeds(atlas)
+    kwargs = {"radius": radius, "allow_overlap": True, "mask_img": mask if use_mask else None}
+    try:
+        reference = nm.NiftiSpheresMasker(seeds, **kwargs).fit_transform(img)
+    except ValueError as error:  # a seed outside the grey matter: both refuse
+        with pytest.raises(ParameterError, match="hold no voxel"):
+            NiftiSpheresMasker(seeds, **kwargs).fit_transform(img)
+        assert "empty" in str(error)
+        return
+    ours = NiftiSpheresMasker(seeds, **kwargs).fit_transform(img)
+    close(ours, reference)
+    np.testing.assert_array_equal(ours["x"].values, np.asarray(seeds)[:, 0])
+
+
+def test_spheres_overlap_error_and_inverse(mni_run):
+    img, mask = mni_run
+    seeds = [[0, -52, 26], [4, -52, 26], [40, 20, 10]]
+    with pytest.raises(ParameterError, match="allow_overlap=False but spheres overlap"):
+        NiftiSpheresMasker(seeds, radius=6).fit_transform(img)
+    ours = NiftiSpheresMasker(seeds, radius=6, allow_overlap=True, mask_img=mask).fit(img)
+    reference = nm.NiftiSpheresMasker(seeds, radius=6, allow_overlap=True, mask_img=mask).fit(img)
+    signals = reference.transform(img)
+    close(ours.inverse_transform(signals).values, reference.inverse_transform(signals).get_fdata())
+    with pytest.raises(ParameterError, match="needs a grid"):
+        NiftiSpheresMasker(seeds, radius=6, allow_overlap=True).fit(img).inverse_transform(signals)
+
+
+def test_spheres_seed_outside_image(run):
+    with pytest.raises(ParameterError, match="outside the image"):
+        NiftiSpheresMasker([[0, 0, 0], [500, 0, 0]], radius=4).fit_transform(run)
+
+
+# -- laziness, graph size, invariance -----------------------------------------------------------------
+def _labels_volume(n_labels):
+    flat = np.arange(int(np.prod(SHAPE))) % (n_labels + 1)
+    return np.random.default_rng(0).permutation(flat).reshape(SHAPE).astype(np.int32)
+
+
+def test_transform_is_lazy_and_graph_does_not_grow_with_regions(tmp_path, run):
+    path = tmp_path / "run.nii.gz"
+    nib.save(run, path)
+    sizes = []
+    for n_labels in (10, 1000):
+        atlas = nib.Nifti1Image(_labels_volume(n_labels), run.affine)
+        masker = NiftiLabelsMasker(atlas, strategy="median").fit(str(path))
+        with raise_if_dask_computes():
+            signals = masker.transform(str(path))
+        assert signals.sizes["region"] == n_labels
+        sizes.append(len(dict(signals.data.__dask_graph__())))
+    assert sizes[0] == sizes[1]
+
+
+@pytest.mark.parametrize("masker_factory", ["labels", "maps", "spheres"])
+def test_chunk_and_scheduler_invariance(run, labels_img, maps_img, masker_factory):
+    from lazymask.io import open_nifti
+
+    factories = {
+        "labels": lambda: NiftiLabelsMasker(labels_img, strategy="median"),
+        "maps": lambda: NiftiMapsMasker(maps_img),
+        "spheres": lambda: NiftiSpheresMasker([[0, 0, 0], [9, -9, 6]], radius=5),
+    }
+    expected = factories[masker_factory]().fit_transform(run).values
+    for chunks, scheduler in ((1, "threads"), (5, "sync"), (12, "threads"), (5, "processes")):
+        image = open_nifti(run, chunks={"time": chunks})
+        lazy = factories[masker_factory]().fit_transform(image)
+        np.testing.assert_array_equal(lazy.compute(scheduler=scheduler).values, expected)
+
+
+def test_distributed_local_cluster(run, labels_img, maps_img):
+    distributed = pytest.importorskip("distributed")
+    from lazymask.io import open_nifti
+
+    image = open_nifti(run, chunks={"time": 4})
+    lazy = [NiftiLabelsMasker(labels_img, strategy="maximum").fit_transform(image),
+            NiftiMapsMasker(maps_img).fit_transform(image)]
+    expected = [x.compute(scheduler="sync").values for x in lazy]
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster):
+        got = dask.compute(*[x.data for x in lazy])
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+# -- bad input ------------------------------------------------------------------------------------------
+def test_bad_input_errors(run, labels_img, maps_img):
+    fractional = nib.Nifti1Image(np.asarray(labels_img.dataobj) + 0.5, run.affine)
+    with pytest.raises(ParameterError, match="non-integer values"):
+        NiftiLabelsMasker(fractional).fit(run)
+    with pytest.raises(DimensionError, match="maps_img is a 3D image"):
+        NiftiMapsMasker(nib.Nifti1Image(np.asarray(maps_img.dataobj)[..., 0], run.affine)).fit(run)
+    with pytest.raises(ParameterError, match="does not match labels_img"):
+        NiftiLabelsMasker(labels_img, lut=pd.DataFrame({"index": [40, 41], "name": ["x", "y"]})).fit(run)
+    with pytest.raises(ParameterError, match="needs an 'index' column"):
+        NiftiLabelsMasker(labels_img, lut=pd.DataFrame({"label": [1], "name": ["x"]})).fit(run)
+    with pytest.raises(ParameterError, match="strategy"):
+        NiftiLabelsMasker(labels_img, strategy="mode").fit(run)
+    with pytest.raises(ParameterError, match="seeds\\[1\\]"):
+        NiftiSpheresMasker([[0, 0, 0], [1, 2]]).fit(run)
+
+
+# -- command line ---------------------------------------------------------------------------------------
+def test_cli_extract_regions(tmp_path, run, labels_img):
+    from lazymask.cli import main
+    from lazymask.maskers import open_signals
+
+    nib.save(run, tmp_path / "run.nii.gz")
+    nib.save(labels_img, tmp_path / "atlas.nii.gz")
+    (tmp_path / "lut.tsv").write_text("index\tname\n" + "".join(f"{i}\tr{i}\n" for i in range(7)))
+    (tmp_path / "seeds.csv").write_text("x,y,z\n0,0,0\n9,-9,6\n")
+    run_path = str(tmp_path / "run.nii.gz")
+    assert main(["extract", run_path, "--out", str(tmp_path / "l.zarr"), "--labels", str(tmp_path / "atlas.nii.gz"),
+                 "--lut", str(tmp_path / "lut.tsv"), "--strategy", "median"]) == 0
+    signals = open_signals(str(tmp_path / "l.zarr"))
+    close(signals, nm.NiftiLabelsMasker(labels_img, strategy="median").fit_transform(run))
+    assert signals["region_name"].values.tolist()[0] == "r1"
+    assert main(["extract", run_path, "--out", str(tmp_path / "s.zarr"), "--seeds", str(tmp_path / "seeds.csv"),
+                 "--radius", "5"]) == 0
+    assert open_signals(str(tmp_path / "s.zarr")).shape == (12, 2)
+
+
+def test_reports_and_persistence(tmp_path, run, labels_img, maps_img):
+    from lazymask.maskers import load_masker, open_signals, save_signals
+
+    maskers = [NiftiLabelsMasker(labels_img), NiftiMapsMasker(maps_img),
+               NiftiSpheresMasker([[0, 0, 0], [9, -9, 6]], radius=5)]
+    for index, masker in enumerate(maskers):
+        with raise_if_dask_computes():
+            signals = masker.fit_transform(run)
+        assert f"{masker.n_elements_}" in masker.generate_report().sentences[0]
+        store = str(tmp_path / f"{index}.zarr")
+        save_signals(signals, store, masker=masker)
+        rebuilt = load_masker(store)
+        assert type(rebuilt) is type(masker) and rebuilt.n_elements_ == masker.n_elements_
+        np.testing.assert_allclose(rebuilt.transform(run).values, open_signals(store).values, rtol=1e-6)

@@ -251,12 +251,7 @@ def _run_extract(args) -> int:
         signals = masker.fit_transform(images, confounds=confounds)
         runs = list(zip(_group_names(args.images), signals, strict=True))
     print(f"mask       {masker.n_elements_} voxels ({args.mask or args.mask_strategy})")
-    _save_runs(runs, args.out, masker)
-    print(f"signals    {args.out}" + ("" if len(runs) == 1 else f" ({len(runs)} groups)"))
-    if args.report:
-        print(f"report     {masker.generate_report().save_as_html(args.report)}")
-    print(f"done in {time.perf_counter() - start:.1f} s")
-    return EXIT_OK
+    return _finish_extract(args, masker, runs, start)
 
 
 def _region_masker(args, params, several: bool):
@@ -295,6 +290,11 @@ def _run_extract_regions(args, images, confounds, params, start) -> int:
     else:
         runs = [(None, masker.fit_transform(images[0], confounds=confounds[0]))]
     print(f"regions    {masker.n_elements_} ({type(masker).__name__})")
+    return _finish_extract(args, masker, runs, start)
+
+
+def _finish_extract(args, masker, runs, start: float) -> int:
+    """Stream every run's signals to the store, write the report, say where."""
     _save_runs(runs, args.out, masker)
     print(f"signals    {args.out}" + ("" if len(runs) == 1 else f" ({len(runs)} groups)"))
     if args.report:

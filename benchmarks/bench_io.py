@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._harness import measure, pair, report
+from benchmarks._harness import measure, pair, preload, report
 from benchmarks.data import ensure_run
 
 ZLIB_TARGET = 1.3
@@ -37,6 +37,7 @@ _BLOCK = 16 * 2**20
 
 
 # -- cases (run in their own processes) -------------------------------------------------------------
+@preload("lazymask.io")
 def lazymask_mean(path: str, out: str) -> dict:
     from lazymask.io import open_nifti
 
@@ -45,6 +46,7 @@ def lazymask_mean(path: str, out: str) -> dict:
     return _summarise(np.asarray(mean), out, time.process_time() - cpu)
 
 
+@preload("nibabel")
 def nibabel_mean(path: str, out: str) -> dict:
     import nibabel as nib
 

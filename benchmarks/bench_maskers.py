@@ -28,7 +28,7 @@ from pathlib import Path
 import dask
 import numpy as np
 
-from benchmarks._harness import measure, pair, report
+from benchmarks._harness import measure, pair, preload, report
 from benchmarks.data import ensure_run
 
 T_R = 2.0
@@ -62,6 +62,7 @@ def _masker_kwargs(setting: str) -> dict:
 
 
 # -- cases (run in their own process) ---------------------------------------------------------------
+@preload("lazymask.maskers")
 def lazymask_case(path: str, setting: str, n_time: int) -> dict:
     from lazymask.maskers import NiftiMasker
 
@@ -69,6 +70,7 @@ def lazymask_case(path: str, setting: str, n_time: int) -> dict:
     return _summary(signals.data)
 
 
+@preload("nilearn.maskers")
 def nilearn_case(path: str, setting: str, n_time: int) -> dict:
     from nilearn.maskers import NiftiMasker
 
@@ -95,6 +97,7 @@ def _multi_summary(runs: list) -> dict:
             "dtype": parts[0]["dtype"]}
 
 
+@preload("lazymask.maskers")
 def lazymask_multi_case(path: str, n_runs: int, n_time: int) -> dict:
     from lazymask.maskers import MultiNiftiMasker, open_signals, save_signals
 
@@ -111,6 +114,7 @@ def lazymask_multi_case(path: str, n_runs: int, n_time: int) -> dict:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@preload("nilearn.maskers")
 def nilearn_multi_case(path: str, n_runs: int, n_time: int) -> dict:
     from nilearn.maskers import MultiNiftiMasker
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import gzip
 
-from benchmarks._harness import ROOT, measure, pair, report
+from benchmarks._harness import ROOT, measure, pair, preload, report
 
 DATA = ROOT / "benchmarks" / "data" / "masking"
 SIZES = {
@@ -48,24 +48,28 @@ def run_paths(size: str) -> list[str]:
 
 
 # -- cases (each runs in its own process) ------------------------------------------------------------
+@preload("lazymask.masking")
 def lazymask_epi_mask(path: str) -> dict:
     from lazymask.masking import compute_epi_mask
 
     return {"voxels": int(compute_epi_mask(path).sum())}
 
 
+@preload("nilearn.masking")
 def nilearn_epi_mask(path: str) -> dict:
     from nilearn.masking import compute_epi_mask
 
     return {"voxels": int(compute_epi_mask(path).get_fdata().sum())}
 
 
+@preload("lazymask.masking")
 def lazymask_multi_epi_mask(paths: list[str]) -> dict:
     from lazymask.masking import compute_multi_epi_mask
 
     return {"voxels": int(compute_multi_epi_mask(paths).sum())}
 
 
+@preload("nilearn.masking")
 def nilearn_multi_epi_mask(paths: list[str]) -> dict:
     from nilearn.masking import compute_multi_epi_mask
 

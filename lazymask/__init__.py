@@ -7,9 +7,19 @@ computes, chunk by chunk, and results persist to zarr (:func:`to_zarr`).
 
 from lazymask.exceptions import LazymaskError
 from lazymask.io import open_nifti, open_zarr, to_nifti, to_zarr
-from lazymask.maskers import open_signals, save_signals
 
 __version__ = "0.1.0.dev0"
+
+_FROM_MASKERS = ("open_signals", "save_signals")
+
+
+def __getattr__(name: str):
+    # The maskers import scikit-learn (half a second): load them when first asked for.
+    if name in _FROM_MASKERS:
+        from lazymask import maskers
+
+        return getattr(maskers, name)
+    raise AttributeError(f"module 'lazymask' has no attribute {name!r}")
 
 __all__ = [
     "LazymaskError",

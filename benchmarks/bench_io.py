@@ -38,11 +38,11 @@ _BLOCK = 16 * 2**20
 
 # -- cases (run in their own processes) -------------------------------------------------------------
 @preload("lazymask.io")
-def lazymask_mean(path: str, out: str) -> dict:
+def lazymask_mean(path: str, out: str, chunks="auto") -> dict:
     from lazymask.io import open_nifti
 
     cpu = time.process_time()
-    mean = open_nifti(path).mean("time").compute()
+    mean = open_nifti(path, chunks=chunks).mean("time").compute()
     return _summarise(np.asarray(mean), out, time.process_time() - cpu)
 
 
@@ -83,6 +83,9 @@ def main(quick: bool = False) -> list[dict]:
     report("io", rows)
     for note in notes:
         print(note)
+    memory_rows = _memory_by_chunk_size(sizes)
+    report("io-memory", memory_rows)
+    print("(peak RSS follows the chunk size, not the run's length: lazymask only, .nii, mean over time)")
     print(f"(load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; CPU seconds "
           "are the process's user+system time, less sensitive to other jobs than wall time.)")
     if not quick:
@@ -108,6 +111,27 @@ def _cases(n_volumes: int, compressed: bool, scratch: Path, notes: list[str]) ->
     elif n_volumes >= 1200:
         notes.append(_rss_note(label, lm))
     return rows
+
+
+def _memory_by_chunk_size(sizes) -> list[dict]:
+    """Peak RSS of the mean over time for several chunk sizes and run lengths (bounded memory)."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lazymask-bench-io-") as scratch:
+        for chunk_volumes in (8, 32, 128):
+            for n_volumes in sizes:
+                path = ensure_run(n_volumes, compressed=False)
+                lm = measure("benchmarks.bench_io:lazymask_mean", path=str(path), out=f"{scratch}/m.npy",
+                             chunks=chunk_volumes)
+                chunk_mb = chunk_volumes * _volume_nbytes(path) / 2**20
+                rows.append(pair(f"chunks of {chunk_volumes} vols ({chunk_mb:.0f} MB), {n_volumes} vols", lm, None))
+    return rows
+
+
+def _volume_nbytes(path: Path) -> int:
+    import nibabel as nib
+
+    header = nib.load(path).header
+    return int(np.prod(header.get_data_shape()[:3])) * header.get_data_dtype().itemsize
 
 
 def _check_same_result(label, lm, nb, lazymask_out, nibabel_out) -> str:

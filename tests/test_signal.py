@@ -311,3 +311,11 @@ def test_bad_input_is_a_clear_error(kwargs, error, match, signals):
 def test_signals_must_be_2d(signals):
     with pytest.raises(DimensionError, match=r"must be 2D \(time, features\); got shape \(80,\)"):
         clean(signals[:, 0])
+
+
+def test_kernel_batches_columns_without_changing_results(signals, confounds, monkeypatch):
+    kwargs = {"confounds": confounds, "low_pass": 0.1, "t_r": T_R, "sample_mask": MIRROR_SAFE_MASK,
+              "standardize": "psc"}
+    reference = clean(signals, **kwargs)
+    monkeypatch.setattr("lazymask.signal._clean.BATCH_BYTES", 8 * N_TIME * 5)  # 5 columns per batch
+    np.testing.assert_allclose(clean(signals, **kwargs), reference, rtol=1e-12, atol=1e-12)

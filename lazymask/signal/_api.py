@@ -17,8 +17,8 @@ from lazymask.signal._params import CleanPlan, float_dtype, make_plan
 
 __all__ = ["clean"]
 
-#: Columns per kernel call on numpy input: bounds the temporaries (the kernel makes a few copies).
-EAGER_BLOCK_BYTES = 32 * 2**20
+#: Columns per kernel call on numpy input (the kernel itself bounds its temporaries).
+EAGER_BLOCK_BYTES = 64 * 2**20
 
 
 def clean(

@@ -27,19 +27,28 @@ __all__ = ["clean_block", "detrend", "standardize"]
 EPS = np.finfo(np.float64).eps
 
 
+#: Columns cleaned at a time inside a block: bounds the kernel's temporaries (a few copies of a
+#: batch, some in float64) whatever the block size.
+BATCH_BYTES = 8 * 2**20
+
+
 def clean_block(block: np.ndarray, plan: CleanPlan, confounds: np.ndarray | None = None) -> np.ndarray:
     """Clean every column of ``block`` (all time points of some features) as ``plan`` says."""
     dtype = float_dtype(block.dtype)
     out = np.empty((plan.n_output, block.shape[1]), dtype=dtype)
-    start = 0
-    for run in plan.runs:
-        signals = _take_rows(block, run.rows, dtype)
-        if plan.ensure_finite:
-            signals[~np.isfinite(signals)] = 0
-        run_confounds = None if confounds is None else np.asarray(confounds)[run.rows]
-        cleaned = _clean_run(signals, run_confounds, run, plan)
-        out[start : start + len(cleaned)] = cleaned
-        start += len(cleaned)
+    confounds = None if confounds is None else np.asarray(confounds)
+    batch = max(1, BATCH_BYTES // (8 * max(1, block.shape[0])))
+    for first in range(0, block.shape[1], batch):
+        columns = slice(first, first + batch)
+        start = 0
+        for run in plan.runs:
+            signals = _take_rows(block[:, columns], run.rows, dtype)
+            if plan.ensure_finite:
+                signals[~np.isfinite(signals)] = 0
+            run_confounds = None if confounds is None else confounds[run.rows]
+            cleaned = _clean_run(signals, run_confounds, run, plan)
+            out[start : start + len(cleaned), columns] = cleaned
+            start += len(cleaned)
     return out
 
 

@@ -14,6 +14,8 @@ nilearn's band-pass case (one ``sosfiltfilt`` call per column) is slow, so it ru
 from __future__ import annotations
 
 import argparse
+import functools
+import time
 import warnings
 
 import dask
@@ -85,6 +87,19 @@ def _summary(cleaned) -> dict:
             "shape": list(cleaned.shape), "dtype": str(cleaned.dtype)}
 
 
+def _with_cpu_time(case):
+    """Add the case's CPU seconds (all threads) to its result: a measure robust to a busy machine."""
+
+    @functools.wraps(case)
+    def timed(**params):
+        start = time.process_time()
+        result = case(**params)
+        return {**result, "cpu_seconds": time.process_time() - start}
+
+    return timed
+
+
+@_with_cpu_time
 def nilearn_case(n_time: int, n_features: int, band: bool) -> dict:
     signals = _matrix(n_time, n_features)
     with warnings.catch_warnings():
@@ -92,11 +107,13 @@ def nilearn_case(n_time: int, n_features: int, band: bool) -> dict:
         return _summary(nilearn_signal.clean(signals, **_options(n_time, band)))
 
 
+@_with_cpu_time
 def lazymask_eager_case(n_time: int, n_features: int, band: bool) -> dict:
     signals = _matrix(n_time, n_features)
     return _summary(lazymask_signal.clean(signals, **_options(n_time, band)))
 
 
+@_with_cpu_time
 def lazymask_lazy_case(n_time: int, n_features: int, band: bool) -> dict:
     return _summary(lazymask_signal.clean(_lazy_matrix(n_time, n_features), **_options(n_time, band)))
 
@@ -126,6 +143,12 @@ def main(argv=None) -> None:
         ours = measure(f"{here}:lazymask_lazy_case", n_time=n_time, n_features=n_large, band=band)
         rows.append(pair(f"{label} {n_time}x{n_large} (lazy)", ours, None, target="lazymask alone"))
     report("signal", rows)
+    print("\nCPU seconds (user + system, all threads; robust to other load on the machine):")
+    for row in rows:
+        ours = row["lazymask"]["result"]["cpu_seconds"]
+        ref = row["reference"]["result"]["cpu_seconds"] if row["reference"] else None
+        ratio = f"{ours / ref:5.2f}x" if ref else "    -"
+        print(f"  {row['case']:<44} lazymask {ours:7.2f}  nilearn {ref if ref is not None else float('nan'):7.2f}  {ratio}")
 
 
 if __name__ == "__main__":

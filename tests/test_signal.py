@@ -319,3 +319,9 @@ def test_kernel_batches_columns_without_changing_results(signals, confounds, mon
     reference = clean(signals, **kwargs)
     monkeypatch.setattr("lazymask.signal._clean.BATCH_BYTES", 8 * N_TIME * 5)  # 5 columns per batch
     np.testing.assert_allclose(clean(signals, **kwargs), reference, rtol=1e-12, atol=1e-12)
+
+
+def test_dataarray_with_time_last_is_an_error(signals):
+    array = xr.DataArray(signals.T, dims=("voxel", "time"))
+    with pytest.raises(DimensionError, match=r"needs time first.*transpose\('time', \.\.\.\)"):
+        clean(array)

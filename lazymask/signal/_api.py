@@ -110,6 +110,11 @@ def clean(
     >>> cleaned.shape, cleaned.dtype
     ((100, 3), dtype('float32'))
     """
+    if isinstance(signals, xr.DataArray) and "time" in signals.dims and signals.dims[0] != "time":
+        raise DimensionError(
+            f"signals has dims {signals.dims}; clean needs time first, (time, features). "
+            "Pass signals.transpose('time', ...)."
+        )
     data = signals.data if isinstance(signals, xr.DataArray) else signals
     if not isinstance(data, (np.ndarray, da.Array)):
         data = np.asarray(data)

@@ -2,10 +2,11 @@
 
 Cases (each in its own process, see ``benchmarks/_harness.py``): detrend + ``zscore_sample`` + 6
 confounds, without and with a 0.01–0.1 Hz band-pass (t_r = 2 s), on a (1200 × 50000) float32
-matrix; lazymask alone on (1200 × 230000). The matrix is generated deterministically, block by
-block of columns (seeded per block), so that both sides clean the same numbers: nilearn gets the
-whole matrix in memory; lazymask gets it eagerly (numpy in, numpy out) and lazily (a dask array
-whose blocks are generated on demand, reduced to the summary without keeping the result).
+matrix; lazymask alone on (1200 × 230000). The matrix is generated deterministically (seeded per block
+of columns) and saved once to ``benchmarks/data/`` (git-ignored), so that every case cleans the
+same numbers and none pays for generating them: nilearn loads the whole matrix; lazymask takes it
+eagerly (numpy in, numpy out) and lazily (a dask array read from the file block by block, reduced
+to the summary without keeping the result).
 nilearn's band-pass case (one ``sosfiltfilt`` call per column) is slow, so it runs once.
 
     python -m benchmarks.bench_signal [--quick]
@@ -17,6 +18,7 @@ import argparse
 import functools
 import time
 import warnings
+from pathlib import Path
 
 import dask
 import dask.array as da
@@ -29,6 +31,7 @@ from lazymask import signal as lazymask_signal
 T_R = 2.0
 BAND = {"low_pass": 0.1, "high_pass": 0.01, "t_r": T_R}
 BLOCK_COLUMNS = 10000
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def _block(n_time: int, start: int, stop: int) -> np.ndarray:
@@ -44,18 +47,35 @@ def _block(n_time: int, start: int, stop: int) -> np.ndarray:
     return out
 
 
+def _data_path(n_time: int, n_features: int) -> Path:
+    return DATA / f"signal_{n_time}x{n_features}_float32_v1.npy"
+
+
+def _ensure_data(n_time: int, n_features: int) -> Path:
+    """Write the benchmark matrix once to ``benchmarks/data/`` (git-ignored), block by block."""
+    path = _data_path(n_time, n_features)
+    if not path.exists():
+        DATA.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial.npy")
+        matrix = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n_time, n_features))
+        for start in range(0, n_features, BLOCK_COLUMNS):
+            stop = min(start + BLOCK_COLUMNS, n_features)
+            matrix[:, start:stop] = _block(n_time, start, stop)
+        matrix.flush()
+        del matrix
+        partial.rename(path)
+    return path
+
+
 def _matrix(n_time: int, n_features: int) -> np.ndarray:
-    return _block(n_time, 0, n_features)
+    """The whole matrix in memory (what nilearn needs)."""
+    return np.load(_data_path(n_time, n_features))
 
 
 def _lazy_matrix(n_time: int, n_features: int):
-    chunks = ((n_time,), tuple(min(BLOCK_COLUMNS, n_features - s) for s in range(0, n_features, BLOCK_COLUMNS)))
-
-    def make(block_info=None):
-        (start, stop) = block_info[None]["array-location"][1]
-        return _block(n_time, start, stop)
-
-    return da.map_blocks(make, chunks=chunks, dtype=np.float32, meta=np.empty((0, 0), np.float32))
+    """The matrix as a dask array read block by block (chunks of whole columns) from the file."""
+    mapped = np.load(_data_path(n_time, n_features), mmap_mode="r")
+    return da.from_array(mapped, chunks=(n_time, BLOCK_COLUMNS), asarray=True)
 
 
 def _confounds(n_time: int) -> np.ndarray:
@@ -130,6 +150,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     n_time, n_features, n_large = (200, 5000, 20000) if args.quick else (1200, 50000, 230000)
     here = "benchmarks.bench_signal"
+    for size in (n_features, n_large):
+        _ensure_data(n_time, size)
     rows = []
     for band, label, time_target in [(False, "detrend+zscore+6 conf", "0.5x"), (True, "+ band-pass 0.01-0.1", "0.05x")]:
         size = dict(n_time=n_time, n_features=n_features, band=band)

@@ -348,3 +348,13 @@ def test_property_any_chunking_gives_the_eager_result(time_chunk, feature_chunk,
     eager = clean(data, **kwargs)
     lazy = clean(da.from_array(data, chunks=(time_chunk, feature_chunk)), **kwargs)
     np.testing.assert_allclose(lazy.compute(), eager, rtol=1e-10, atol=1e-10)
+
+
+def test_blas_threads_are_restored_after_cleaning(signals, confounds):
+    from threadpoolctl import threadpool_info
+
+    before = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info() if lib["user_api"] == "blas"]
+    clean(signals, confounds=confounds)
+    clean(da.from_array(signals, chunks=(80, 4)), confounds=confounds).compute(scheduler="threads")
+    after = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info() if lib["user_api"] == "blas"]
+    assert after == before

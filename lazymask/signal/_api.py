@@ -14,6 +14,7 @@ from lazymask.signal._clean import clean_block
 from lazymask.signal._confounds import load_confounds
 from lazymask.signal._lazy import clean_dask
 from lazymask.signal._params import CleanPlan, float_dtype, make_plan
+from lazymask.signal._threads import single_threaded_blas
 
 __all__ = ["clean"]
 
@@ -151,11 +152,12 @@ def _clean_numpy(signals: np.ndarray, plan: CleanPlan, confounds) -> np.ndarray:
         columns = slice(start, start + batch)
         out[:, columns] = clean_block(signals[:, columns], plan, confounds)
 
-    if len(starts) == 1:
-        clean_columns(0)
-    else:
-        with ThreadPoolExecutor(max_workers=min(len(starts), os.cpu_count() or 1)) as pool:
-            list(pool.map(clean_columns, starts))
+    with single_threaded_blas():  # held across blocks: limited once, restored once
+        if len(starts) == 1:
+            clean_columns(0)
+        else:
+            with ThreadPoolExecutor(max_workers=min(len(starts), os.cpu_count() or 1)) as pool:
+                list(pool.map(clean_columns, starts))
     return out
 
 

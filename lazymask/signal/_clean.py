@@ -21,6 +21,7 @@ from scipy.interpolate import CubicSpline
 
 from lazymask.signal._filters import add_cosine_drift, butterworth_filter, butterworth_sos, cosine_drift
 from lazymask.signal._params import CleanPlan, RunPlan, float_dtype
+from lazymask.signal._threads import single_threaded_blas
 
 __all__ = ["clean_block", "detrend", "standardize"]
 
@@ -38,18 +39,23 @@ def clean_block(block: np.ndarray, plan: CleanPlan, confounds: np.ndarray | None
     out = np.empty((plan.n_output, block.shape[1]), dtype=dtype)
     confounds = None if confounds is None else np.asarray(confounds)
     batch = max(1, BATCH_BYTES // (8 * max(1, block.shape[0])))
-    for first in range(0, block.shape[1], batch):
-        columns = slice(first, first + batch)
-        start = 0
-        for run in plan.runs:
-            signals = _take_rows(block[:, columns], run.rows, dtype)
-            if plan.ensure_finite:
-                signals[~np.isfinite(signals)] = 0
-            run_confounds = None if confounds is None else confounds[run.rows]
-            cleaned = _clean_run(signals, run_confounds, run, plan)
-            out[start : start + len(cleaned), columns] = cleaned
-            start += len(cleaned)
+    with single_threaded_blas():
+        for first in range(0, block.shape[1], batch):
+            _clean_columns(block, slice(first, first + batch), plan, confounds, out)
     return out
+
+
+def _clean_columns(block, columns: slice, plan: CleanPlan, confounds, out: np.ndarray) -> None:
+    """Clean ``block[:, columns]`` run by run into ``out[:, columns]``."""
+    start = 0
+    for run in plan.runs:
+        signals = _take_rows(block[:, columns], run.rows, out.dtype)
+        if plan.ensure_finite:
+            signals[~np.isfinite(signals)] = 0
+        run_confounds = None if confounds is None else confounds[run.rows]
+        cleaned = _clean_run(signals, run_confounds, run, plan)
+        out[start : start + len(cleaned), columns] = cleaned
+        start += len(cleaned)
 
 
 def _take_rows(block: np.ndarray, rows: np.ndarray, dtype) -> np.ndarray:

@@ -197,7 +197,8 @@ def main(argv=None) -> None:
         ours = row["lazymask"]["result"]["cpu_seconds"]
         ref = row["reference"]["result"]["cpu_seconds"] if row["reference"] else None
         ratio = f"{ours / ref:5.2f}x" if ref else "    -"
-        print(f"  {row['case']:<44} lazymask {ours:7.2f}  nilearn {ref if ref is not None else float('nan'):7.2f}  {ratio}")
+        ref_text = f"{ref:7.2f}" if ref is not None else "      -"
+        print(f"  {row['case']:<44} lazymask {ours:7.2f}  nilearn {ref_text}  {ratio}")
 
 
 if __name__ == "__main__":

@@ -325,7 +325,7 @@ def test_kernel_batches_columns_without_changing_results(signals, confounds, mon
 
 def test_dataarray_with_time_last_is_an_error(signals):
     array = xr.DataArray(signals.T, dims=("voxel", "time"))
-    with pytest.raises(DimensionError, match=r"needs time first.*transpose\('time', \.\.\.\)"):
+    with pytest.raises(DimensionError, match=r"time must come first.*transpose\('time', \.\.\.\)"):
         clean(array)
 
 

@@ -9,9 +9,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from lazymask.exceptions import DimensionError, ParameterError
 from lazymask.signal._clean import clean_block
 from lazymask.signal._confounds import load_confounds
+from lazymask.signal._inputs import time_feature_data
 from lazymask.signal._lazy import clean_dask
 from lazymask.signal._params import CleanPlan, float_dtype, make_plan
 from lazymask.signal._threads import single_threaded_blas
@@ -114,21 +114,7 @@ def clean(
     >>> cleaned.shape, cleaned.dtype
     ((100, 3), dtype('float32'))
     """
-    if isinstance(signals, xr.DataArray) and "time" in signals.dims and signals.dims[0] != "time":
-        raise DimensionError(
-            f"signals has dims {signals.dims}; clean needs time first, (time, features). "
-            "Pass signals.transpose('time', ...)."
-        )
-    data = signals.data if isinstance(signals, xr.DataArray) else signals
-    if not isinstance(data, (np.ndarray, da.Array)):
-        data = np.asarray(data)
-    if data.ndim != 2:
-        raise DimensionError(
-            f"signals must be 2D (time, features); got shape {data.shape}. For a single series, "
-            "pass signals[:, None]."
-        )
-    if data.dtype.kind not in "fiub":
-        raise ParameterError(f"signals must be numeric; got dtype {data.dtype}.")
+    data = time_feature_data(signals)
     plan = make_plan(
         data.shape[0], runs=runs, detrend=detrend, standardize=standardize, sample_mask=sample_mask,
         standardize_confounds=standardize_confounds, filter=filter, low_pass=low_pass,

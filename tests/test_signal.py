@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nilearn import signal as nilearn_signal
 from scipy.interpolate import CubicSpline
 
@@ -311,3 +313,48 @@ def test_bad_input_is_a_clear_error(kwargs, error, match, signals):
 def test_signals_must_be_2d(signals):
     with pytest.raises(DimensionError, match=r"must be 2D \(time, features\); got shape \(80,\)"):
         clean(signals[:, 0])
+
+
+def test_kernel_batches_columns_without_changing_results(signals, confounds, monkeypatch):
+    kwargs = {"confounds": confounds, "low_pass": 0.1, "t_r": T_R, "sample_mask": MIRROR_SAFE_MASK,
+              "standardize": "psc"}
+    reference = clean(signals, **kwargs)
+    monkeypatch.setattr("lazymask.signal._clean.BATCH_BYTES", 8 * N_TIME * 5)  # 5 columns per batch
+    np.testing.assert_allclose(clean(signals, **kwargs), reference, rtol=1e-12, atol=1e-12)
+
+
+def test_dataarray_with_time_last_is_an_error(signals):
+    array = xr.DataArray(signals.T, dims=("voxel", "time"))
+    with pytest.raises(DimensionError, match=r"time must come first.*transpose\('time', \.\.\.\)"):
+        clean(array)
+
+
+def test_same_result_with_the_processes_scheduler(signals, confounds):
+    import dask
+
+    lazy = clean(da.from_array(signals, chunks=(40, 8)), confounds=confounds, runs=RUNS, low_pass=0.1, t_r=T_R)
+    with dask.config.set(scheduler="processes", num_workers=2):
+        in_processes = lazy.compute()
+    np.testing.assert_array_equal(in_processes, lazy.compute(scheduler="sync"))
+
+
+@settings(max_examples=12, deadline=None)
+@given(time_chunk=st.integers(1, N_TIME), feature_chunk=st.integers(1, N_FEATURES),
+       standardize=st.sampled_from(["zscore_sample", "zscore", "psc", None]))
+def test_property_any_chunking_gives_the_eager_result(time_chunk, feature_chunk, standardize):
+    rng = np.random.default_rng(time_chunk * 100 + feature_chunk)
+    data = rng.standard_normal((N_TIME, N_FEATURES)) + 50
+    kwargs = {"standardize": standardize, "high_pass": 0.02, "t_r": T_R, "sample_mask": MIRROR_SAFE_MASK}
+    eager = clean(data, **kwargs)
+    lazy = clean(da.from_array(data, chunks=(time_chunk, feature_chunk)), **kwargs)
+    np.testing.assert_allclose(lazy.compute(), eager, rtol=1e-10, atol=1e-10)
+
+
+def test_blas_threads_are_restored_after_cleaning(signals, confounds):
+    from threadpoolctl import threadpool_info
+
+    before = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info() if lib["user_api"] == "blas"]
+    clean(signals, confounds=confounds)
+    clean(da.from_array(signals, chunks=(80, 4)), confounds=confounds).compute(scheduler="threads")
+    after = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info() if lib["user_api"] == "blas"]
+    assert after == before

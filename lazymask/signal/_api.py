@@ -9,16 +9,17 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from lazymask.exceptions import DimensionError, ParameterError
 from lazymask.signal._clean import clean_block
 from lazymask.signal._confounds import load_confounds
+from lazymask.signal._inputs import time_feature_data
 from lazymask.signal._lazy import clean_dask
 from lazymask.signal._params import CleanPlan, float_dtype, make_plan
+from lazymask.signal._threads import single_threaded_blas
 
 __all__ = ["clean"]
 
-#: Columns per kernel call on numpy input: bounds the temporaries (the kernel makes a few copies).
-EAGER_BLOCK_BYTES = 32 * 2**20
+#: Columns per kernel call on numpy input (the kernel itself bounds its temporaries).
+EAGER_BLOCK_BYTES = 64 * 2**20
 
 
 def clean(
@@ -50,6 +51,9 @@ def clean(
     Lazy input: cleaning needs whole time series, so **time is rechunked to a single chunk**.
     Feature chunks are kept as they came when a whole-time block of them stays under 128 MiB,
     otherwise features are rechunked to blocks of about 96 MiB. Nothing is computed until asked.
+    Numpy input is cleaned in blocks of columns on as many threads as there are cores. While a
+    block is being cleaned, BLAS is limited to one thread (process-wide; restored afterwards),
+    because its thread pool makes the kernel's thin matrix products many times slower.
 
     Parameters
     ----------
@@ -110,16 +114,7 @@ def clean(
     >>> cleaned.shape, cleaned.dtype
     ((100, 3), dtype('float32'))
     """
-    data = signals.data if isinstance(signals, xr.DataArray) else signals
-    if not isinstance(data, (np.ndarray, da.Array)):
-        data = np.asarray(data)
-    if data.ndim != 2:
-        raise DimensionError(
-            f"signals must be 2D (time, features); got shape {data.shape}. For a single series, "
-            "pass signals[:, None]."
-        )
-    if data.dtype.kind not in "fiub":
-        raise ParameterError(f"signals must be numeric; got dtype {data.dtype}.")
+    data = time_feature_data(signals)
     plan = make_plan(
         data.shape[0], runs=runs, detrend=detrend, standardize=standardize, sample_mask=sample_mask,
         standardize_confounds=standardize_confounds, filter=filter, low_pass=low_pass,
@@ -146,11 +141,12 @@ def _clean_numpy(signals: np.ndarray, plan: CleanPlan, confounds) -> np.ndarray:
         columns = slice(start, start + batch)
         out[:, columns] = clean_block(signals[:, columns], plan, confounds)
 
-    if len(starts) == 1:
-        clean_columns(0)
-    else:
-        with ThreadPoolExecutor(max_workers=min(len(starts), os.cpu_count() or 1)) as pool:
-            list(pool.map(clean_columns, starts))
+    with single_threaded_blas():  # held across blocks: limited once, restored once
+        if len(starts) == 1:
+            clean_columns(0)
+        else:
+            with ThreadPoolExecutor(max_workers=min(len(starts), os.cpu_count() or 1)) as pool:
+                list(pool.map(clean_columns, starts))
     return out
 
 

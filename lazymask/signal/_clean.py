@@ -21,26 +21,41 @@ from scipy.interpolate import CubicSpline
 
 from lazymask.signal._filters import add_cosine_drift, butterworth_filter, butterworth_sos, cosine_drift
 from lazymask.signal._params import CleanPlan, RunPlan, float_dtype
+from lazymask.signal._threads import single_threaded_blas
 
 __all__ = ["clean_block", "detrend", "standardize"]
 
 EPS = np.finfo(np.float64).eps
 
 
+#: Columns cleaned at a time inside a block: bounds the kernel's temporaries (a few copies of a
+#: batch, some in float64) whatever the block size.
+BATCH_BYTES = 8 * 2**20
+
+
 def clean_block(block: np.ndarray, plan: CleanPlan, confounds: np.ndarray | None = None) -> np.ndarray:
     """Clean every column of ``block`` (all time points of some features) as ``plan`` says."""
     dtype = float_dtype(block.dtype)
     out = np.empty((plan.n_output, block.shape[1]), dtype=dtype)
+    confounds = None if confounds is None else np.asarray(confounds)
+    batch = max(1, BATCH_BYTES // (8 * max(1, block.shape[0])))
+    with single_threaded_blas():
+        for first in range(0, block.shape[1], batch):
+            _clean_columns(block, slice(first, first + batch), plan, confounds, out)
+    return out
+
+
+def _clean_columns(block, columns: slice, plan: CleanPlan, confounds, out: np.ndarray) -> None:
+    """Clean ``block[:, columns]`` run by run into ``out[:, columns]``."""
     start = 0
     for run in plan.runs:
-        signals = _take_rows(block, run.rows, dtype)
+        signals = _take_rows(block[:, columns], run.rows, out.dtype)
         if plan.ensure_finite:
             signals[~np.isfinite(signals)] = 0
-        run_confounds = None if confounds is None else np.asarray(confounds)[run.rows]
+        run_confounds = None if confounds is None else confounds[run.rows]
         cleaned = _clean_run(signals, run_confounds, run, plan)
-        out[start : start + len(cleaned)] = cleaned
+        out[start : start + len(cleaned), columns] = cleaned
         start += len(cleaned)
-    return out
 
 
 def _take_rows(block: np.ndarray, rows: np.ndarray, dtype) -> np.ndarray:
@@ -53,20 +68,25 @@ def _take_rows(block: np.ndarray, rows: np.ndarray, dtype) -> np.ndarray:
 def _clean_run(signals: np.ndarray, confounds, run: RunPlan, plan: CleanPlan) -> np.ndarray:
     if plan.filter == "cosine":
         confounds = add_cosine_drift(confounds, cosine_drift(plan.high_pass, plan.t_r, len(signals)))
-    cleaned = _linear_steps(signals, confounds, run.kept, plan)
+    restored_mean = None
+    if plan.standardize == "psc" and _removes_mean(confounds, run.kept, plan, len(signals)):
+        restored_mean = _scrub(signals, None, run.kept, plan)[0].mean(axis=0)
+    cleaned = _linear_steps(signals, confounds, run.kept, plan, overwrite=True)
     if plan.standardize is None:
         return cleaned
-    if plan.standardize == "psc" and _removes_mean(confounds, run.kept, plan, len(signals)):
-        scrubbed_mean = _scrub(signals, None, run.kept, plan)[0].mean(axis=0)
-        cleaned += scrubbed_mean
-    return standardize(cleaned, plan.standardize)
+    if restored_mean is not None:
+        cleaned += restored_mean
+    return standardize(cleaned, plan.standardize, inplace=True)
 
 
-def _linear_steps(signals, confounds, kept, plan: CleanPlan) -> np.ndarray:
-    """Scrub, detrend, filter and regress confounds out: a linear map of the signals."""
+def _linear_steps(signals, confounds, kept, plan: CleanPlan, overwrite: bool = False) -> np.ndarray:
+    """Scrub, detrend, filter and regress confounds out: a linear map of the signals.
+
+    With ``overwrite``, ``signals`` (never the confounds) may be modified in place.
+    """
     signals, confounds, kept = _scrub(signals, confounds, kept, plan)
     if plan.detrend:
-        signals = detrend(signals)
+        signals = detrend(signals, inplace=overwrite)
         confounds = None if confounds is None else detrend(confounds)
     if plan.filter == "butterworth":
         options = dict(plan.butterworth)
@@ -89,7 +109,7 @@ def _removes_mean(confounds, kept, plan: CleanPlan, n_time: int) -> bool:
     and this one is the same for every block (see docs/differences_from_nilearn.md).
     """
     constant = np.ones((n_time, 1))
-    return abs(_linear_steps(constant, confounds, kept, plan).mean()) < 0.1
+    return abs(_linear_steps(constant, confounds, kept, plan, overwrite=True).mean()) < 0.1
 
 
 def _scrub(signals, confounds, kept, plan: CleanPlan):
@@ -123,9 +143,12 @@ def _interpolate_censored(volumes: np.ndarray, kept: np.ndarray, t_r: float, ext
     return volumes if extrapolate else volumes[kept[0] : kept[-1] + 1]
 
 
-def detrend(signals: np.ndarray) -> np.ndarray:
-    """Remove each column's mean and linear trend (a new array of the same dtype)."""
-    signals = signals - signals.mean(axis=0)
+def detrend(signals: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """Remove each column's mean and linear trend (in place, or in a new array of the same dtype)."""
+    if inplace:
+        signals -= signals.mean(axis=0)
+    else:
+        signals = signals - signals.mean(axis=0)
     n_time = len(signals)
     if n_time == 1:
         warnings.warn("Detrending a single time point would zero it; skipped.", UserWarning, stacklevel=2)
@@ -148,11 +171,12 @@ def _regress_out(signals: np.ndarray, confounds: np.ndarray, standardize_confoun
         confounds = confounds / scale
     q, r, _ = linalg.qr(confounds, mode="economic", pivoting=True)
     q = q[:, np.abs(np.diag(r)) > EPS * 100.0].astype(signals.dtype)
-    signals -= q @ (q.T @ signals)
+    coefficients = (signals.T @ q).T  # faster than q.T @ signals for a (time, features) C array
+    signals -= q @ coefficients
     return signals
 
 
-def standardize(signals: np.ndarray, strategy: str) -> np.ndarray:
+def standardize(signals: np.ndarray, strategy: str, inplace: bool = False) -> np.ndarray:
     """Centre and scale each column: ``zscore_sample`` (ddof=1), ``zscore`` (ddof=0) or ``psc``.
 
     Columns with a standard deviation below float64's epsilon are only centred; under ``psc``,
@@ -175,8 +199,10 @@ def standardize(signals: np.ndarray, strategy: str) -> np.ndarray:
             )
             out[:, invalid] = 0
         return out.astype(signals.dtype, copy=False)
-    out = signals - mean
-    std = out.std(axis=0, ddof=1 if strategy == "zscore_sample" else 0)
+    out = signals if inplace else signals.copy()
+    out -= mean
+    ddof = 1 if strategy == "zscore_sample" else 0
+    std = np.sqrt(np.einsum("ij,ij->j", out, out) / (len(out) - ddof))
     std[std < EPS] = 1.0
     out /= std
     return out

@@ -112,7 +112,8 @@ def _read_table(path: Path) -> np.ndarray:
     with path.open() as stream:
         first_line = stream.readline().strip()
     separator = next((s for s in "\t,;" if s in first_line), r"\s+")
-    tokens = [t.strip().strip('"') for t in (first_line.split() if separator == r"\s+" else first_line.split(separator))]
+    fields = first_line.split() if separator == r"\s+" else first_line.split(separator)
+    tokens = [field.strip().strip('"') for field in fields]
     header = None if all(_is_number(t) for t in tokens) else 0
     frame = pd.read_csv(path, sep=separator, header=header, na_values=["n/a"], engine="python")
     return _numeric(frame, f"confounds file {str(path)!r}")

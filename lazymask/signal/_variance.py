@@ -23,8 +23,9 @@ import numpy as np
 import xarray as xr
 from scipy import linalg
 
-from lazymask.exceptions import DimensionError, ParameterError
+from lazymask.exceptions import ParameterError
 from lazymask.signal._clean import detrend as detrend_columns
+from lazymask.signal._inputs import time_feature_data
 from lazymask.signal._params import float_dtype
 
 __all__ = ["high_variance_confounds"]
@@ -66,11 +67,7 @@ def high_variance_confounds(series, n_confounds: int = 5, percentile: float = 2.
         raise ParameterError(f"n_confounds must be a positive integer; got {n_confounds!r}.")
     if not 0 <= percentile <= 100:
         raise ParameterError(f"percentile must be between 0 and 100; got {percentile!r}.")
-    data = series.data if isinstance(series, xr.DataArray) else series
-    if not isinstance(data, (np.ndarray, da.Array)):
-        data = np.asarray(data)
-    if data.ndim != 2:
-        raise DimensionError(f"series must be 2D (time, features); got shape {data.shape}.")
+    data = time_feature_data(series, "series")
     dtype = float_dtype(data.dtype)
     if isinstance(data, da.Array):
         result = _lazy(data.astype(dtype), n_confounds, percentile, detrend)

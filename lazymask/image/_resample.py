@@ -282,6 +282,20 @@ def resample_to_img(
     Same parameters and defaults as :func:`nilearn.image.resample_to_img` (note ``clip=False``).
     Only the target's header is used: its voxels are never read.
 
+    Parameters
+    ----------
+    source_img : image
+        The 3D or 4D image to resample (anything :func:`lazymask.io.open_nifti` accepts).
+    target_img : image
+        The image whose grid (affine and spatial shape) the result takes.
+    interpolation, copy, order, clip, fill_value, force_resample, copy_header
+        As in :func:`resample_img`.
+
+    Returns
+    -------
+    xarray.DataArray
+        The lazily resampled image on the target's grid.
+
     Examples
     --------
     >>> atlas_on_bold = resample_to_img("atlas.nii.gz", "bold.nii.gz", interpolation="nearest")  # doctest: +SKIP

@@ -35,7 +35,7 @@ def get_affine(img: xr.DataArray) -> np.ndarray:
     --------
     >>> import numpy as np, xarray as xr
     >>> img = xr.DataArray(np.zeros((2, 2, 2)), dims=("i", "j", "k"), attrs={"affine": np.eye(4).tolist()})
-    >>> get_affine(img)[0, 0]
+    >>> float(get_affine(img)[0, 0])
     1.0
     """
     try:
@@ -52,7 +52,23 @@ def get_affine(img: xr.DataArray) -> np.ndarray:
 
 
 def affine_attr(affine) -> list[list[float]]:
-    """Convert an affine to the nested-list form stored in ``attrs["affine"]``."""
+    """Convert an affine to the nested-list form stored in ``attrs["affine"]``.
+
+    Parameters
+    ----------
+    affine : array-like
+        A 4x4 matrix.
+
+    Returns
+    -------
+    list of list of float
+        The same matrix as nested lists (JSON-able, so it survives zarr and netCDF attributes).
+
+    Examples
+    --------
+    >>> affine_attr(np.eye(4))[0]
+    [1.0, 0.0, 0.0, 0.0]
+    """
     affine = np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4):
         raise ParameterError(f"an affine must be a 4x4 matrix, found shape {affine.shape}.")
@@ -60,13 +76,45 @@ def affine_attr(affine) -> list[list[float]]:
 
 
 def get_zooms(img: xr.DataArray) -> tuple[float, ...]:
-    """Voxel sizes in millimetres (the column norms of the affine's 3x3 part)."""
+    """Voxel sizes in millimetres (the column norms of the affine's 3x3 part).
+
+    Parameters
+    ----------
+    img : xarray.DataArray
+        An image with ``attrs["affine"]``.
+
+    Returns
+    -------
+    tuple of float
+        The sizes along ``i``, ``j``, ``k``.
+
+    Examples
+    --------
+    >>> img = xr.DataArray(np.zeros((2, 2, 2)), dims=("i", "j", "k"), attrs={"affine": np.diag([2, 2, 3, 1.0]).tolist()})
+    >>> get_zooms(img)
+    (2.0, 2.0, 3.0)
+    """
     affine = get_affine(img)
     return tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
 
 
 def get_t_r(img: xr.DataArray) -> float | None:
-    """Repetition time in seconds, or ``None`` when unknown."""
+    """Repetition time in seconds, or ``None`` when unknown.
+
+    Parameters
+    ----------
+    img : xarray.DataArray
+        An image (``attrs["t_r"]`` holds the repetition time when the header knew it).
+
+    Returns
+    -------
+    float or None
+
+    Examples
+    --------
+    >>> get_t_r(xr.DataArray(np.zeros((1, 1, 1, 3)), attrs={"t_r": 2}))
+    2.0
+    """
     t_r = img.attrs.get("t_r")
     return None if t_r is None else float(t_r)
 
@@ -90,6 +138,12 @@ def image_dataarray(data, affine, *, t_r=None, name=None, attrs=None) -> xr.Data
     Returns
     -------
     xarray.DataArray
+
+    Examples
+    --------
+    >>> img = image_dataarray(np.zeros((4, 5, 6, 10)), np.eye(4), t_r=2.0)
+    >>> img.dims, float(img["time"][-1])
+    (('i', 'j', 'k', 'time'), 18.0)
     """
     if data.ndim not in (3, 4):
         raise ParameterError(f"an image must be 3D or 4D, found {data.ndim}D data of shape {data.shape}.")

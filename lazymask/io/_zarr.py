@@ -184,6 +184,19 @@ def _mark_complete(staged: StagedGroup) -> None:
 def is_complete(store, group: str | None = None) -> bool:
     """Whether ``store`` holds a complete lazymask group at ``group`` (reads its metadata only).
 
+    Parameters
+    ----------
+    store : str, pathlib.Path or zarr store
+        The zarr store (it need not exist).
+    group : str, optional
+        The group inside the store; the root when omitted.
+
+    Returns
+    -------
+    bool
+        True when a write by lazymask finished there; False when there is nothing, an
+        interrupted write, or a group lazymask did not write.
+
     Examples
     --------
     >>> if not is_complete("archive.zarr", "sub-01/run-1"):      # doctest: +SKIP

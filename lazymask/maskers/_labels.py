@@ -418,6 +418,13 @@ class MultiNiftiLabelsMasker(MultiMixin, NiftiLabelsMasker):
 
     Same parameters as nilearn's ``MultiNiftiLabelsMasker`` (``n_jobs`` is accepted; dask schedules).
 
+    Parameters
+    ----------
+    n_jobs : int, default=1
+        Accepted for compatibility with nilearn; the dask scheduler decides the parallelism.
+    **parameters
+        Every parameter of :class:`NiftiLabelsMasker`, with the same defaults.
+
     Examples
     --------
     >>> masker = MultiNiftiLabelsMasker("atlas.nii.gz")                       # doctest: +SKIP

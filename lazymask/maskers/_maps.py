@@ -277,6 +277,13 @@ def _check_no_overlap(matrix: sp.csr_matrix, dtype) -> None:
 class MultiNiftiMapsMasker(MultiMixin, NiftiMapsMasker):
     """:class:`NiftiMapsMasker` for lists of runs: ``transform`` returns one lazy DataArray per run.
 
+    Parameters
+    ----------
+    n_jobs : int, default=1
+        Accepted for compatibility with nilearn; the dask scheduler decides the parallelism.
+    **parameters
+        Every parameter of :class:`NiftiMapsMasker`, with the same defaults.
+
     Examples
     --------
     >>> signals = MultiNiftiMapsMasker("maps.nii.gz").fit_transform(["r1.nii.gz", "r2.nii.gz"])  # doctest: +SKIP

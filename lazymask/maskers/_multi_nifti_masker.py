@@ -29,6 +29,13 @@ class MultiNiftiMasker(NiftiMasker):
     gives a list of lazy DataArrays; ``confounds`` and ``sample_mask`` are then lists with one
     entry per run. A single image is transformed as :class:`NiftiMasker` does.
 
+    Parameters
+    ----------
+    n_jobs : int, default=1
+        Accepted for compatibility with nilearn; the dask scheduler decides the parallelism.
+    mask_img, runs, smoothing_fwhm, standardize, standardize_confounds, detrend, high_variance_confounds, low_pass, high_pass, t_r, target_affine, target_shape, mask_strategy, mask_args, dtype, memory, memory_level, verbose, reports, cmap, clean_args
+        As in :class:`NiftiMasker`; ``mask_strategy`` computes one mask common to all runs.
+
     Examples
     --------
     >>> masker = MultiNiftiMasker(mask_strategy="epi", standardize="zscore_sample")  # doctest: +SKIP

@@ -100,6 +100,18 @@ def _read_meta(store, group: str) -> dict:
 def open_signals(store, group: str | None = None) -> xr.DataArray:
     """The signals stored by :func:`save_signals`, lazily (metadata read now, values on compute).
 
+    Parameters
+    ----------
+    store : str, pathlib.Path or zarr store
+        The zarr store.
+    group : str, optional
+        The run's group inside the store; the root when omitted.
+
+    Returns
+    -------
+    xarray.DataArray
+        The signals as saved: dims, coords (``i, j, k`` or ``region``, ``region_name``) and attrs.
+
     Raises
     ------
     ImageFileNotFoundError
@@ -120,6 +132,18 @@ def open_signals(store, group: str | None = None) -> xr.DataArray:
 
 def load_masker(store, group: str | None = None) -> BaseMasker:
     """The fitted masker that made the stored signals, rebuilt from the store alone.
+
+    Parameters
+    ----------
+    store : str, pathlib.Path or zarr store
+        A store written by :func:`save_signals` with ``masker=``.
+    group : str, optional
+        The run's group inside the store; the root when omitted.
+
+    Returns
+    -------
+    BaseMasker
+        A fitted masker of the class that made the signals, with its parameters.
 
     ``inverse_transform`` works on it without the original images (their parameters are kept,
     their data are not needed).

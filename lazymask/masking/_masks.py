@@ -227,6 +227,19 @@ def compute_multi_background_mask(
     :func:`nilearn.masking.compute_multi_background_mask` (note its defaults ``connected=True``,
     ``opening=2``). All means are computed in one ``dask.compute``; ``n_jobs`` is ignored.
 
+    Parameters
+    ----------
+    data_imgs : list of images
+        The runs (anything :func:`lazymask.io.open_nifti` accepts, each 3D or 4D).
+    border_size, upper_cutoff, connected, opening, threshold, target_affine, target_shape, exclude_zeros, n_jobs, memory, verbose
+        As in nilearn; ``threshold`` is the fraction of runs a voxel must be in
+        (see :func:`intersect_masks`).
+
+    Returns
+    -------
+    xarray.DataArray
+        The 3D mask (int8, 0/1) with the runs' affine.
+
     Examples
     --------
     >>> mask = compute_multi_background_mask(["sub-1.nii.gz", "sub-2.nii.gz"])   # doctest: +SKIP

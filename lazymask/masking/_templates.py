@@ -66,7 +66,25 @@ def template_path(mask_type: str = "whole-brain", template=None) -> str:
 
 
 def load_template(mask_type: str = "whole-brain", template=None) -> tuple[np.ndarray, np.ndarray]:
-    """The template's values as float32 scaled to a maximum of 1, and its affine."""
+    """The template's values as float32 scaled to a maximum of 1, and its affine.
+
+    Parameters
+    ----------
+    mask_type : {"whole-brain", "gm", "wm"}
+        Which MNI152 template: the T1 brain, grey matter or white matter.
+    template : str or pathlib.Path, optional
+        A template file of your own instead of the one in nilearn's package data.
+
+    Returns
+    -------
+    values : numpy.ndarray
+        The template's values (float32, maximum 1).
+    affine : numpy.ndarray
+        Its 4x4 affine.
+
+    Examples
+    --------
+    >>> values, affine = load_template("gm")    # doctest: +SKIP"""
     image = nib.load(template_path(mask_type, template))
     values = np.asanyarray(image.dataobj).astype(np.float32)
     values /= values.max()
@@ -159,6 +177,18 @@ def compute_multi_brain_mask(
 
     Same parameters and result as :func:`nilearn.masking.compute_multi_brain_mask`: checks that
     all images share shape and affine (headers only), then :func:`compute_brain_mask` on the first.
+
+    Parameters
+    ----------
+    target_imgs : list of images
+        Images sharing one grid (only their headers are read).
+    threshold, connected, opening, memory, verbose, mask_type, template
+        As in :func:`compute_brain_mask`.
+
+    Returns
+    -------
+    xarray.DataArray
+        The 3D mask (int8, 0/1) on the images' grid.
 
     Examples
     --------

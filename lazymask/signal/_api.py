@@ -49,8 +49,8 @@ def clean(
     separately, so features can be cleaned in any grouping with the same result.
 
     Lazy input: cleaning needs whole time series, so **time is rechunked to a single chunk**.
-    Feature chunks are kept as they came when a whole-time block of them stays under 128 MiB,
-    otherwise features are rechunked to blocks of about 96 MiB. Nothing is computed until asked.
+    Feature chunks are kept as they came when a whole-time block of them stays under 32 MiB,
+    otherwise features are rechunked to blocks of about 24 MiB. Nothing is computed until asked.
     Numpy input is cleaned in blocks of columns on as many threads as there are cores. While a
     block is being cleaned, BLAS is limited to one thread (process-wide; restored afterwards),
     because its thread pool makes the kernel's thin matrix products many times slower.

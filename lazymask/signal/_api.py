@@ -12,14 +12,14 @@ import xarray as xr
 from lazymask.signal._clean import clean_block
 from lazymask.signal._confounds import load_confounds
 from lazymask.signal._inputs import time_feature_data
-from lazymask.signal._lazy import clean_dask
+from lazymask.signal._lazy import MAX_BLOCK_BYTES, clean_dask
 from lazymask.signal._params import CleanPlan, float_dtype, make_plan
 from lazymask.signal._threads import single_threaded_blas
 
 __all__ = ["clean"]
 
-#: Columns per kernel call on numpy input (the kernel itself bounds its temporaries).
-EAGER_BLOCK_BYTES = 64 * 2**20
+#: Columns per kernel call on numpy input: the same bound as the lazy path's blocks.
+EAGER_BLOCK_BYTES = MAX_BLOCK_BYTES
 
 
 def clean(

@@ -18,8 +18,8 @@ Contract
   bytes ``offset .. offset + len(out)`` of the gzip file ``path``, or raises
   :class:`~lazymask.exceptions.CorruptImageError` naming the file when the data ends early or is
   not valid gzip.
-* Streams are cached per process, keyed on path, size and modification time, so a file rewritten in
-  place is never read through stale state. Tasks waiting on one stream are served lowest offset first.
+* Streams are cached per process, keyed on path, size, modification/change times and inode, so a
+  file rewritten or replaced is never read through stale state. Tasks waiting on one stream are served lowest offset first.
 * Nothing here is pickled: tasks carry a path; each process builds its own streams and checkpoints.
 """
 
@@ -189,7 +189,7 @@ def _stream_for(path: str) -> GzipStream:
         stat = os.stat(path)
     except FileNotFoundError:
         raise ImageFileNotFoundError(f"{path}: the file no longer exists (it was opened earlier).") from None
-    key = (path, stat.st_size, stat.st_mtime_ns)
+    key = (path, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)  # a replaced file is new
     with _streams_lock:
         stream = _streams.get(key)
         if stream is None:

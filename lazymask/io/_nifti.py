@@ -341,7 +341,7 @@ def _order_token(_block) -> None:
 
 def _file_identity(path: str) -> tuple:
     stat = os.stat(path)
-    return (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    return (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
 
 
 def _check_same_grid(parts: list[_Part]) -> None:

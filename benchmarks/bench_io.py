@@ -80,6 +80,7 @@ def main(quick: bool = False) -> list[dict]:
         for n_volumes in sizes:
             for compressed in (True, False):
                 rows += _cases(n_volumes, compressed, Path(scratch), notes)
+            rows.append(_zarr_case(n_volumes, Path(scratch)))
     report("io", rows)
     for note in notes:
         print(note)
@@ -111,6 +112,21 @@ def _cases(n_volumes: int, compressed: bool, scratch: Path, notes: list[str]) ->
     elif n_volumes >= 1200:
         notes.append(_rss_note(label, lm))
     return rows
+
+
+def _zarr_case(n_volumes: int, scratch: Path) -> dict:
+    """The same mean over a zarr copy of the run (converted once, not timed) vs the .nii.gz pass."""
+    from lazymask.io import open_nifti, to_zarr
+
+    gz = ensure_run(n_volumes, compressed=True)
+    store = gz.with_name(gz.name.replace(".nii.gz", ".zarr"))
+    if not (store / "zarr.json").exists():
+        to_zarr(open_nifti(gz), store)
+    lm_zarr = measure("benchmarks.bench_io:lazymask_mean", repeat=2, path=str(store), out=str(scratch / "z.npy"))
+    lm_gz = measure("benchmarks.bench_io:lazymask_mean", repeat=2, path=str(gz), out=str(scratch / "g.npy"))
+    if not np.array_equal(np.load(scratch / "z.npy"), np.load(scratch / "g.npy")):
+        raise AssertionError(f"mean of {store} differs from the mean of {gz}")
+    return pair(f"mean {n_volumes} vols zarr (vs lazymask on .nii.gz)", lm_zarr, lm_gz, reference_name=".nii.gz")
 
 
 def _memory_by_chunk_size(sizes) -> list[dict]:

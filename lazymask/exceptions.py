@@ -16,6 +16,9 @@ __all__ = [
     "ImageTooLargeError",
     "ParameterError",
     "NotFittedError",
+    "UnsafeTargetError",
+    "CorruptStoreError",
+    "SourceChangedError",
 ]
 
 
@@ -53,3 +56,15 @@ class ParameterError(LazymaskError, ValueError):
 
 class NotFittedError(LazymaskError, ValueError, AttributeError):
     """An estimator is used before ``fit`` (same bases as scikit-learn's ``NotFittedError``)."""
+
+
+class UnsafeTargetError(LazymaskError, FileExistsError):
+    """A write's target holds something that is not a complete lazymask store of the same kind."""
+
+
+class CorruptStoreError(LazymaskError, OSError):
+    """A store's chunk or metadata is missing, corrupt, or disagrees with what was recorded as written."""
+
+
+class SourceChangedError(LazymaskError, OSError):
+    """A source file changed (size, mtime or inode) between opening it and reading its data."""

@@ -1,6 +1,8 @@
 """Reading and writing images: NIfTI files and zarr stores to and from lazy DataArrays."""
 
 from lazymask.io import _accessor  # noqa: F401 - registers the .nifti accessor
+from lazymask.io._arrays import as_dask
+from lazymask.io._grid import Grid
 from lazymask.io._meta import (
     IMAGE_DIMS_3D,
     IMAGE_DIMS_4D,
@@ -16,6 +18,8 @@ from lazymask.io._write import to_nibabel, to_nifti
 from lazymask.io._zarr import is_complete, open_zarr, to_zarr
 
 __all__ = [
+    "Grid",
+    "as_dask",
     "IMAGE_DIMS_3D",
     "IMAGE_DIMS_4D",
     "SPATIAL_DIMS",

@@ -1,7 +1,7 @@
 """Signals of the regions of a labels image (an atlas): ``NiftiLabelsMasker`` and its Multi twin.
 
 Per time chunk, every label's statistic is computed in one grouped reduction (see
-:class:`lazymask.maskers._regions.LabelOperator`); the names come from ``labels``, a BIDS-style
+:class:`lazymask.regions.LabelOperator`); the names come from ``labels``, a BIDS-style
 look-up table (``lut``: ``index`` and ``name`` columns) or the label values, as in nilearn 0.14.
 """
 
@@ -13,26 +13,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import xarray as xr
 
 from lazymask.exceptions import ImageMismatchError, ParameterError
-from lazymask.io import image_dataarray
-from lazymask.maskers._regions import (
+from lazymask.io import Grid, image_dataarray
+from lazymask.maskers._region_base import (
     STRATEGIES,
-    Expansion,
-    LabelOperator,
+    Extraction,
     MultiMixin,
     RegionMasker,
     check_same_grids,
-    grid_of,
     image_grid,
     load_volume,
     resample_nearest,
-    same_grid,
-    signals_to_image,
 )
 from lazymask.masking._volumes import load_mask, mask_dataarray
+from lazymask.regions import labels_expansion, labels_operator, signals_to_image, warn_keep_masked_labels
 
 __all__ = ["NiftiLabelsMasker", "MultiNiftiLabelsMasker", "look_up_table"]
 
@@ -174,13 +170,19 @@ class NiftiLabelsMasker(RegionMasker):
         Accepted for compatibility (``reports`` keeps what the report needs).
     strategy : str, default="mean"
         One of "mean", "median", "sum", "minimum", "maximum", "variance", "standard_deviation".
+    keep_masked_labels : bool, default=False
+        Deprecated in nilearn 0.14 (a FutureWarning at transform, as there): keep the labels that
+        ``mask_img`` removes, with signals of 0.
 
     Attributes
     ----------
     labels_img_, mask_img_ : xarray.DataArray
         The atlas and mask on the grid of extraction.
     lut_ : pandas.DataFrame
-        The look-up table; ``labels_``, ``region_names_``, ``region_ids_``, ``n_elements_`` derive from it.
+        The look-up table of the atlas; ``labels_``, ``region_names_``, ``region_ids_``,
+        ``n_elements_`` describe the regions extracted (after the mask), fixed at fit.
+    mean_img_ : xarray.DataArray or None
+        Lazy mean of the fitted images, for the report.
 
     Examples
     --------
@@ -200,7 +202,7 @@ class NiftiLabelsMasker(RegionMasker):
                  smoothing_fwhm=None, standardize=False, standardize_confounds=True,
                  high_variance_confounds=False, detrend=False, low_pass=None, high_pass=None, t_r=None,
                  dtype=None, resampling_target="data", memory=None, memory_level=1, verbose=0,
-                 strategy="mean", reports=True, clean_args=None):
+                 strategy="mean", keep_masked_labels=False, reports=True, clean_args=None):
         self.labels_img = labels_img
         self.labels = labels
         self.lut = lut
@@ -220,10 +222,13 @@ class NiftiLabelsMasker(RegionMasker):
         self.memory_level = memory_level
         self.verbose = verbose
         self.strategy = strategy
+        self.keep_masked_labels = keep_masked_labels
         self.reports = reports
         self.clean_args = clean_args
 
     _fitted_attribute = "lut_"
+    _spatial_params = ("labels_img", "mask_img")
+    _spatial_word = "labels"
 
     # -- fit ------------------------------------------------------------------------------------------
     def _fit(self, imgs):
@@ -242,27 +247,25 @@ class NiftiLabelsMasker(RegionMasker):
         self.lut_ = look_up_table(values, self.background_label, self.labels, self.lut)
         mask = load_mask(self.mask_img) if self.mask_img is not None else None
         data = image_grid(imgs)
-        labels_grid = (values.shape, affine)
+        labels_grid = Grid(values.shape, affine)
+        mask_grid = None if mask is None else Grid(mask[0].shape, mask[1])
         if self.resampling_target is None:
-            check_same_grids(labels_img=labels_grid, mask_img=None if mask is None else (mask[0].shape, mask[1]),
-                             imgs=data)
-        if self.resampling_target == "data" and data is not None and not same_grid(data, labels_grid):
+            check_same_grids(labels_img=labels_grid, mask_img=mask_grid, imgs=data)
+        if self.resampling_target == "data" and data is not None and not data.same_as(labels_grid):
             values = self._resample_labels(values, affine, data)
             labels_grid = data
-        reference = data if self.resampling_target == "data" else (
-            labels_grid if self.resampling_target == "labels" else None)
-        if mask is not None and reference is not None and not same_grid((mask[0].shape, mask[1]), reference):
-            mask = (resample_nearest(mask[0].astype(np.int8), mask[1], reference).astype(bool), reference[1])
+        reference = {"data": data, "labels": labels_grid, None: labels_grid}[self.resampling_target]
+        if mask is not None and reference is not None and not mask_grid.same_as(reference):
+            mask = (resample_nearest(mask[0].astype(np.int8), mask[1], reference).astype(bool), reference.affine)
         if mask is not None and reference is not None and np.all(values[mask[0]] == self.background_label):
             raise ParameterError("No label left after applying mask_img to the labels image; "
                                  "check that mask_img and labels_img overlap.")
-        self.labels_img_ = image_dataarray(values, labels_grid[1], name="labels_img")
+        self.labels_img_ = image_dataarray(values, labels_grid.affine, name="labels_img")
         self.mask_img_ = None if mask is None else mask_dataarray(mask[0], mask[1], name="mask_img")
-        self._operators = {}
-        self.__dict__.pop("_lut_", None)
-        self._remember_report_image(imgs)
+        self._fit_extraction(imgs, reference)
+        self._lut_ = self._effective_lut(None if self._extraction_ is None else self._extraction_.ids)
 
-    def _resample_labels(self, values, affine, grid, when="fit"):
+    def _resample_labels(self, values, affine, grid: Grid, when="fit"):
         before = set(np.unique(values).tolist())
         resampled = resample_nearest(values, affine, grid)
         after = set(np.unique(resampled).tolist())
@@ -275,63 +278,36 @@ class NiftiLabelsMasker(RegionMasker):
                           stacklevel=4)
         return resampled
 
+    def _resample_spatial(self, image: xr.DataArray, grid: Grid, when: str) -> xr.DataArray:
+        values = self._resample_labels(np.asarray(image.values), Grid.of(image).affine, grid, when=when)
+        return image_dataarray(values, grid.affine, name="labels_img")
+
     def _target_grid(self):
         if self.resampling_target == "labels":
             return np.asarray(self.labels_img_.attrs["affine"]), tuple(self.labels_img_.shape)
         return None, None
 
     # -- extraction -----------------------------------------------------------------------------------
-    def _spatial_on(self, grid):
-        """Labels and mask volumes on ``grid`` (resampled at transform time with a warning when needed)."""
-        labels_grid = grid_of(self.labels_img_)
-        values = np.asarray(self.labels_img_.values)
-        mask = None if self.mask_img_ is None else np.asarray(self.mask_img_.values).astype(bool)
-        mask_grid = None if self.mask_img_ is None else grid_of(self.mask_img_)
-        if self.resampling_target is None:
-            check_same_grids(labels_img=labels_grid, mask_img=mask_grid, imgs=grid)
-        if not same_grid(labels_grid, grid):
-            warnings.warn("Resampling labels at transform time; fit on the images you transform "
-                          "(or use fit_transform) to avoid it.", stacklevel=5)
-            values = self._resample_labels(values, labels_grid[1], grid, when="transform")
-        if mask is not None and not same_grid(mask_grid, grid):
-            warnings.warn("Resampling mask_img at transform time; fit on the images you transform "
-                          "(or use fit_transform) to avoid it.", stacklevel=5)
-            mask = resample_nearest(mask.astype(np.int8), mask_grid[1], grid).astype(bool)
-        return values, mask
+    def _build_extraction(self, grid: Grid) -> Extraction:
+        labels, mask = self._spatial_on(grid)
+        operator = labels_operator(np.asarray(labels.values), mask, self.background_label, self.strategy,
+                                   keep_masked_labels=bool(self.keep_masked_labels), stacklevel=8)
+        return Extraction(grid, operator, operator.ids, self._names_of(operator.ids))
 
-    def _masked_labels(self, values, mask):
-        """Labels with voxels outside ``mask`` set to background; warns about regions the mask removed."""
-        if mask is None:
-            return values
-        before = set(np.unique(values).tolist())
-        values = np.where(mask, values, np.asarray(self.background_label, dtype=values.dtype))
-        after = set(np.unique(values).tolist())
-        if lost := before - after:
-            if not after - {self.background_label}:
-                raise ParameterError("No label left after applying mask_img to the labels image.")
-            warnings.warn(f"After applying mask_img to the labels image, the labels {sorted(lost)} were "
-                          f"removed: {len(after)} of {len(before)} labels remain (with background).",
-                          stacklevel=6)
-        return values
+    def _extract(self, img4d: xr.DataArray) -> xr.DataArray:
+        if self.keep_masked_labels:
+            warn_keep_masked_labels(stacklevel=5)
+        return super()._extract(img4d)
 
-    def _build_operator(self, grid):
-        values, mask = self._spatial_on(grid)
-        operator = LabelOperator(self._masked_labels(values, mask), self.background_label, self.strategy)
-        names = self._names_of(operator.ids)
-        return operator, operator.ids, names, None
-
-    def _operator_for(self, grid):
-        result = super()._operator_for(grid)
-        self._set_effective_lut(result[1], present_before_mask=np.asarray(self.labels_img_.values))
-        return result
-
-    def _set_effective_lut(self, ids, present_before_mask):
-        """nilearn's ``_lut_``: the fitted table restricted to the regions a transform extracts."""
+    def _effective_lut(self, ids) -> pd.DataFrame:
+        """nilearn's ``_lut_``: the fitted table restricted to the regions extracted (all when unknown)."""
+        if ids is None:
+            return self.lut_
         order = list(ids)
-        if np.any(present_before_mask == self.background_label):
+        if np.any(np.asarray(self.labels_img_.values) == self.background_label):
             order = [self.background_label, *order]
         table = self.lut_.set_index("index")
-        self._lut_ = table.loc[[value for value in order if value in table.index]].reset_index()
+        return table.loc[[value for value in order if value in table.index]].reset_index()
 
     def _names_of(self, ids) -> list[str]:
         names = dict(zip(self.lut_["index"].tolist(), self.lut_["name"].tolist(), strict=True))
@@ -340,7 +316,7 @@ class NiftiLabelsMasker(RegionMasker):
     # -- fitted attributes (nilearn's properties) ------------------------------------------------------
     def _table(self) -> pd.DataFrame:
         self._check_fitted()
-        return self.__dict__.get("_lut_", self.lut_)
+        return self._lut_
 
     @property
     def labels_(self) -> list:
@@ -377,40 +353,40 @@ class NiftiLabelsMasker(RegionMasker):
 
     # -- inverse, report, persistence -------------------------------------------------------------------
     def _inverse(self, signals):
-        shape, affine = grid_of(self.labels_img_)
-        values = np.asarray(self.labels_img_.values)
-        mask = None if self.mask_img_ is None else np.asarray(self.mask_img_.values).astype(bool)
-        if mask is not None and mask.shape != values.shape:
-            raise ImageMismatchError(f"mask_img_ has shape {mask.shape} but labels_img_ has {values.shape}; "
-                                     "fit with resampling_target='labels' or on the images' grid to invert.")
-        operator = LabelOperator(self._masked_labels(values, mask), self.background_label, "sum")
-        indicator = sp.csr_matrix((np.ones(operator.voxels.size), (np.arange(operator.voxels.size), operator.codes)),
-                                  shape=(operator.voxels.size, operator.n_regions))
-        return signals_to_image(signals, shape, affine, Expansion(operator.voxels, indicator))
+        grid = Grid.of(self.labels_img_)
+        if self.mask_img_ is not None and tuple(self.mask_img_.shape) != grid.shape:
+            raise ImageMismatchError(f"mask_img_ has shape {tuple(self.mask_img_.shape)} but labels_img_ has "
+                                     f"{grid.shape}; fit with resampling_target='labels' or on the images' grid "
+                                     "to invert.")
+        extraction = self._extraction_on(grid)
+        return signals_to_image(signals, grid.shape, grid.affine, labels_expansion(extraction.operator))
 
     def _report(self):
         from lazymask.reporting import labels_report
 
-        shape, affine = grid_of(self.labels_img_)
+        grid = Grid.of(self.labels_img_)
         table = self._table()
         regions = table[table["index"] != self.background_label]
-        return labels_report(self._report_background(shape, affine), np.asarray(self.labels_img_.values), affine,
-                             region_ids=regions["index"].tolist(), region_names=regions["name"].tolist(),
-                             background_label=self.background_label, parameters=self.json_parameters(),
-                             title=type(self).__name__)
+        return labels_report(self._report_background(grid.shape, grid.affine), np.asarray(self.labels_img_.values),
+                             grid.affine, region_ids=regions["index"].tolist(),
+                             region_names=regions["name"].tolist(), background_label=self.background_label,
+                             parameters=self.json_parameters(), title=type(self).__name__)
 
     def _spatial_arrays(self) -> dict[str, xr.DataArray]:
-        arrays = {"labels_img": self.labels_img_}
-        if self.mask_img_ is not None:
-            arrays["mask_img"] = self.mask_img_
+        arrays = super()._spatial_arrays()
+        lut = self.lut_
+        arrays["lut"] = xr.DataArray(lut["index"].to_numpy(), dims=("label",), name="lut",
+                                     coords={"name": ("label", lut["name"].astype(str).to_numpy())})
         return arrays
 
     @classmethod
-    def _from_store(cls, parameters: dict, arrays: dict[str, xr.DataArray]):
-        names = {name for name in cls._get_param_names() if name not in ("labels_img", "mask_img")}
-        masker = cls(labels_img=arrays["labels_img"], mask_img=arrays.get("mask_img"),
-                     **{k: v for k, v in parameters.items() if k in names})
-        return masker.fit()
+    def _parameters_from_arrays(cls, arrays: dict[str, xr.DataArray]) -> dict:
+        """The names as fitted (``lut`` from its stored array, never a path read from the store)."""
+        if "lut" not in arrays:
+            return {}
+        stored = arrays["lut"]
+        lut = pd.DataFrame({"index": np.asarray(stored.values), "name": np.asarray(stored["name"].values)})
+        return {"lut": lut, "labels": None}
 
 
 class MultiNiftiLabelsMasker(MultiMixin, NiftiLabelsMasker):
@@ -435,12 +411,12 @@ class MultiNiftiLabelsMasker(MultiMixin, NiftiLabelsMasker):
                  smoothing_fwhm=None, standardize=False, standardize_confounds=True,
                  high_variance_confounds=False, detrend=False, low_pass=None, high_pass=None, t_r=None,
                  dtype=None, resampling_target="data", memory=None, memory_level=1, n_jobs=1, verbose=0,
-                 strategy="mean", reports=True, clean_args=None):
+                 strategy="mean", keep_masked_labels=False, reports=True, clean_args=None):
         super().__init__(labels_img=labels_img, labels=labels, lut=lut, background_label=background_label,
                          mask_img=mask_img, smoothing_fwhm=smoothing_fwhm, standardize=standardize,
                          standardize_confounds=standardize_confounds,
                          high_variance_confounds=high_variance_confounds, detrend=detrend, low_pass=low_pass,
                          high_pass=high_pass, t_r=t_r, dtype=dtype, resampling_target=resampling_target,
                          memory=memory, memory_level=memory_level, verbose=verbose, strategy=strategy,
-                         reports=reports, clean_args=clean_args)
+                         keep_masked_labels=keep_masked_labels, reports=reports, clean_args=clean_args)
         self.n_jobs = n_jobs

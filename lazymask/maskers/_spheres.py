@@ -1,9 +1,8 @@
 """Mean signals in spheres around seeds (world mm): ``NiftiSpheresMasker``.
 
-The spheres are built once per grid as a sparse ``(seed, voxel)`` averaging matrix; each time
-chunk then costs one sparse product for all seeds. A sphere holds, as in nilearn 0.14, the voxels
-whose centre lies within ``radius`` mm of the seed, the voxel nearest to the seed, and the first
-voxel (in C order) whose world coordinates truncate to the seed's truncated coordinates.
+The spheres are built once per grid as a sparse ``(seed, voxel)`` averaging matrix
+(:func:`lazymask.regions.sphere_operator`); each time chunk then costs one sparse product for
+all seeds.
 """
 
 from __future__ import annotations
@@ -11,115 +10,42 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-import scipy.sparse as sp
 import xarray as xr
-from scipy.spatial import cKDTree
 
 from lazymask.exceptions import ParameterError
-from lazymask.maskers._regions import (
-    Expansion,
-    LinearOperator,
-    RegionMasker,
-    grid_of,
-    resample_nearest,
-    signals_to_image,
-    world_coordinates,
-)
+from lazymask.io import Grid
+from lazymask.maskers._region_base import Extraction, RegionMasker, image_grid, resample_nearest
 from lazymask.masking._volumes import load_mask, mask_dataarray
+from lazymask.regions import sphere_expansion, sphere_membership, sphere_operator, signals_to_image
 
 __all__ = ["NiftiSpheresMasker", "sphere_membership"]
 
 
 def check_seeds(seeds) -> list[list[float]]:
-    """Seeds as a list of ``[x, y, z]`` (mm); clear errors for anything else."""
+    """Seeds as a list of ``[x, y, z]`` (mm); clear errors for anything else.
+
+    Examples
+    --------
+    >>> check_seeds([(0, 1, 2)])
+    [[0.0, 1.0, 2.0]]
+    """
     if seeds is None or not hasattr(seeds, "__iter__") or isinstance(seeds, str):
         raise ParameterError(f"seeds must be a list of (x, y, z) world coordinates in mm; got {type(seeds).__name__}.")
     checked = []
     for index, seed in enumerate(seeds):
         if not hasattr(seed, "__len__") or len(seed) != 3:
             raise ParameterError(f"seeds[{index}]={seed!r}: expected 3 coordinates (x, y, z) in mm.")
-        checked.append([float(value) for value in seed])
+        try:
+            coordinates = [float(value) for value in seed]
+        except (TypeError, ValueError):
+            raise ParameterError(f"seeds[{index}]={seed!r}: expected 3 numbers (x, y, z) in mm.") from None
+        if not np.all(np.isfinite(coordinates)):
+            raise ParameterError(f"seeds[{index}]={list(seed)!r} holds a non-finite coordinate (NaN or "
+                                 "infinity); every seed needs 3 finite world coordinates (x, y, z) in mm.")
+        checked.append(coordinates)
     if not checked:
         raise ParameterError("seeds is empty: pass at least one (x, y, z) seed.")
     return checked
-
-
-def sphere_membership(seeds, radius, shape, affine, candidates: np.ndarray | None = None) -> sp.csr_matrix:
-    """Boolean ``(seed, voxel)`` CSR matrix (flat Fortran voxel order) of the voxels of each sphere.
-
-    ``candidates`` (3D bool) restricts the voxels (a mask); ``radius=None`` keeps only the voxels
-    nilearn adds on top of the radius search (the nearest voxel, and the truncation match).
-
-    Examples
-    --------
-    >>> m = sphere_membership([[0.0, 0.0, 0.0]], 2.0, (5, 5, 5), np.diag([2.0, 2.0, 2.0, 1.0]))
-    >>> int(m.sum())
-    4
-    """
-    seeds = np.asarray(seeds, dtype=np.float64)
-    affine = np.asarray(affine, dtype=np.float64)
-    candidates = np.ones(shape, dtype=bool) if candidates is None else np.asarray(candidates, dtype=bool)
-    voxels = np.flatnonzero(candidates.ravel(order="F"))
-    coords = world_coordinates(shape, affine, voxels)
-    tree = cKDTree(coords)
-    reach = float(radius or 0.0)
-    voxel_size = float(np.abs(affine[:3, :3]).sum(axis=0).max())
-    rows, cols = [], []
-    within = tree.query_ball_point(seeds, reach * (1 + 1e-9) + 1e-12)
-    near = tree.query_ball_point(seeds, max(reach, 2.0) + voxel_size)
-    for k, seed in enumerate(seeds):
-        members = [i for i in within[k] if ((coords[i] - seed) ** 2).sum() <= reach * reach]
-        members += _nearest_voxel(seed, shape, affine, candidates, voxels)
-        members += _truncation_match(seed, coords, near[k], voxels, shape)
-        members = np.unique(np.asarray(members, dtype=np.int64))
-        rows.append(np.full(members.size, k))
-        cols.append(members)
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
-    return sp.csr_matrix((np.ones(rows.size, dtype=bool), (rows, voxels[cols])),
-                         shape=(len(seeds), int(np.prod(shape))))
-
-
-def _nearest_voxel(seed, shape, affine, candidates, voxels) -> list[int]:
-    """Position (in ``voxels``) of the voxel nearest to ``seed`` (nilearn rounds half to even), if a candidate."""
-    ijk = np.round(np.linalg.inv(affine) @ np.append(seed, 1.0))[:3].astype(int)
-    if np.any(ijk < 0) or np.any(ijk >= np.asarray(shape)) or not candidates[tuple(ijk)]:
-        return []
-    flat = int(np.ravel_multi_index(tuple(ijk), shape, order="F"))
-    return [int(np.searchsorted(voxels, flat))]
-
-
-def _truncation_match(seed, coords, nearby, voxels, shape) -> list[int]:
-    """nilearn's extra voxel: the first (C order) whose truncated world coordinates equal the seed's."""
-    nearby = np.asarray(nearby, dtype=np.int64)
-    if nearby.size == 0:
-        return []
-    match = nearby[np.all(np.trunc(coords[nearby]) == np.trunc(seed), axis=1)]
-    if match.size == 0:
-        return []
-    c_order = np.ravel_multi_index(np.unravel_index(voxels[match], shape, order="F"), shape, order="C")
-    return [int(match[np.argmin(c_order)])]
-
-
-def check_spheres(membership: sp.csr_matrix, seeds, allow_overlap: bool) -> None:
-    """Empty spheres (seeds outside the image or mask) and, unless allowed, overlaps: clear errors."""
-    sizes = np.diff(membership.indptr)
-    if np.any(sizes == 0):
-        empty = np.flatnonzero(sizes == 0)
-        shown = ", ".join(f"#{i} {seeds[i]}" for i in empty[:10])
-        raise ParameterError(
-            f"{empty.size} sphere(s) hold no voxel: seeds {shown}. Those seeds lie outside the image (or "
-            "outside mask_img) for this radius; check that the seeds are world coordinates (mm) in the "
-            "images' space, or increase radius."
-        )
-    if not allow_overlap:
-        per_voxel = np.asarray(membership.astype(np.int32).sum(axis=0)).ravel()
-        if np.any(per_voxel > 1):
-            pairs = membership[:, np.flatnonzero(per_voxel > 1)].astype(np.int32)
-            shared = np.flatnonzero(np.diff(pairs.indptr) > 0)[:10].tolist()
-            raise ParameterError(
-                f"allow_overlap=False but spheres overlap (seeds {shared} share voxels); pass "
-                "allow_overlap=True, a smaller radius, or seeds farther apart."
-            )
 
 
 class NiftiSpheresMasker(RegionMasker):
@@ -181,6 +107,8 @@ class NiftiSpheresMasker(RegionMasker):
         self.reports = reports
         self.clean_args = clean_args
 
+    _spatial_params = ("seeds", "mask_img")
+
     def _fit(self, imgs):
         if self.radius is not None and self.radius < 0:
             raise ParameterError(f"radius={self.radius!r}: expected a non-negative number of mm, or None.")
@@ -188,25 +116,19 @@ class NiftiSpheresMasker(RegionMasker):
         mask = load_mask(self.mask_img) if self.mask_img is not None else None
         self.mask_img_ = None if mask is None else mask_dataarray(mask[0], mask[1], name="mask_img")
         self.n_elements_ = len(self.seeds_)
-        self._operators = {}
-        self._remember_report_image(imgs)
+        self._fit_extraction(imgs, image_grid(imgs))
 
-    def _candidates_on(self, grid):
+    def _candidates_on(self, grid: Grid):
         if self.mask_img_ is None:
             return None
         mask = np.asarray(self.mask_img_.values)
-        return resample_nearest(mask, np.asarray(self.mask_img_.attrs["affine"]), grid).astype(bool)
+        return resample_nearest(mask, Grid.of(self.mask_img_).affine, grid).astype(bool)
 
-    def _build_operator(self, grid):
-        membership = sphere_membership(self.seeds_, self.radius, grid[0], grid[1], self._candidates_on(grid))
-        check_spheres(membership, self.seeds_, self.allow_overlap)
-        support = np.unique(membership.indices)
-        weights = membership[:, support].astype(np.float64)
-        weights = sp.diags(1.0 / np.asarray(weights.sum(axis=1)).ravel()) @ weights
+    def _build_extraction(self, grid: Grid) -> Extraction:
+        operator = sphere_operator(self.seeds_, self.radius, grid, self._candidates_on(grid), self.allow_overlap)
         seeds = np.asarray(self.seeds_)
-        names = [f"{type(self).__name__.lower()}{i}" for i in range(len(seeds))]
         extra = {"x": seeds[:, 0], "y": seeds[:, 1], "z": seeds[:, 2]}
-        return LinearOperator(support, weights.tocsr()), np.arange(len(seeds)), names, extra
+        return Extraction(grid, operator, np.arange(len(seeds)), self.get_feature_names_out(), extra)
 
     def get_feature_names_out(self, input_features=None) -> list[str]:
         """``<classname><i>`` for each seed (scikit-learn's convention, as nilearn)."""
@@ -216,38 +138,26 @@ class NiftiSpheresMasker(RegionMasker):
     def _inverse(self, signals):
         if self.mask_img_ is None:
             raise ParameterError("inverse_transform needs a grid: create the NiftiSpheresMasker with mask_img.")
-        shape, affine = grid_of(self.mask_img_)
-        membership = sphere_membership(self.seeds_, self.radius, shape, affine,
-                                       np.asarray(self.mask_img_.values).astype(bool))
-        check_spheres(membership, self.seeds_, self.allow_overlap)
-        support = np.unique(membership.indices)
-        spread = membership[:, support].astype(np.float64)
-        if self.allow_overlap:
-            overlap = np.asarray(spread.sum(axis=0)).ravel()
-            spread = spread @ sp.diags(1.0 / np.maximum(overlap, 1))
-        return signals_to_image(signals, shape, affine, Expansion(support, spread.T.tocsr()))
+        grid = Grid.of(self.mask_img_)
+        expansion = sphere_expansion(self.seeds_, self.radius, grid, self.mask_img_.values, self.allow_overlap)
+        return signals_to_image(signals, grid.shape, grid.affine, expansion)
 
     def _report(self):
         from lazymask.reporting import spheres_report
 
-        grid = grid_of(self._report_mean) if getattr(self, "_report_mean", None) is not None else (
-            grid_of(self.mask_img_) if self.mask_img_ is not None else None)
+        grid = Grid.of(self.mean_img_) if self.mean_img_ is not None else (
+            Grid.of(self.mask_img_) if self.mask_img_ is not None else None)
         if grid is None:
             raise ParameterError("generate_report needs an image: fit the NiftiSpheresMasker on images "
                                  "(or give it a mask_img).")
-        return spheres_report(self._report_background(*grid), grid[1], seeds=self.seeds_, radius=self.radius,
-                              parameters=self.json_parameters(), title=type(self).__name__)
+        return spheres_report(self._report_background(grid.shape, grid.affine), grid.affine, seeds=self.seeds_,
+                              radius=self.radius, parameters=self.json_parameters(), title=type(self).__name__)
 
-    def _spatial_arrays(self) -> dict[str, xr.DataArray]:
-        arrays = {"seeds": xr.DataArray(np.asarray(self.seeds_), dims=("seed", "xyz"),
-                                        coords={"xyz": ["x", "y", "z"]})}
-        if self.mask_img_ is not None:
-            arrays["mask_img"] = self.mask_img_
-        return arrays
+    def _spatial_array(self, name: str) -> xr.DataArray | None:
+        if name == "seeds":
+            return xr.DataArray(np.asarray(self.seeds_), dims=("seed", "xyz"), coords={"xyz": ["x", "y", "z"]})
+        return super()._spatial_array(name)
 
     @classmethod
-    def _from_store(cls, parameters: dict, arrays: dict[str, xr.DataArray]):
-        names = {name for name in cls._get_param_names() if name not in ("seeds", "mask_img")}
-        masker = cls(seeds=np.asarray(arrays["seeds"]).tolist(), mask_img=arrays.get("mask_img"),
-                     **{k: v for k, v in parameters.items() if k in names})
-        return masker.fit()
+    def _spatial_value(cls, name: str, array: xr.DataArray | None):
+        return np.asarray(array).tolist() if name == "seeds" else array

@@ -1,0 +1,225 @@
+"""The region maskers' shared part: an estimator that composes :mod:`lazymask.regions`.
+
+Contract (on top of :class:`lazymask.maskers.BaseMasker`'s)
+----------------------------------------------------------
+* ``fit`` computes everything: the spatial definition on the grid of extraction (subclass hook
+  ``_fit``) and, when that grid is known at fit (the images were given, or the resampling
+  target is the atlas), the region operator ``_extraction_`` (:class:`Extraction`) built once
+  by the hook ``_build_extraction(grid)``.
+* ``transform`` and ``inverse_transform`` change nothing on ``self``: images on the fitted grid
+  use ``_extraction_``; images on another grid get an operator built for that call only (a
+  warning says the spatial images are resampled at transform time).
+* What a report needs is public: the spatial images (``labels_img_``, ``maps_img_``,
+  ``mask_img_``, ``seeds_``), the regions (``n_elements_`` and, for labels, ``lut_``,
+  ``region_ids_``, ``region_names_``) and ``mean_img_``, a lazy mean of the fitted images
+  (``None`` without images or with ``reports=False``), computed only by a report.
+* Persistence: ``_spatial_params`` names the constructor parameters a store keeps as arrays;
+  ``_spatial_arrays`` and ``_from_store`` are written once here from it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import xarray as xr
+
+from lazymask.image import mean_img
+from lazymask.image._inputs import as_image
+from lazymask.image._resample import resample_array
+from lazymask.io import Grid, get_affine
+from lazymask.maskers._base import BaseMasker
+from lazymask.maskers._runs import per_run
+from lazymask.masking._volumes import read_small
+from lazymask.regions import STRATEGIES, region_signals, signals_dataarray
+
+__all__ = ["STRATEGIES", "Extraction", "MultiMixin", "RegionMasker", "load_volume", "resample_nearest"]
+
+RESAMPLE_FIX = "pass a resampling_target (e.g. 'data') or resample the images onto one grid first " \
+               "(lazymask.image.resample_to_img)."
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """A region operator built for one grid, and the labels of its output columns."""
+
+    grid: Grid
+    operator: object
+    ids: np.ndarray
+    names: list
+    extra_coords: dict | None = None
+    #: What else the way back needs (the maps' ``(map, voxel)`` matrix), when built with it.
+    matrix: object = None
+
+
+def check_same_grids(**grids) -> None:
+    """``resampling_target=None``: every given grid (``None`` skipped) must equal the first; else ImageMismatchError."""
+    named = [(name, grid) for name, grid in grids.items() if grid is not None]
+    first_name, first = named[0]
+    for name, grid in named[1:]:
+        grid.check_same(name, first, first_name, "resampling_target=None requires one grid; " + RESAMPLE_FIX)
+
+
+class RegionMasker(BaseMasker):
+    """Common part of the region maskers (see the module's contract). Not used directly.
+
+    Subclasses implement ``_fit`` (setting the spatial attributes, then calling
+    :meth:`_fit_extraction`), ``_build_extraction(grid)`` and ``_inverse``.
+    """
+
+    _fitted_attribute = "n_elements_"
+    #: Constructor parameters a store keeps as arrays (the first is required).
+    _spatial_params: ClassVar[tuple[str, ...]] = ()
+
+    # -- fit ------------------------------------------------------------------------------------------
+    def _fit_extraction(self, imgs, reference: Grid | None) -> None:
+        """Build the operator on ``reference`` (when known) and keep the report's lazy mean."""
+        self._extraction_ = None if reference is None else self._build_extraction(reference)
+        self.mean_img_ = None
+        if imgs is not None and getattr(self, "reports", True):
+            first = imgs[0] if isinstance(imgs, list | tuple) else imgs
+            self.mean_img_ = mean_img(first)
+
+    def _build_extraction(self, grid: Grid) -> Extraction:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _extraction_on(self, grid: Grid) -> Extraction:
+        """The fitted extraction when ``grid`` is the fitted one; else one built now (``self`` unchanged)."""
+        fitted = self._extraction_
+        if fitted is not None and fitted.grid.same_as(grid):
+            return fitted
+        return self._build_extraction(grid)
+
+    def _spatial_on(self, grid: Grid):
+        """The fitted spatial image (``<first spatial parameter>_``) and mask on ``grid``.
+
+        Resampled (with a warning) when ``grid`` is not the fitted one; with
+        ``resampling_target=None`` every grid must be the same.
+        """
+        name = self._spatial_params[0]
+        image = getattr(self, f"{name}_")
+        image_grid = Grid.of(image)
+        if self.resampling_target is None:
+            check_same_grids(**{name: image_grid}, mask_img=None if self.mask_img_ is None else Grid.of(self.mask_img_),
+                             imgs=grid)
+        if not image_grid.same_as(grid):
+            warnings.warn(f"Resampling {self._spatial_word} at transform time; fit on the images you transform "
+                          "(or use fit_transform) to avoid it.", stacklevel=7)
+            image = self._resample_spatial(image, grid, when="transform")
+        return image, mask_on(self.mask_img_, grid, warn_name="mask_img")
+
+    #: How warnings name the spatial image ("labels", "maps").
+    _spatial_word: ClassVar[str] = "regions"
+
+    def _resample_spatial(self, image: xr.DataArray, grid: Grid, when: str) -> xr.DataArray:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- transform ------------------------------------------------------------------------------------
+    def _extract(self, img4d: xr.DataArray) -> xr.DataArray:
+        extraction = self._extraction_on(Grid.of(img4d))
+        signals = region_signals(img4d, extraction.operator)
+        return signals_dataarray(signals, extraction.ids, extraction.names, extraction.extra_coords)
+
+    # -- report ---------------------------------------------------------------------------------------
+    def _report_background(self, shape, affine) -> np.ndarray | None:
+        """The mean image resampled onto ``(shape, affine)`` (continuous), computed now; None without one."""
+        mean = self.mean_img_
+        if mean is None:
+            return None
+        values = read_small(mean).astype(np.float64)
+        if not Grid.of(mean).same_as(Grid(shape, affine)):
+            values, _ = resample_array(values, get_affine(mean), target_affine=affine, target_shape=shape)
+        return values
+
+    # -- persistence ----------------------------------------------------------------------------------
+    def _spatial_arrays(self) -> dict[str, xr.DataArray]:
+        arrays = {name: self._spatial_array(name) for name in self._spatial_params}
+        return {name: array for name, array in arrays.items() if array is not None}
+
+    def _spatial_array(self, name: str) -> xr.DataArray | None:
+        """The fitted value of the spatial parameter ``name`` as a DataArray (default: ``<name>_``)."""
+        return getattr(self, f"{name}_", None)
+
+    @classmethod
+    def _spatial_value(cls, name: str, array: xr.DataArray | None):
+        """The constructor value of ``name`` rebuilt from its stored array (default: the array)."""
+        return array
+
+    @classmethod
+    def _from_store(cls, parameters: dict, arrays: dict[str, xr.DataArray]):
+        """A fitted masker from a store: spatial parameters from its arrays (never a path), the rest as saved."""
+        spatial = {name: cls._spatial_value(name, arrays.get(name)) for name in cls._spatial_params}
+        spatial.update(cls._parameters_from_arrays(arrays))
+        names = set(cls._get_param_names()) - set(spatial)
+        masker = cls(**spatial, **{k: v for k, v in parameters.items() if k in names})
+        return masker.fit()
+
+    @classmethod
+    def _parameters_from_arrays(cls, arrays: dict[str, xr.DataArray]) -> dict:
+        """Further constructor parameters rebuilt from stored arrays (e.g. a labels masker's ``lut``)."""
+        return {}
+
+
+def load_volume(img, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A small 3D image's values (read now) and affine; clear errors for 4D input."""
+    image = as_image(img, name, ndim=(3,))
+    return read_small(image), get_affine(image)
+
+
+def image_grid(imgs) -> Grid | None:
+    """The grid of the images given to ``fit`` (the first of a list), from headers only."""
+    if imgs is None:
+        return None
+    first = imgs[0] if isinstance(imgs, list | tuple) else imgs
+    return Grid.of(as_image(first, "imgs", ndim=(3, 4)))
+
+
+def resample_nearest(volume: np.ndarray, affine, grid: Grid) -> np.ndarray:
+    """A small 3D volume resampled onto ``grid`` with nearest-neighbour interpolation."""
+    out, _ = resample_array(np.asarray(volume), affine, target_affine=grid.affine, target_shape=grid.shape,
+                            interpolation="nearest", clip=False)
+    return out
+
+
+def mask_on(mask_img_: xr.DataArray | None, grid: Grid, warn_name: str | None = None) -> np.ndarray | None:
+    """A fitted mask as booleans on ``grid`` (nearest-neighbour resampled when needed, with a warning if named)."""
+    if mask_img_ is None:
+        return None
+    mask = np.asarray(mask_img_.values).astype(bool)
+    mask_grid = Grid.of(mask_img_)
+    if mask_grid.same_as(grid):
+        return mask
+    if warn_name is not None:
+        warnings.warn(f"Resampling {warn_name} at transform time; fit on the images you transform "
+                      "(or use fit_transform) to avoid it.", stacklevel=8)
+    return resample_nearest(mask.astype(np.int8), mask_grid.affine, grid).astype(bool)
+
+
+class MultiMixin:
+    """``fit``/``transform`` of a list of runs: one lazy result per run (nilearn's Multi maskers)."""
+
+    def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, **fit_params):
+        """Fit on ``imgs`` (the first run gives the grid), then transform each run lazily."""
+        self.fit(imgs, y, **fit_params)
+        return self.transform(imgs, confounds=confounds, sample_mask=sample_mask)
+
+    def transform(self, imgs, confounds=None, sample_mask=None):
+        """Signals of one run (a DataArray) or of each run of a list (a list of DataArrays), lazily."""
+        self._check_fitted()
+        if not isinstance(imgs, list | tuple):
+            confounds = confounds[0] if isinstance(confounds, list) else confounds
+            sample_mask = sample_mask[0] if isinstance(sample_mask, list) else sample_mask
+            return super().transform(imgs, confounds=confounds, sample_mask=sample_mask)
+        return self.transform_imgs(imgs, confounds=confounds, sample_mask=sample_mask)
+
+    def transform_imgs(self, imgs_list, confounds=None, n_jobs=1, sample_mask=None):
+        """One lazy ``(time, region)`` DataArray per run (``n_jobs`` is accepted: dask schedules)."""
+        self._check_fitted()
+        confounds = per_run(confounds, len(imgs_list), "confounds")
+        sample_mask = per_run(sample_mask, len(imgs_list), "sample_mask")
+        return [
+            self._transform_one(img, conf, mask, add_hv_first=False, cast=True)
+            for img, conf, mask in zip(imgs_list, confounds, sample_mask, strict=True)
+        ]

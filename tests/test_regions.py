@@ -1,0 +1,200 @@
+"""lazymask.regions against nilearn.regions 0.14 on generated data: numbers, dtypes, warnings, laziness."""
+
+from __future__ import annotations
+
+import warnings
+
+import nibabel as nib
+import nilearn.regions as nr
+import numpy as np
+import pytest
+import xarray as xr
+from scipy import ndimage
+
+from lazymask import regions
+from lazymask.exceptions import ImageMismatchError, ParameterError
+from lazymask.testing import count_voxel_reads, fake_fmri, raise_if_dask_computes
+
+SHAPE = (12, 14, 10)
+RTOL, ATOL = 2e-5, 1e-4
+
+
+@pytest.fixture(scope="module")
+def run():
+    return fake_fmri(SHAPE, 9, dtype="float32", seed=4)
+
+
+@pytest.fixture(scope="module")
+def labels_img(run):
+    rng = np.random.default_rng(8)
+    values = ndimage.zoom(rng.integers(0, 6, (3, 4, 3)), (4, 3.5, 10 / 3), order=0)[:12, :14, :10]
+    return nib.Nifti1Image(values.astype(np.int16), run.affine)
+
+
+@pytest.fixture(scope="module")
+def mask_img(labels_img):
+    values = np.asarray(labels_img.dataobj)
+    mask = np.ones(SHAPE, np.int8)
+    mask[values == 3] = 0  # label 3 is removed by the mask
+    mask[:2] = 0
+    return nib.Nifti1Image(mask, labels_img.affine)
+
+
+@pytest.fixture(scope="module")
+def maps_img(run):
+    rng = np.random.default_rng(2)
+    maps = np.zeros((*SHAPE, 5), np.float32)
+    for k in range(5):
+        point = np.zeros(SHAPE)
+        point[tuple(rng.integers(3, 9, 3))] = 1
+        blob = ndimage.gaussian_filter(point, 1.5)
+        blob[blob < 0.1 * blob.max()] = 0
+        maps[..., k] = blob / blob.max()
+    maps[..., 4] = 0
+    maps[:2, :, :, 4] = 1.0  # map 4 lies where the mask is 0
+    return nib.Nifti1Image(maps, run.affine)
+
+
+def close(ours, reference):
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), rtol=RTOL, atol=ATOL)
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*zscore_sample.*")
+        yield
+
+
+# -- labels ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("strategy", regions.STRATEGIES)
+def test_img_to_signals_labels_matches_nilearn(run, labels_img, strategy):
+    signals, labels, atlas = regions.img_to_signals_labels(run, labels_img, strategy=strategy)
+    expected, expected_labels, expected_atlas = nr.img_to_signals_labels(run, labels_img, strategy=strategy)
+    assert isinstance(signals, xr.DataArray) and signals.dims == ("time", "region")
+    assert signals.dtype == expected.dtype
+    close(signals.values, expected)
+    assert labels == [int(v) for v in expected_labels]
+    assert signals["region"].values.tolist() == labels
+    np.testing.assert_array_equal(atlas.values, expected_atlas.get_fdata())
+
+
+def test_img_to_signals_labels_mask_warns_and_matches(run, labels_img, mask_img):
+    with pytest.warns(UserWarning, match=r"labels \[3\] were removed"):
+        signals, labels, atlas = regions.img_to_signals_labels(run, labels_img, mask_img=mask_img)
+    with pytest.warns(UserWarning):
+        expected, expected_labels, expected_atlas = nr.img_to_signals_labels(run, labels_img, mask_img=mask_img)
+    close(signals.values, expected)
+    assert labels == [int(v) for v in expected_labels] and 3 not in labels
+    np.testing.assert_array_equal(atlas.values, expected_atlas.get_fdata())
+
+
+def test_img_to_signals_labels_keep_masked_labels(run, labels_img, mask_img):
+    with pytest.warns(FutureWarning, match="keep_masked_labels"):
+        signals, labels, _ = regions.img_to_signals_labels(run, labels_img, mask_img=mask_img,
+                                                           keep_masked_labels=True)
+    with pytest.warns(FutureWarning, match="keep_masked_labels"):
+        expected, expected_labels, _ = nr.img_to_signals_labels(run, labels_img, mask_img=mask_img,
+                                                                keep_masked_labels=True)
+    assert labels == [int(v) for v in expected_labels] and 3 in labels
+    close(signals.values, expected)
+    assert np.all(signals.values[:, labels.index(3)] == 0)
+
+
+def test_img_to_signals_labels_without_masked_atlas_warns(run, labels_img):
+    with pytest.warns(FutureWarning, match="return_masked_atlas"):
+        result = regions.img_to_signals_labels(run, labels_img, return_masked_atlas=False)
+    with pytest.warns(FutureWarning, match="return_masked_atlas"):
+        expected = nr.img_to_signals_labels(run, labels_img, return_masked_atlas=False)
+    assert len(result) == len(expected) == 2
+    close(result[0].values, expected[0])
+
+
+@pytest.mark.parametrize("one_row", [False, True])
+def test_signals_to_img_labels_matches_nilearn(labels_img, mask_img, one_row):
+    n_regions = len(np.unique(np.asarray(labels_img.dataobj))) - 1
+    signals = np.random.default_rng(0).standard_normal((4, n_regions)).astype(np.float32)
+    signals = signals[0] if one_row else signals
+    image = regions.signals_to_img_labels(signals, labels_img)
+    expected = nr.signals_to_img_labels(signals, labels_img)
+    assert image.dtype == np.asarray(expected.dataobj).dtype and image.shape == expected.shape
+    close(image.values, expected.get_fdata())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        n_masked = n_regions - 1
+        masked = regions.signals_to_img_labels(signals[..., :n_masked], labels_img, mask_img=mask_img)
+        expected = nr.signals_to_img_labels(signals[..., :n_masked], labels_img, mask_img=mask_img)
+    close(masked.values, expected.get_fdata())
+
+
+# -- maps ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_img_to_signals_maps_matches_nilearn(run, maps_img, mask_img, use_mask):
+    kwargs = {"mask_img": mask_img} if use_mask else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        signals, labels = regions.img_to_signals_maps(run, maps_img, **kwargs)
+        expected, expected_labels = nr.img_to_signals_maps(run, maps_img, **kwargs)
+    assert signals.dtype == expected.dtype and labels == list(expected_labels)
+    assert (4 in labels) is not use_mask
+    close(signals.values, expected)
+
+
+def test_img_to_signals_maps_mask_warnings(run, maps_img, mask_img):
+    with pytest.warns(UserWarning, match=r"maps \[4\] were removed"):
+        regions.img_to_signals_maps(run, maps_img, mask_img=mask_img)
+    with pytest.warns(FutureWarning, match="keep_masked_maps"):
+        signals, labels = regions.img_to_signals_maps(run, maps_img, mask_img=mask_img, keep_masked_maps=True)
+    with pytest.warns(FutureWarning, match="keep_masked_maps"):
+        expected, expected_labels = nr.img_to_signals_maps(run, maps_img, mask_img=mask_img, keep_masked_maps=True)
+    assert labels == list(expected_labels) == [0, 1, 2, 3, 4]
+    close(signals.values, expected)
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_signals_to_img_maps_matches_nilearn(maps_img, mask_img, use_mask):
+    kwargs = {"mask_img": mask_img} if use_mask else {}
+    signals = np.random.default_rng(1).standard_normal((3, 5))
+    image = regions.signals_to_img_maps(signals, maps_img, **kwargs)
+    expected = nr.signals_to_img_maps(signals, maps_img, **kwargs)
+    assert image.dtype == np.asarray(expected.dataobj).dtype
+    close(image.values, expected.get_fdata())
+
+
+# -- laziness, grids, bad input ---------------------------------------------------------------------------
+def test_results_are_lazy_and_read_no_voxel_of_imgs(tmp_path, run, labels_img, maps_img):
+    path = tmp_path / "run.nii.gz"
+    nib.save(run, path)
+    # the maps are the spatial definition, read when the function is called: one compute (5 maps)
+    with count_voxel_reads() as counter, raise_if_dask_computes(max_computes=1):
+        signals, _, _ = regions.img_to_signals_labels(str(path), labels_img, strategy="median")
+        maps_signals, _ = regions.img_to_signals_maps(str(path), nib.Nifti1Image(maps_img.get_fdata(), run.affine))
+        image = regions.signals_to_img_labels(signals, labels_img)
+    assert counter.calls == 0
+    assert all(hasattr(x.data, "dask") for x in (signals, maps_signals, image))
+    close(image.values, nr.signals_to_img_labels(nr.img_to_signals_labels(run, labels_img, strategy="median")[0],
+                                                 labels_img).get_fdata())
+
+
+def test_grids_must_match_and_bad_input(run, labels_img, maps_img):
+    shifted = nib.Nifti1Image(np.asarray(labels_img.dataobj), labels_img.affine @ np.diag([2, 2, 2, 1]))
+    with pytest.raises(ImageMismatchError, match="labels_img has spatial shape .* but imgs has"):
+        regions.img_to_signals_labels(run, shifted)
+    with pytest.raises(ImageMismatchError, match="maps_img has spatial shape"):
+        regions.img_to_signals_maps(run, nib.Nifti1Image(maps_img.get_fdata()[1:], run.affine))
+    with pytest.raises(ParameterError, match="strategy='mode'"):
+        regions.img_to_signals_labels(run, labels_img, strategy="mode")
+    with pytest.raises(ParameterError, match=r"signals has shape \(3, 2\): expected \(5,\)"):
+        regions.signals_to_img_labels(np.zeros((3, 2)), labels_img)
+
+
+def test_sphere_operator_averages_the_sphere():
+    from lazymask.io import Grid
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    membership = regions.sphere_membership([[4.0, 4.0, 4.0]], 2.0, (5, 5, 5), affine)
+    operator = regions.sphere_operator([[4.0, 4.0, 4.0]], 2.0, Grid((5, 5, 5), affine))
+    volume = np.random.default_rng(0).standard_normal((5, 5, 5, 2))
+    members = membership.toarray()[0].reshape((5, 5, 5), order="F")
+    assert members.sum() == 7  # the centre and its 6 neighbours at 2 mm
+    np.testing.assert_allclose(operator(volume), volume[members].mean(axis=0)[:, None])  # (time, seed)

@@ -19,7 +19,7 @@ from lazymask.maskers._labels import MultiNiftiLabelsMasker, NiftiLabelsMasker
 from lazymask.maskers._maps import MultiNiftiMapsMasker, NiftiMapsMasker
 from lazymask.regions import STRATEGIES
 from lazymask.maskers._spheres import NiftiSpheresMasker
-from lazymask.testing import fake_brain, fake_fmri, raise_if_dask_computes
+from lazymask.testing import count_voxel_reads, fake_brain, fake_fmri, raise_if_dask_computes
 
 SHAPE = (20, 24, 20)
 NILEARN_DATA = Path(nilearn.__file__).parent / "datasets" / "data"
@@ -146,7 +146,7 @@ def test_labels_inverse_transform_matches_nilearn(run, labels_img, brain_mask):
     ours = NiftiLabelsMasker(labels_img, mask_img=brain_mask).fit(run)
     reference = nm.NiftiLabelsMasker(labels_img, mask_img=brain_mask).fit(run)
     signals = reference.transform(run)
-    ours.transform(run)
+    assert ours.n_elements_ == reference.n_elements_ == signals.shape[1]  # known at fit, no transform needed
     close(ours.inverse_transform(signals).values, reference.inverse_transform(signals).get_fdata())
     close(ours.inverse_transform(signals[0]).values, reference.inverse_transform(signals[0]).get_fdata())
 
@@ -367,3 +367,133 @@ def test_reports_and_persistence(tmp_path, run, labels_img, maps_img):
         rebuilt = load_masker(store)
         assert type(rebuilt) is type(masker) and rebuilt.n_elements_ == masker.n_elements_
         np.testing.assert_allclose(rebuilt.transform(run).values, open_signals(store).values, rtol=1e-6)
+
+
+# -- stateless estimators -------------------------------------------------------------------------------
+def _snapshot(masker) -> dict:
+    return {name: (value, sorted(value) if isinstance(value, dict) else None) for name, value in vars(masker).items()}
+
+
+@pytest.mark.parametrize("kind", ["labels", "labels-mask", "maps", "spheres", "multi-labels"])
+def test_transform_and_inverse_change_nothing(run, labels_img, maps_img, brain_mask, kind):
+    maskers = {
+        "labels": lambda: NiftiLabelsMasker(labels_img, strategy="median"),
+        "labels-mask": lambda: NiftiLabelsMasker(labels_img, mask_img=brain_mask, resampling_target="labels"),
+        "maps": lambda: NiftiMapsMasker(maps_img, mask_img=brain_mask),
+        "spheres": lambda: NiftiSpheresMasker([[0, 0, 0], [9, -9, 6]], radius=5, mask_img=brain_mask),
+        "multi-labels": lambda: MultiNiftiLabelsMasker(labels_img),
+    }
+    masker = maskers[kind]().fit(run)
+    before = _snapshot(masker)
+    fitted = (masker.n_elements_, getattr(masker, "labels_", None), getattr(masker, "region_names_", None))
+    signals = masker.transform([run, run] if kind.startswith("multi") else run)
+    signals = signals[0] if isinstance(signals, list) else signals
+    masker.inverse_transform(signals)
+    after = _snapshot(masker)
+    assert after.keys() == before.keys()
+    for name, (value, keys) in before.items():
+        assert after[name][0] is value and after[name][1] == keys, name
+    assert (masker.n_elements_, getattr(masker, "labels_", None), getattr(masker, "region_names_", None)) == fitted
+    assert signals.sizes["region"] == (masker.n_elements_ if kind != "maps" else signals.sizes["region"])
+
+
+def test_transform_on_another_grid_builds_for_that_call_only(run, labels_img):
+    masker = NiftiLabelsMasker(labels_img).fit(run)
+    before = _snapshot(masker)
+    coarse = nib.Nifti1Image(np.asarray(run.dataobj)[::2, ::2, ::2], run.affine @ np.diag([2, 2, 2, 1]))
+    with pytest.warns(UserWarning, match="Resampling labels at transform time"):
+        signals = masker.transform(coarse)
+    reference = nm.NiftiLabelsMasker(labels_img).fit(run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        close(signals, reference.transform(coarse))
+    assert {name: value for name, (value, _) in _snapshot(masker).items()} == \
+        {name: value for name, (value, _) in before.items()}
+
+
+# -- nilearn 0.14's deprecated keep_masked_* options ------------------------------------------------------
+def test_keep_masked_labels_matches_nilearn(run, labels_img):
+    values = np.asarray(labels_img.dataobj)
+    mask = nib.Nifti1Image((values != 2).astype(np.int8), run.affine)
+    ours = NiftiLabelsMasker(labels_img, mask_img=mask, keep_masked_labels=True)
+    reference = nm.NiftiLabelsMasker(labels_img, mask_img=mask, keep_masked_labels=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "labels were removed" warning: they are kept
+        with pytest.warns(FutureWarning, match='"keep_masked_labels" parameter will be removed'):
+            signals = ours.fit_transform(run)
+    with pytest.warns(FutureWarning, match='"keep_masked_labels" parameter will be removed'):
+        expected = reference.fit_transform(run)
+    close(signals, expected)
+    assert 2 in signals["region"].values.tolist() and np.all(signals.sel(region=2).values == 0)
+    assert ours.n_elements_ == reference.n_elements_ and ours.labels_ == reference.labels_
+
+
+def test_keep_masked_maps_matches_nilearn(run, maps_img):
+    values = np.asarray(maps_img.dataobj)
+    mask = nib.Nifti1Image((values[..., 0] == 0).astype(np.int8), run.affine)  # empties map 0
+    ours = NiftiMapsMasker(maps_img, mask_img=mask, keep_masked_maps=True)
+    reference = nm.NiftiMapsMasker(maps_img, mask_img=mask, keep_masked_maps=True)
+    with pytest.warns(FutureWarning, match='"keep_masked_maps" parameter will be removed'):
+        signals = ours.fit_transform(run)
+    with pytest.warns(FutureWarning, match='"keep_masked_maps" parameter will be removed'):
+        expected = reference.fit_transform(run)
+    assert signals.shape == expected.shape == (12, 6)
+    close(signals, expected)
+    with pytest.warns(UserWarning, match=r"maps \[0\] were removed"):
+        dropped = NiftiMapsMasker(maps_img, mask_img=mask).fit_transform(run)
+    assert dropped.shape == (12, 5)
+
+
+# -- maps: resampled once per fit, on the user's scheduler --------------------------------------------
+def test_maps_resampled_once_per_fit_on_the_users_scheduler(tmp_path, run, monkeypatch):
+    import lazymask.image._resample as resample_module
+
+    rng = np.random.default_rng(7)
+    coarse_shape = tuple(n // 2 for n in SHAPE)
+    maps = nib.Nifti1Image(rng.random((*coarse_shape, 40)).astype(np.float32), run.affine @ np.diag([2, 2, 2, 1]))
+    maps_path = str(tmp_path / "maps.nii")
+    nib.save(maps, maps_path)
+    resampled = []
+    original = resample_module.resample_block
+
+    def counting(block, *args, **kwargs):
+        resampled.append(block.shape[-1] if block.ndim == 4 else 1)
+        return original(block, *args, **kwargs)
+
+    monkeypatch.setattr(resample_module, "resample_block", counting)
+    with count_voxel_reads() as reads, raise_if_dask_computes(max_computes=1) as scheduler:
+        masker = NiftiMapsMasker(maps_path).fit(run)  # 40 maps, resampled 32 at a time
+    assert scheduler.total_computes == 1
+    assert sum(resampled) == 40  # each map resampled exactly once
+    assert reads.volumes == 40  # and read once (no reduction over every map per slice)
+    resampled.clear()
+    monkeypatch.setattr(resample_module, "resample_block", original)
+    reference = nm.NiftiMapsMasker(maps).fit(run)
+    close(masker.transform(run), reference.transform(run))
+
+
+# -- bad input and persistence of look-up tables -------------------------------------------------------
+def test_nan_seed_is_a_clear_error(run):
+    with pytest.raises(ParameterError, match=r"seeds\[1\].*non-finite coordinate"):
+        NiftiSpheresMasker([[0, 0, 0], [1, np.nan, 2]], radius=4).fit(run)
+
+
+@pytest.mark.parametrize("as_path", [False, True])
+def test_lut_is_stored_as_data(tmp_path, run, labels_img, as_path):
+    from lazymask.maskers import load_masker, open_signals, save_signals
+
+    lut = pd.DataFrame({"index": list(range(7)), "name": ["bg", *(f"area{i}" for i in range(1, 7))]})
+    if as_path:
+        lut_path = tmp_path / "atlas_dseg.tsv"
+        lut.to_csv(lut_path, sep="\t", index=False)
+    masker = NiftiLabelsMasker(labels_img, lut=lut_path if as_path else lut)
+    signals = masker.fit_transform(run)
+    store = str(tmp_path / "lut.zarr")
+    save_signals(signals, store, masker=masker)
+    if as_path:
+        lut_path.unlink()  # the store alone must be enough: no path is read back
+    rebuilt = load_masker(store)
+    assert rebuilt.region_names_ == masker.region_names_
+    assert rebuilt.labels_ == masker.labels_
+    np.testing.assert_allclose(rebuilt.transform(run).values, open_signals(store).values, rtol=1e-6)
+    assert rebuilt.transform(run)["region_name"].values.tolist() == [f"area{i}" for i in range(1, 7)]

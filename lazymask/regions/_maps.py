@@ -27,7 +27,7 @@ from lazymask.regions._operators import (
     volumes_matrix,
 )
 
-#: Maps read at once while building the operator (bounds the memory of building it).
+#: Maps per chunk when maps are resampled (bounds the memory of reading them: a chunk at a time).
 MAPS_PER_READ = 32
 
 
@@ -44,10 +44,11 @@ class MapsDtype:
 
 
 def maps_matrix(maps: xr.DataArray, mask: np.ndarray | None = None) -> sp.csr_matrix:
-    """The ``(map, voxel)`` sparse matrix of a 4D maps image (Fortran voxel order), read a few maps at a time.
+    """The ``(map, voxel)`` sparse matrix of a 4D maps image (Fortran voxel order), in one compute.
 
     Non-finite values are 0; voxels outside ``mask`` are 0. Lazy maps are computed by the
-    caller's scheduler, :data:`MAPS_PER_READ` maps per step (chunk them so to read each once).
+    caller's scheduler in ONE computation, chunk by chunk along the maps (each chunk read, and
+    resampled when the maps are a resampled image, once), each chunk kept only as sparse rows.
 
     Examples
     --------
@@ -56,18 +57,22 @@ def maps_matrix(maps: xr.DataArray, mask: np.ndarray | None = None) -> sp.csr_ma
     >>> maps_matrix(maps).shape
     (3, 2)
     """
-    data = as_dask(maps) if not isinstance(getattr(maps, "data", maps), np.ndarray) else np.asarray(maps.data)
-    keep = None if mask is None else np.asarray(mask, dtype=bool).ravel(order="F")[:, None]
-    rows = []
-    for start in range(0, maps.shape[3], MAPS_PER_READ):
-        block = data[..., start:start + MAPS_PER_READ]
-        if not isinstance(block, np.ndarray):
-            (block,) = dask.compute(block)
-        values = finite(volumes_matrix(np.asarray(block)))
-        if keep is not None:
-            values = values * keep
-        rows.append(sp.csr_matrix(values.T))
+    keep = None if mask is None else np.asarray(mask, dtype=bool).ravel(order="F")
+    if isinstance(getattr(maps, "data", maps), np.ndarray):
+        return _sparse_rows(np.asarray(maps.data), keep)
+    data = as_dask(maps).rechunk({0: -1, 1: -1, 2: -1})
+    shared = dask.delayed(keep, pure=True, traverse=False)
+    parts = [dask.delayed(_sparse_rows, pure=True)(block, shared) for block in data.to_delayed().ravel()]
+    (rows,) = dask.compute(parts)
     return sp.vstack(rows, format="csr")
+
+
+def _sparse_rows(block: np.ndarray, keep: np.ndarray | None) -> sp.csr_matrix:
+    """A ``(i, j, k, map)`` block as sparse ``(map, voxel)`` rows (non-finite and outside ``keep``: 0)."""
+    values = finite(volumes_matrix(np.asarray(block)))
+    if keep is not None:
+        values = values * keep[:, None]
+    return sp.csr_matrix(values.T)
 
 
 def maps_operator(matrix: sp.csr_matrix, maps_dtype, keep_empty: bool) -> tuple[LinearOperator, np.ndarray]:

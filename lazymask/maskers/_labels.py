@@ -381,9 +381,9 @@ class NiftiLabelsMasker(RegionMasker):
 
     @classmethod
     def _parameters_from_arrays(cls, arrays: dict[str, xr.DataArray]) -> dict:
-        """The names as fitted (``lut`` from its stored array, never a path read from the store)."""
+        """The names as fitted: ``lut`` from its stored array, never a path read from the store's attributes."""
         if "lut" not in arrays:
-            return {}
+            return {"lut": None}
         stored = arrays["lut"]
         lut = pd.DataFrame({"index": np.asarray(stored.values), "name": np.asarray(stored["name"].values)})
         return {"lut": lut, "labels": None}

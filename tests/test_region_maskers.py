@@ -411,6 +411,14 @@ def test_transform_on_another_grid_builds_for_that_call_only(run, labels_img):
         {name: value for name, (value, _) in before.items()}
 
 
+def test_labels_region_atlas_matches_nilearn(run, labels_img, brain_mask):
+    ours = NiftiLabelsMasker(labels_img, mask_img=brain_mask).fit(run)
+    reference = nm.NiftiLabelsMasker(labels_img, mask_img=brain_mask).fit(run)
+    reference.transform(run)  # nilearn sets region_atlas_ at transform; lazymask at fit
+    assert ours.region_atlas_.dtype == np.int32
+    np.testing.assert_array_equal(ours.region_atlas_.values, np.asarray(reference.region_atlas_.dataobj))
+
+
 # -- nilearn 0.14's deprecated keep_masked_* options ------------------------------------------------------
 def test_keep_masked_labels_matches_nilearn(run, labels_img):
     values = np.asarray(labels_img.dataobj)

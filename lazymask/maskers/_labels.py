@@ -178,6 +178,9 @@ class NiftiLabelsMasker(RegionMasker):
     ----------
     labels_img_, mask_img_ : xarray.DataArray
         The atlas and mask on the grid of extraction.
+    region_atlas_ : xarray.DataArray or None
+        The labels after ``mask_img`` (int32) on the grid of extraction; None until that grid
+        is known (``resampling_target="data"`` fitted without images).
     lut_ : pandas.DataFrame
         The look-up table of the atlas; ``labels_``, ``region_names_``, ``region_ids_``,
         ``n_elements_`` describe the regions extracted (after the mask), fixed at fit.
@@ -264,6 +267,7 @@ class NiftiLabelsMasker(RegionMasker):
         self.mask_img_ = None if mask is None else mask_dataarray(mask[0], mask[1], name="mask_img")
         self._fit_extraction(imgs, reference)
         self._lut_ = self._effective_lut(None if self._extraction_ is None else self._extraction_.ids)
+        self.region_atlas_ = None if self._extraction_ is None else self._region_atlas(self._extraction_)
 
     def _resample_labels(self, values, affine, grid: Grid, when="fit"):
         before = set(np.unique(values).tolist())
@@ -298,6 +302,13 @@ class NiftiLabelsMasker(RegionMasker):
         if self.keep_masked_labels:
             warn_keep_masked_labels(stacklevel=5)
         return super()._extract(img4d)
+
+    def _region_atlas(self, extraction: Extraction) -> xr.DataArray:
+        """nilearn's ``region_atlas_``: the labels after the mask (int32) on the grid of extraction."""
+        operator, grid = extraction.operator, extraction.grid
+        flat = np.full(int(np.prod(grid.shape)), self.background_label, dtype=np.int32)
+        flat[operator.voxels] = operator.present[operator.codes]
+        return image_dataarray(flat.reshape(grid.shape, order="F"), grid.affine, name="region_atlas")
 
     def _effective_lut(self, ids) -> pd.DataFrame:
         """nilearn's ``_lut_``: the fitted table restricted to the regions extracted (all when unknown)."""

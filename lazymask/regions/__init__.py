@@ -7,7 +7,13 @@ operator built once from the spatial definition, :func:`region_signals` to apply
 an expansion and :func:`signals_to_image` for the way back).
 """
 
-from lazymask.regions._labels import label_values, labels_expansion, labels_operator, mask_labels, warn_keep_masked_labels
+from lazymask.regions._labels import (
+    label_values,
+    labels_expansion,
+    labels_operator,
+    mask_labels,
+    warn_keep_masked_labels,
+)
 from lazymask.regions._maps import (
     MAPS_PER_READ,
     maps_expansion,

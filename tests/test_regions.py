@@ -9,7 +9,6 @@ import nilearn.regions as nr
 import numpy as np
 import pytest
 import xarray as xr
-from scipy import ndimage
 
 from lazymask import regions
 from lazymask.exceptions import ImageMismatchError, ParameterError
@@ -26,9 +25,9 @@ def run():
 
 @pytest.fixture(scope="module")
 def labels_img(run):
-    rng = np.random.default_rng(8)
-    values = ndimage.zoom(rng.integers(0, 6, (3, 4, 3)), (4, 3.5, 10 / 3), order=0)[:12, :14, :10]
-    return nib.Nifti1Image(values.astype(np.int16), run.affine)
+    """Blocks of 4x4x4 voxels with labels 0-5 (0 is the background)."""
+    blocks = np.random.default_rng(8).integers(0, 6, (3, 4, 3)).astype(np.int16)
+    return nib.Nifti1Image(blocks.repeat(4, 0).repeat(4, 1).repeat(4, 2)[:12, :14, :10], run.affine)
 
 
 @pytest.fixture(scope="module")
@@ -42,17 +41,14 @@ def mask_img(labels_img):
 
 @pytest.fixture(scope="module")
 def maps_img(run):
-    rng = np.random.default_rng(2)
-    maps = np.zeros((*SHAPE, 5), np.float32)
-    for k in range(5):
-        point = np.zeros(SHAPE)
-        point[tuple(rng.integers(3, 9, 3))] = 1
-        blob = ndimage.gaussian_filter(point, 1.5)
-        blob[blob < 0.1 * blob.max()] = 0
-        maps[..., k] = blob / blob.max()
-    maps[..., 4] = 0
-    maps[:2, :, :, 4] = 1.0  # map 4 lies where the mask is 0
-    return nib.Nifti1Image(maps, run.affine)
+    """4 overlapping Gaussian blobs (truncated at 10 % of their peak) and a map where the mask is 0."""
+    centres = np.random.default_rng(2).integers(3, 9, (4, 3))
+    voxels = np.stack(np.indices(SHAPE), axis=-1)[..., None, :]  # (i, j, k, 1, 3)
+    blobs = np.exp(-((voxels - centres) ** 2).sum(axis=-1) / (2 * 1.5**2))
+    blobs[blobs < 0.1] = 0
+    outside = np.zeros((*SHAPE, 1))
+    outside[:2] = 1.0  # map 4 lies where the mask is 0
+    return nib.Nifti1Image(np.concatenate([blobs, outside], axis=-1).astype(np.float32), run.affine)
 
 
 def close(ours, reference):

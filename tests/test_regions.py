@@ -194,3 +194,18 @@ def test_sphere_operator_averages_the_sphere():
     members = membership.toarray()[0].reshape((5, 5, 5), order="F")
     assert members.sum() == 7  # the centre and its 6 neighbours at 2 mm
     np.testing.assert_allclose(operator(volume), volume[members].mean(axis=0)[:, None])  # (time, seed)
+
+
+@pytest.mark.parametrize(("chunks", "scheduler"), [(1, "threads"), (4, "sync"), (9, "processes")])
+def test_same_results_for_any_chunking_and_scheduler(run, labels_img, maps_img, chunks, scheduler):
+    from lazymask.io import open_nifti
+
+    image = open_nifti(run, chunks={"time": chunks})
+    labels, _, _ = regions.img_to_signals_labels(image, labels_img, strategy="median")
+    maps, _ = regions.img_to_signals_maps(image, maps_img)
+    assert labels.data.chunks[0] == image.data.chunks[3]
+    whole_labels, _, _ = regions.img_to_signals_labels(run, labels_img, strategy="median")
+    whole_maps, _ = regions.img_to_signals_maps(run, maps_img)
+    np.testing.assert_array_equal(labels.compute(scheduler=scheduler).values, whole_labels.values)
+    np.testing.assert_array_equal(maps.compute(scheduler=scheduler).values, whole_maps.values)
+    close(whole_maps.values, nr.img_to_signals_maps(run, maps_img)[0])

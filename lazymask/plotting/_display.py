@@ -188,13 +188,6 @@ class Display:
 
         plt.close(self.figure)
 
-    def _repr_png_(self):
-        import io
-
-        buffer = io.BytesIO()
-        self.savefig(buffer)
-        return buffer.getvalue()
-
 
 def _padded_centres(volume: Volume, axis: int) -> np.ndarray:
     centres = volume.voxel_centres(axis)

@@ -199,3 +199,26 @@ def test_high_variance_confounds_equals_nilearn(run_path, use_mask):
     # singular vectors: equal up to sign
     signs = np.sign((computed * theirs).sum(axis=0))
     np.testing.assert_allclose(computed * signs, theirs, rtol=1e-3, atol=1e-4)
+
+
+# -- handing lazymask images to nilearn ------------------------------------------------------------
+def test_to_nibabel_images_are_accepted_by_nilearn(run_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import lazymask
+    from lazymask.maskers import NiftiMasker
+
+    nilearn_plotting = pytest.importorskip("nilearn.plotting")
+    run = lazymask.open_nifti(run_path)
+    masker = NiftiMasker(mask_strategy="epi").fit(run)
+    mean = image.mean_img(run)
+    mask_nib, mean_nib, run_nib = (lazymask.to_nibabel(x) for x in (masker.mask_img_, mean, run))
+    assert isinstance(mask_nib, nib.Nifti1Image) and mask_nib.get_data_dtype() in (np.int8, np.uint8)
+    display = nilearn_plotting.plot_roi(mask_nib, mean_nib, title="lazymask mask in nilearn")
+    display.close()
+    first = nilearn_image.index_img(run_nib, slice(0, 20))
+    assert first.shape == (8, 9, 7, 20) and first.header.get_zooms()[3] == 2.0
+    np.testing.assert_allclose(nilearn_image.mean_img(run_nib).get_fdata(), mean.values, rtol=1e-5)
+    np.testing.assert_array_equal(masker.mask_img_.nifti.to_nibabel().get_fdata(), mask_nib.get_fdata())
+    np.testing.assert_array_equal(nilearn_masking.compute_epi_mask(run_nib).get_fdata(), mask_nib.get_fdata())

@@ -44,9 +44,14 @@ def test_plot_roi_cuts_through_the_roi_with_labels_and_outline(cube_mask):
     assert sagittal == ["x=-8"]  # no L/R on a sagittal view
     assert coronal == ["y=-6", "L", "R"] and axial[0] == "z=7" and axial[1:] == ["L", "R"]
     for ax in display.axes:
-        assert any(isinstance(c, ContourSet) or type(c).__name__ == "ContourSet" for c in ax.collections + ax.get_children()), "no ROI outline"
+        assert any(isinstance(c, ContourSet) for c in ax.get_children()), "no ROI outline"
         assert any(isinstance(i, AxesImage) for i in ax.images), "no filled ROI"
         assert len(ax.lines) == 2  # the cross
+    outline = next(c for c in display.axes[2].get_children() if isinstance(c, ContourSet))
+    vertices = np.concatenate([path.vertices for path in outline.get_paths()])
+    # the outline runs along the voxels' edges: i 4..8 -> x -13..-3 mm, j 10..14 -> y -11..-1 mm
+    np.testing.assert_allclose([vertices[:, 0].min(), vertices[:, 0].max()], [-13, -3])
+    np.testing.assert_allclose([vertices[:, 1].min(), vertices[:, 1].max()], [-11, -1])
     assert any(t.get_text() == "a cube" for t in display.figure.texts)
     assert display.figure.get_facecolor()[:3] == (0, 0, 0)
 

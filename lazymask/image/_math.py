@@ -23,6 +23,7 @@ from scipy import ndimage
 
 from lazymask.exceptions import ParameterError
 from lazymask.image._inputs import as_image
+from lazymask.image._resample import resample_img
 from lazymask.io import Grid, get_affine, get_t_r, image_dataarray
 
 __all__ = ["math_img", "threshold_img"]
@@ -195,8 +196,6 @@ def threshold_img(img, threshold, cluster_threshold: int = 0, two_sided: bool = 
     if mask_img is not None:
         mask = as_image(mask_img, "mask_img", ndim=(3,))
         if not Grid.of(mask).same_as(Grid.of(image)):
-            from lazymask.image._resample import resample_img
-
             mask = resample_img(mask, target_affine=get_affine(image), target_shape=image.shape[:3],
                                 interpolation="nearest")
         inside = da.asarray(mask.data) != 0

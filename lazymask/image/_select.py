@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -22,6 +23,7 @@ import xarray as xr
 
 from lazymask.exceptions import DimensionError, ParameterError
 from lazymask.image._inputs import as_image
+from lazymask.image._resample import resample_to_img
 from lazymask.io import Grid, get_affine, get_t_r, image_dataarray, open_nifti
 
 __all__ = ["concat_imgs", "index_img", "iter_img", "load_img", "new_img_like"]
@@ -63,8 +65,6 @@ def load_img(img, wildcards: bool = True, dtype=None) -> xr.DataArray:
     (('i', 'j', 'k'), dtype('int32'))
     """
     if not wildcards and isinstance(img, str) and any(c in img for c in "*?["):
-        from pathlib import Path
-
         img = Path(img)  # open_nifti expands globs in strings only
     image = open_nifti(img)
     target = _target_dtype(image.dtype, dtype)
@@ -191,8 +191,6 @@ def concat_imgs(niimgs, dtype=np.float32, ensure_ndim=None, memory=None, memory_
             )
     first_grid = Grid.of(images[0])
     if auto_resample:
-        from lazymask.image._resample import resample_to_img
-
         images = [images[0]] + [img if Grid.of(img).same_as(first_grid) else resample_to_img(img, images[0])
                                 for img in images[1:]]
     for position, image in enumerate(images[1:], start=1):

@@ -3,7 +3,8 @@
 Contract
 --------
 * A :class:`Display` holds one matplotlib axes per cut (``display_mode`` ``"ortho"``: sagittal,
-  coronal, axial; ``"x"``/``"y"``/``"z"``: several parallel cuts; ``"xz"``, ``"yz"``, ``"yx"``), sized by the world extent of the first image drawn.
+  coronal, axial; ``"x"``/``"y"``/``"z"``: several parallel cuts; ``"xz"``, ``"yz"``, ``"yx"``),
+  framed by the world extent of its frame (the background, else the image drawn).
 * Images are reoriented to RAS (axis swaps and flips only, :class:`lazymask.reporting.Volume`) and
   placed in world millimetres, so images on different grids line up. Views are neurological (left
   on the left) unless ``radiological``; sagittal views have anterior on the right.
@@ -17,7 +18,9 @@ from __future__ import annotations
 import numpy as np
 from matplotlib import colormaps
 from matplotlib import colors as mcolors
+from matplotlib.cm import ScalarMappable
 
+from lazymask.exceptions import ParameterError
 from lazymask.reporting import Volume
 
 # axis the cut is perpendicular to -> the (horizontal, vertical) axes of the view
@@ -32,10 +35,8 @@ _CUT_HEIGHT_INCHES = 2.6
 def display_letters(display_mode: str) -> str:
     """The cut directions of ``display_mode`` (``"xyz"`` for ortho)."""
     if display_mode not in _MODE_LETTERS:
-        from lazymask.exceptions import ParameterError
-
-        raise ParameterError(f"display_mode={display_mode!r}: expected one of {list(DISPLAY_MODES)} "
-                             "('tiled' and 'mosaic' are not supported: use 'ortho', or 'x', 'y' or 'z' with several cut_coords).")
+        raise ParameterError(f"display_mode={display_mode!r}: expected one of {list(DISPLAY_MODES)} ('tiled' "
+                             "and 'mosaic' are not supported: use 'ortho', or 'x', 'y' or 'z' with several cut_coords).")
     return _MODE_LETTERS[display_mode]
 
 
@@ -163,8 +164,6 @@ class Display:
 
     def _draw_colorbar(self) -> None:
         cmap, norm, threshold = self._mappable
-        from matplotlib.cm import ScalarMappable
-
         bar = self.figure.add_axes((0.885, 0.08, 0.018, 0.84))
         bar.set_label("colorbar")
         colorbar = self.figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=bar,

@@ -9,9 +9,11 @@ images); a lazy image is computed here, once (a 3D image is small). Figures are 
 from __future__ import annotations
 
 import numpy as np
+from matplotlib import colormaps
 
-from lazymask.exceptions import DimensionError, ParameterError
+from lazymask.exceptions import DimensionError, ImageFileNotFoundError, ParameterError
 from lazymask.io import get_affine, open_nifti
+from lazymask.masking import load_template
 from lazymask.plotting._cuts import resolve_cuts
 from lazymask.plotting._display import Display, display_letters, figure_size
 from lazymask.reporting import Volume
@@ -42,9 +44,6 @@ def _background(bg_img) -> Volume | None:
     if bg_img is None or bg_img is False:
         return None
     if isinstance(bg_img, str) and bg_img == MNI152TEMPLATE:
-        from lazymask.exceptions import ImageFileNotFoundError
-        from lazymask.masking import load_template
-
         try:
             values, affine = load_template("whole-brain")
         except ImageFileNotFoundError:
@@ -275,8 +274,6 @@ def plot_roi(roi_img, bg_img=MNI152TEMPLATE, cut_coords=None, output_file=None, 
     if view_type == "continuous":
         display.add_image(roi, cmap=cmap, vmin=low, vmax=high, threshold=threshold, alpha=alpha,
                           colorbar=_is_labels(roi))
-    from matplotlib import colormaps
-
     colour_map = colormaps[cmap] if isinstance(cmap, str) else cmap
     outline = colour_map((max(threshold, 1.0) - low) / (high - low) if high > low else 1.0)
     display.add_contours(_binary(roi, threshold), levels=(0.5,), colors=[outline],

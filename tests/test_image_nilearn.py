@@ -222,3 +222,28 @@ def test_to_nibabel_images_are_accepted_by_nilearn(run_path):
     np.testing.assert_allclose(nilearn_image.mean_img(run_nib).get_fdata(), mean.values, rtol=1e-5)
     np.testing.assert_array_equal(masker.mask_img_.nifti.to_nibabel().get_fdata(), mask_nib.get_fdata())
     np.testing.assert_array_equal(nilearn_masking.compute_epi_mask(run_nib).get_fdata(), mask_nib.get_fdata())
+
+
+def test_image_imports_no_higher_layer_and_lazymask_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, lazymask, lazymask.image; "
+            "loaded = [m for m in ('lazymask.signal', 'lazymask.masking', 'lazymask.maskers', 'sklearn', "
+            "'matplotlib', 'lazymask.plotting') if m in sys.modules]; print(loaded)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("chunks", [1, 7, -1])
+def test_results_do_not_depend_on_chunking(run_path, chunks):
+    import lazymask
+
+    run = lazymask.open_nifti(run_path, chunks=chunks)
+    reference = lazymask.open_nifti(run_path)
+    for function in (lambda img: image.clean_img(img, standardize="zscore_sample"),
+                     lambda img: image.threshold_img(img, "90%", cluster_threshold=2),
+                     lambda img: image.math_img("img - np.mean(img, axis=-1, keepdims=True)", img=img),
+                     lambda img: image.concat_imgs([image.index_img(img, slice(0, 5)), img])):
+        # float32 sums in another order: atol 1e-3 on values of ~1000
+        np.testing.assert_allclose(function(run).values, function(reference).values, rtol=1e-5, atol=1e-3)

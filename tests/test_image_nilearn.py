@@ -172,9 +172,13 @@ def test_threshold_img_4d_and_bad_thresholds(run):
     {"detrend": False, "standardize": "zscore_sample"},
     {"standardize": False, "low_pass": 0.1, "high_pass": 0.01, "t_r": 2.0},
     {"use_mask": True},
+    {"confounds": "random", "standardize": "zscore_sample"},
+    {"clean__sample_mask": np.flatnonzero(np.arange(40) % 4 != 0), "standardize": False},  # nilearn: indices only
 ])
 def test_clean_img_is_lazy_and_equals_nilearn(run_path, kwargs):
     kwargs = dict(kwargs)
+    if isinstance(kwargs.get("confounds"), str):
+        kwargs["confounds"] = np.random.default_rng(0).standard_normal((40, 3))
     if kwargs.pop("use_mask", False):
         kwargs["mask_img"] = nilearn_masking.compute_epi_mask(run_path)
     with raise_if_dask_computes(), count_voxel_reads() as reads:
@@ -247,3 +251,12 @@ def test_results_do_not_depend_on_chunking(run_path, chunks):
                      lambda img: image.concat_imgs([image.index_img(img, slice(0, 5)), img])):
         # float32 sums in another order: atol 1e-3 on values of ~1000
         np.testing.assert_allclose(function(run).values, function(reference).values, rtol=1e-5, atol=1e-3)
+
+
+def test_clean_img_boolean_sample_mask_keeps_the_kept_volumes(run_path):
+    """nilearn 0.14 crashes on a boolean ``clean__sample_mask`` (it reshapes to the mask's length)."""
+    keep = np.arange(40) % 4 != 0
+    ours = image.clean_img(run_path, standardize=False, clean__sample_mask=keep)
+    theirs = nilearn_image.clean_img(run_path, standardize=False, clean__sample_mask=np.flatnonzero(keep))
+    assert ours.shape == (8, 9, 7, 30)
+    np.testing.assert_allclose(ours.values, theirs.get_fdata(), rtol=1e-4, atol=1e-4)

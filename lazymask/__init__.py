@@ -2,11 +2,12 @@
 
 Images open lazily (:func:`open_nifti`, :func:`open_zarr`) as xarray DataArrays backed by dask;
 :mod:`lazymask.masking`, :mod:`lazymask.signal` and :mod:`lazymask.maskers` compute what nilearn
-computes, chunk by chunk, and results persist to zarr (:func:`to_zarr`).
+computes, chunk by chunk, and results persist to zarr (:func:`to_zarr`). :func:`to_nibabel` hands
+an image (a mean, a mask, a run) to nibabel and nilearn.
 """
 
 from lazymask.exceptions import LazymaskError
-from lazymask.io import open_nifti, open_zarr, to_nifti, to_zarr
+from lazymask.io import open_nifti, open_zarr, to_nibabel, to_nifti, to_zarr
 
 __version__ = "0.1.0.dev0"
 
@@ -28,6 +29,7 @@ __all__ = [
     "open_signals",
     "open_zarr",
     "save_signals",
+    "to_nibabel",
     "to_nifti",
     "to_zarr",
 ]

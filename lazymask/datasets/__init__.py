@@ -5,8 +5,10 @@ Examples
 >>> from lazymask.datasets import load_demo
 >>> demo = load_demo()   # doctest: +SKIP
 >>> demo.func, demo.confounds, demo.atlas, demo.atlas_lut, demo.t_r   # doctest: +SKIP
+>>> masked, raw = make_masked_epi(), make_raw_epi()   # two small runs (nibabel images)  # doctest: +SKIP
 """
 
 from lazymask.datasets._demo import DemoRun, load_demo
+from lazymask.datasets._epi import make_masked_epi, make_raw_epi
 
-__all__ = ["DemoRun", "load_demo"]
+__all__ = ["DemoRun", "load_demo", "make_masked_epi", "make_raw_epi"]

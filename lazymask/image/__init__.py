@@ -1,7 +1,29 @@
-"""Operations on image DataArrays: mean, smoothing, resampling (lazy, blockwise over time)."""
+"""Operations on image DataArrays, lazy and blockwise over time: nilearn's ``image`` functions.
 
+Mean, smoothing, resampling, selection (``index_img``, ``iter_img``), concatenation, voxel-wise
+arithmetic (``math_img``, ``threshold_img``) and the cleaning front ends (``clean_img``,
+``high_variance_confounds``, which load :mod:`lazymask.signal` when called).
+"""
+
+from lazymask.image._math import math_img, threshold_img
 from lazymask.image._mean import mean_img
 from lazymask.image._resample import resample_img, resample_to_img
+from lazymask.image._select import concat_imgs, index_img, iter_img, load_img, new_img_like
+from lazymask.image._signal_images import clean_img, high_variance_confounds
 from lazymask.image._smooth import smooth_img
 
-__all__ = ["mean_img", "resample_img", "resample_to_img", "smooth_img"]
+__all__ = [
+    "clean_img",
+    "concat_imgs",
+    "high_variance_confounds",
+    "index_img",
+    "iter_img",
+    "load_img",
+    "math_img",
+    "mean_img",
+    "new_img_like",
+    "resample_img",
+    "resample_to_img",
+    "smooth_img",
+    "threshold_img",
+]

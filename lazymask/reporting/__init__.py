@@ -5,6 +5,7 @@ The builders take plain data (numpy arrays, 4x4 affines, dicts of parameters) an
 """
 
 from lazymask.reporting._builders import labels_report, maps_report, mask_report, spheres_report
+from lazymask.reporting._figures import Volume  # the geometry of a drawn volume, reused by lazymask.plotting
 from lazymask.reporting._report import Report
 
-__all__ = ["Report", "labels_report", "maps_report", "mask_report", "spheres_report"]
+__all__ = ["Report", "Volume", "labels_report", "maps_report", "mask_report", "spheres_report"]

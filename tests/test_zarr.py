@@ -13,7 +13,13 @@ import xarray as xr
 import zarr
 
 import lazymask
-from lazymask.exceptions import CorruptImageError, ImageFileNotFoundError, NotNiftiError, ParameterError
+from lazymask.exceptions import (
+    CorruptImageError,
+    ImageFileNotFoundError,
+    NotNiftiError,
+    ParameterError,
+    UnsafeTargetError,
+)
 from lazymask.io._zarr import (
     CHUNK_BYTES,
     array_chunks,
@@ -102,7 +108,8 @@ def test_image_store_follows_nifti_zarr(tmp_path, nifti_path):
     assert level0.shape == (N_VOLUMES, *SHAPE[::-1])
     assert level0.metadata.dimension_names == ("t", "z", "y", "x")
     np.testing.assert_array_equal(level0[:], np.asanyarray(nib.load(nifti_path).dataobj).transpose())
-    codec = level0.metadata.to_dict()["codecs"][-1]
+    codec, checksum = level0.metadata.to_dict()["codecs"][-2:]
+    assert checksum["name"] == "crc32c"  # a checksum per chunk, after the compressor
     assert codec["name"] == "blosc" and codec["configuration"]["cname"] == "zstd"
     assert codec["configuration"]["clevel"] == 1 and codec["configuration"]["shuffle"] == "shuffle"
     # the binary NIfTI header, as uint8 bytes, parses to the same grid
@@ -127,10 +134,10 @@ def test_image_chunks_hold_whole_volumes_of_about_chunk_bytes():
     assert array_chunks((150, 3), 8, ()) == (150, 3)
 
 
-def test_large_image_is_stored_in_several_time_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr("lazymask.io._zarr.CHUNK_BYTES", 8 * int(np.prod(SHAPE)) * 2)
-    to_zarr(lazymask.open_nifti(lazymask.io.image_dataarray(
-        np.zeros((*SHAPE, 30), "int16"), np.eye(4))), tmp_path / "s.zarr")
+def test_large_image_is_stored_in_several_time_chunks(tmp_path):
+    with lazymask.config.set(zarr_chunk_bytes=8 * int(np.prod(SHAPE)) * 2):
+        to_zarr(lazymask.open_nifti(lazymask.io.image_dataarray(
+            np.zeros((*SHAPE, 30), "int16"), np.eye(4))), tmp_path / "s.zarr")
     assert zarr.open_array(tmp_path / "s.zarr", path="0", mode="r").chunks == (8, *SHAPE[::-1])
     assert open_zarr(tmp_path / "s.zarr").chunks[3] == (8, 8, 8, 6)
 
@@ -217,9 +224,9 @@ def test_interrupted_write_leaves_nothing_open_zarr_accepts(tmp_path, nifti_path
     with pytest.raises(RuntimeError, match="worker lost"):
         to_zarr(_broken(obj, axis), memory, group="run-1")
     assert not is_complete(memory, "run-1")
-    with pytest.raises(CorruptImageError, match="did not finish"):
-        open_zarr(memory, group="run-1")
-    to_zarr(obj, memory, group="run-1")  # a re-run replaces the incomplete group
+    with pytest.raises(ImageFileNotFoundError, match="no such store or group"):
+        open_zarr(memory, group="run-1")  # staged under another name: nothing published
+    to_zarr(obj, memory, group="run-1")
     assert is_complete(memory, "run-1")
 
 
@@ -234,10 +241,13 @@ def test_interrupted_overwrite_keeps_the_complete_group(tmp_path, nifti_path):
 
 
 def test_killed_write_is_refused_and_cleaned_up(tmp_path):
-    with staged_group(tmp_path / "s.zarr") as staged:  # what a process killed mid-write leaves
+    to_zarr(_region_signals(), tmp_path / "s.zarr")
+    with staged_group(tmp_path / "s.zarr", overwrite=True) as staged:  # what a killed process leaves
         killed = tmp_path / ".s.zarr.lazymask-tmp-killed"
         shutil.copytree(staged.store, killed)
-    with pytest.raises(CorruptImageError, match="did not finish"):
+        staged.open().attrs.update({"lazymask": json.loads((tmp_path / "s.zarr" / "zarr.json").read_text())[
+            "attributes"]["lazymask"]})
+    with pytest.raises(CorruptImageError, match="did not finish|not complete"):
         open_zarr(killed)
     assert not is_complete(killed)
     to_zarr(_region_signals(), tmp_path / "s.zarr", overwrite=True)
@@ -253,7 +263,7 @@ def test_one_group_per_run_skips_complete_groups(tmp_path):
     assert not is_complete(tmp_path / "archive.zarr", "sub-01/run-3")
     assert sorted(zarr.open_group(tmp_path / "archive.zarr", path="sub-01", mode="r").group_keys()) == [
         "run-1", "run-2"]
-    with pytest.raises(ParameterError, match="overwrite=True"):
+    with pytest.raises(UnsafeTargetError, match="already holds a complete lazymask.*overwrite=True"):
         to_zarr(signals, tmp_path / "archive.zarr", group="sub-01/run-1")
     to_zarr(signals * 2, tmp_path / "archive.zarr", group="sub-01/run-1", overwrite=True)
     np.testing.assert_array_equal(open_zarr(tmp_path / "archive.zarr", group="sub-01/run-1"), signals * 2)

@@ -15,12 +15,13 @@ from lazymask.io._meta import (
 )
 from lazymask.io._nifti import open_nifti
 from lazymask.io._write import to_nibabel, to_nifti
-from lazymask.io._staging import check_target
+from lazymask.io._staging import Found, check_target, staged_path
 from lazymask.io._zarr import (
     StagedGroup,
     is_complete,
     normalise_group,
     open_zarr,
+    inspect_store,
     read_group_metadata,
     staged_group,
     to_zarr,
@@ -47,9 +48,12 @@ __all__ = [
     "to_zarr",
     "verify",
     "check_target",
+    "staged_path",
+    "Found",
     "staged_group",
     "StagedGroup",
     "write_member",
     "read_group_metadata",
+    "inspect_store",
     "normalise_group",
 ]

@@ -197,7 +197,7 @@ def _remove(path: Path) -> None:
 @contextlib.contextmanager
 def staged_path(target: Path, *, kind: str, overwrite: bool, inspect: Callable[[Path], Found],
                 mark_complete: Callable[[Path], None] | None = None, directory: bool,
-                describe: str | None = None) -> Iterator[Path]:
+                describe: str | None = None, create: bool | None = None) -> Iterator[Path]:
     """Stage the write of a file or directory ``target``: yield the staging path, publish at the end.
 
     The target is inspected and the rule applied (:func:`check_target`) before anything is
@@ -222,6 +222,9 @@ def staged_path(target: Path, *, kind: str, overwrite: bool, inspect: Callable[[
         Whether the result is a directory (else a regular file).
     describe : str, optional
         How to name the target in messages (default: its path).
+    create : bool, optional
+        Create the staging directory before the block (default: ``directory``); pass False when
+        the block's writer creates it itself.
 
     Yields
     ------
@@ -242,7 +245,7 @@ def staged_path(target: Path, *, kind: str, overwrite: bool, inspect: Callable[[
     replace = check_target(shown, inspect(target), kind=kind, overwrite=overwrite)
     staging = target.with_name(staging_name(target.name))
     try:
-        if directory:
+        if directory if create is None else create:
             staging.mkdir()
         yield staging
         if mark_complete is not None:

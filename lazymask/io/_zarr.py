@@ -1200,3 +1200,42 @@ def read_group_metadata(store, group: str | None = None, *, kind: str) -> dict:
                 f"{where}: its member group {name!r} was recorded when the group was written but is missing."
             )
     return opened.meta
+
+
+def inspect_store(path, kind: str = "signals") -> Found:
+    """What is at ``path``, for a writer that replaces a whole lazymask store (the command line).
+
+    Complete: a complete lazymask group of ``kind`` ("signals" or "array"), or a lazymask root
+    whose groups are all complete lazymask groups (an archive, a store of one group per run),
+    holding no file lazymask did not write. Anything else is "other" (refused by
+    :func:`lazymask.io.check_target`).
+
+    Examples
+    --------
+    >>> inspect_store("out.zarr").state                             # doctest: +SKIP
+    <State.COMPLETE: 'complete'>
+    """
+    path = Path(path)
+    found = _inspect_local(path, _FAMILY[kind], KIND_NAMES[kind])
+    if found.state is not State.OTHER or not path.is_dir() or not (path / "zarr.json").is_file():
+        return found
+    try:
+        attrs = _attributes(read_metadata_document(str(path), "", str(path)), str(path))
+    except CorruptStoreError:
+        return found
+    if ROOT_ATTR not in attrs:
+        return found
+    foreign = _foreign_entries(path)
+    if foreign:
+        return Found.other(f"a lazymask store with files lazymask did not write inside ({', '.join(foreign)})")
+    incomplete = [name for name in _child_groups(str(path), "", str(path))
+                  if not is_complete(str(path), name) and not _only_groups_below(path / name)]
+    if incomplete:
+        return Found.other(f"a lazymask store whose groups {incomplete[:3]} are not complete")
+    return Found.complete("a complete lazymask store")
+
+
+def _only_groups_below(path: Path) -> bool:
+    """An intermediate group (``sub-01`` in ``sub-01/run-1``) whose groups are all complete."""
+    children = _child_groups(str(path), "", str(path))
+    return bool(children) and all(is_complete(str(path), c) or _only_groups_below(path / c) for c in children)

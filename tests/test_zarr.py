@@ -308,3 +308,53 @@ def test_chunk_and_scheduler_invariance(tmp_path, nifti_path):
                 signals = open_zarr(store, group="signals").values
             np.testing.assert_array_equal(back, reference)
             np.testing.assert_array_equal(signals, _voxel_signals().values)
+
+
+# -- NIfTI-Zarr stores from other tools (niizarr) -------------------------------------------------
+@pytest.mark.parametrize("ndim", [3, 4])
+def test_reads_nifti_zarr_written_by_niizarr(tmp_path, ndim):
+    niizarr = pytest.importorskip("niizarr")
+    rng = np.random.default_rng(5)
+    shape = (9, 10, 11, 6)[:ndim]
+    affine = np.array([[2.0, 0, 0, -10], [0, 2.5, 0, 4], [0, 0, 3.0, 7], [0, 0, 0, 1]])
+    image = nib.Nifti1Image(rng.integers(0, 500, size=shape).astype("int16"), affine)
+    image.header.set_slope_inter(0.5, 3.0)  # scaling comes from the header
+    if ndim == 4:
+        image.header.set_zooms((2.0, 2.5, 3.0, 1.25))
+        image.header.set_xyzt_units("mm", "sec")
+    nib.save(image, tmp_path / "a.nii.gz")
+    niizarr.nii2zarr(str(tmp_path / "a.nii.gz"), str(tmp_path / "a.nii.zarr"))
+    before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "a.nii.zarr").rglob("*"))
+    with raise_if_dask_computes():
+        img = open_zarr(tmp_path / "a.nii.zarr")
+        via_open_nifti = lazymask.open_nifti(tmp_path / "a.nii.zarr")
+    expected = np.asanyarray(nib.load(tmp_path / "a.nii.gz").dataobj)  # scaled as nibabel scales
+    assert img.dims == (IMAGE_DIMS := ("i", "j", "k", "time")[:ndim]) and via_open_nifti.dims == IMAGE_DIMS
+    assert img.dtype == expected.dtype
+    np.testing.assert_array_equal(img.values, expected)
+    np.testing.assert_array_equal(via_open_nifti.values, expected)
+    np.testing.assert_array_equal(img.nifti.affine, affine)
+    if ndim == 4:
+        assert img.attrs["t_r"] == 1.25
+        assert img.chunks[:3] == tuple((n,) for n in shape[:3])  # whole volumes per chunk
+    assert lazymask.io.verify(tmp_path / "a.nii.zarr")["groups"] == 1
+    after = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "a.nii.zarr").rglob("*"))
+    assert after == before  # a foreign store is opened read-only: nothing written, nothing touched
+    with pytest.raises(UnsafeTargetError, match="lazymask did not write"):
+        to_zarr(img, tmp_path / "a.nii.zarr", overwrite=True)  # and never replaced
+
+
+def test_niizarr_reads_lazymask_images_and_round_trips(tmp_path, nifti_path):
+    niizarr = pytest.importorskip("niizarr")
+    img = _image(nifti_path)
+    to_zarr(img, tmp_path / "ours.nii.zarr")
+    theirs = niizarr.zarr2nii(str(tmp_path / "ours.nii.zarr"))
+    reference = nib.load(nifti_path)
+    np.testing.assert_array_equal(np.asanyarray(theirs.dataobj), np.asanyarray(reference.dataobj))
+    np.testing.assert_array_equal(theirs.header.get_best_affine(), reference.affine)  # their affine: the header
+    # theirs -> ours -> theirs: their writer on our image, read back by us
+    nib.save(theirs, tmp_path / "theirs.nii.gz")
+    niizarr.nii2zarr(str(tmp_path / "theirs.nii.gz"), str(tmp_path / "theirs.nii.zarr"))
+    back = open_zarr(tmp_path / "theirs.nii.zarr")
+    np.testing.assert_array_equal(back.values, img.values)
+    np.testing.assert_array_equal(back.nifti.affine, img.nifti.affine)

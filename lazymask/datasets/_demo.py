@@ -26,7 +26,7 @@ import nibabel as nib
 import numpy as np
 
 from lazymask.exceptions import UnsafeTargetError
-from lazymask.io import Found, staged_path
+from lazymask.io import Found, found_unless, staged_path
 from lazymask.datasets._atlas import ATLAS_NAMES, atlas_labels
 from lazymask.datasets._synthetic import CSF, GREY, MOTION_COLUMNS, WHITE, demo_grid, framewise_displacement, synthetic_run
 
@@ -184,10 +184,9 @@ def _generate_into_place(directory: Path) -> None:
 
 def _inspect_cache(path: Path) -> Found:
     """What is at the demo cache's place: its own files (complete or damaged), or anything else."""
-    if not os.path.lexists(path):
-        return Found.absent()
-    if path.is_symlink() or not path.is_dir():
-        return Found.other("a symbolic link" if path.is_symlink() else "a file, not a directory")
+    settled = found_unless(path, directory=True)
+    if settled is not None:
+        return settled
     names = {entry.name for entry in path.iterdir()}
     foreign = sorted(names - set(FILES.values()) - {_MANIFEST})
     if foreign:

@@ -15,7 +15,7 @@ from lazymask.io._meta import (
 )
 from lazymask.io._nifti import open_nifti
 from lazymask.io._write import to_nibabel, to_nifti
-from lazymask.io._staging import Found, check_target, staged_path
+from lazymask.io._staging import Found, check_target, found_unless, staged_path
 from lazymask.io._zarr import (
     StagedGroup,
     is_complete,
@@ -50,6 +50,7 @@ __all__ = [
     "check_target",
     "staged_path",
     "Found",
+    "found_unless",
     "staged_group",
     "StagedGroup",
     "write_member",

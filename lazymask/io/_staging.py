@@ -32,7 +32,7 @@ from pathlib import Path
 
 from lazymask.exceptions import ParameterError, UnsafeTargetError
 
-__all__ = ["Found", "check_target", "staged_path", "staging_name", "clean_stale_staging", "STAGING_TAG"]
+__all__ = ["Found", "found_unless", "check_target", "staged_path", "staging_name", "clean_stale_staging", "STAGING_TAG"]
 
 STAGING_TAG = ".lazymask-tmp-"
 _OLD_TAG = "old-"
@@ -134,6 +134,24 @@ def check_target(target: str, found: Found, *, kind: str, overwrite: bool) -> bo
         "never replaces or deletes what it did not write, whatever overwrite says. Choose another "
         "target, or move it away yourself."
     )
+
+
+def found_unless(path: Path, *, directory: bool) -> Found | None:
+    """What is at ``path`` when it settles the matter without looking inside; None when it does not.
+
+    Nothing there: absent. A symbolic link, or a file where a directory goes (or the reverse):
+    "other". A directory (``directory``) or a regular file (not ``directory``): None, the writer
+    looks inside.
+    """
+    if not os.path.lexists(path):
+        return Found.absent()
+    if path.is_symlink():
+        return Found.other(f"a symbolic link (to {os.readlink(path)!r})")
+    if directory and not path.is_dir():
+        return Found.other("a regular file" if path.is_file() else "something that is not a directory")
+    if not directory and not path.is_file():
+        return Found.other("a directory" if path.is_dir() else "something that is not a regular file")
+    return None
 
 
 # -- staging names --------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from isal import isal_zlib
 from lazymask.exceptions import DimensionError, ParameterError
 from lazymask.io._arrays import as_dask
 from lazymask.io._meta import IMAGE_DIMS_3D, IMAGE_DIMS_4D, get_affine, get_t_r
-from lazymask.io._staging import Found, staged_path
+from lazymask.io._staging import Found, found_unless, staged_path
 
 __all__ = ["to_nifti", "to_nibabel", "nifti_header"]
 
@@ -228,12 +228,9 @@ def inspect_nifti_target(path: Path) -> Found:
     NIfTI has no place to mark a file as lazymask's, so any NIfTI image counts, and it is replaced
     only with ``overwrite=True``.
     """
-    if not os.path.lexists(path):
-        return Found.absent()
-    if path.is_symlink():
-        return Found.other(f"a symbolic link (to {os.readlink(path)!r})")
-    if not path.is_file():
-        return Found.other("a directory" if path.is_dir() else "something that is not a regular file")
+    settled = found_unless(path, directory=False)
+    if settled is not None:
+        return settled
     try:
         with open(path, "rb") as f:
             start = f.read(2)

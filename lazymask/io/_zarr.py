@@ -75,7 +75,7 @@ from lazymask.io._integrity import (
     verify_group_chunks,
 )
 from lazymask.io._meta import IMAGE_DIMS_3D, IMAGE_DIMS_4D, affine_attr, get_t_r
-from lazymask.io._staging import STAGING_TAG, Found, State, check_target, staged_path, staging_name
+from lazymask.io._staging import STAGING_TAG, Found, State, check_target, found_unless, staged_path, staging_name
 from lazymask.io._write import nifti_dtype, nifti_header
 
 __all__ = ["to_zarr", "open_zarr", "verify", "staged_group", "StagedGroup", "is_complete", "write_member",
@@ -148,12 +148,9 @@ def _node_document(store, group: str, where: str) -> dict | None:
 
 # -- inspecting a target: what is there? ------------------------------------------------------------
 def _inspect_local(path: Path, family: str, label: str) -> Found:
-    if not os.path.lexists(path):
-        return Found.absent()
-    if path.is_symlink():
-        return Found.other(f"a symbolic link (to {os.readlink(path)!r})")
-    if not path.is_dir():
-        return Found.other("a regular file" if path.is_file() else "something that is not a directory")
+    settled = found_unless(path, directory=True)
+    if settled is not None:
+        return settled
     try:
         document = read_metadata_document(str(path), "", str(path))
     except CorruptStoreError as exc:
@@ -1037,7 +1034,7 @@ def _read_nifti_zarr(zgroup: zarr.Group, where: str) -> xr.DataArray:
     if not np.all(np.isfinite(affine)):
         raise CorruptStoreError(f"{where}: its NIfTI header's affine is not finite.")
     volume_chunks = (max(1, level0.chunks[0]), *level0.shape[1:]) if level0.ndim == 4 else level0.shape
-    data = _lazy(level0, path, where, (level0.shape, level0.dtype.str), chunks=volume_chunks).transpose()
+    data = _lazy(level0, path, where, _foreign_token(zgroup, path), chunks=volume_chunks).transpose()
     slope, inter = header.get_slope_inter()
     if slope is not None and np.isfinite(slope) and (slope != 1 or (inter or 0) != 0):
         inter = 0.0 if inter is None or not np.isfinite(inter) else inter
@@ -1053,6 +1050,18 @@ def _read_nifti_zarr(zgroup: zarr.Group, where: str) -> xr.DataArray:
     image = image_dataarray(data, affine, t_r=t_r, name=multiscale.get("name") or None)
     image.attrs["affine"] = affine_attr(affine)
     return image
+
+
+def _foreign_token(zgroup: zarr.Group, path: str):
+    """What identifies a foreign store's level 0 without a manifest: its metadata and files' identities."""
+    token = [zgroup[path].metadata.to_dict().__repr__()]
+    store = getattr(zgroup.store, "root", None)
+    if store is not None:
+        for key in ("zarr.json", f"{path}/zarr.json", f"{path}/c"):
+            with contextlib.suppress(OSError):
+                stat = os.stat(Path(store) / zgroup.path / key)
+                token.append((key, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
+    return tuple(token)
 
 
 def _nifti_zarr_header(array: zarr.Array, where: str):

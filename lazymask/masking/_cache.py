@@ -20,7 +20,7 @@ import xarray as xr
 from dask.base import tokenize
 
 from lazymask.exceptions import ParameterError, UnsafeTargetError
-from lazymask.io import Found, staged_path
+from lazymask.io import Found, found_unless, staged_path
 
 CACHE_DIR = "lazymask_masking"
 
@@ -69,10 +69,9 @@ def _read_entry(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _inspect_entry(path: Path) -> Found:
-    if not os.path.lexists(path):
-        return Found.absent()
-    if path.is_symlink() or not path.is_file():
-        return Found.other("a symbolic link" if path.is_symlink() else "a directory, not a cache entry")
+    settled = found_unless(path, directory=False)
+    if settled is not None:
+        return settled
     if _read_entry(path) is None:
         return Found.stale("a damaged lazymask masking cache entry")
     return Found.complete("a lazymask masking cache entry")

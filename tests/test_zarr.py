@@ -358,3 +358,28 @@ def test_niizarr_reads_lazymask_images_and_round_trips(tmp_path, nifti_path):
     back = open_zarr(tmp_path / "theirs.nii.zarr")
     np.testing.assert_array_equal(back.values, img.values)
     np.testing.assert_array_equal(back.nifti.affine, img.nifti.affine)
+
+
+def test_memory_store_overwrite_keeps_the_old_group_until_the_new_one_is_complete(nifti_path):
+    memory = zarr.storage.MemoryStore()
+    signals = _region_signals()
+    to_zarr(signals, memory, group="sub-01/run-1")
+    with pytest.raises(RuntimeError, match="worker lost"):
+        to_zarr(_broken(_voxel_signals(chunks=(10, 50)), 0), memory, group="sub-01/run-1", overwrite=True)
+    xr.testing.assert_identical(open_zarr(memory, group="sub-01/run-1").compute(), signals)
+    to_zarr(signals * 3, memory, group="sub-01/run-1", overwrite=True)
+    np.testing.assert_array_equal(open_zarr(memory, group="sub-01/run-1"), signals * 3)
+    async def keys():
+        return [key async for key in memory.list()]
+    assert not [key for key in zarr.core.sync.sync(keys()) if ".lazymask-tmp-" in key]  # staging cleaned
+
+
+def test_verify_walks_every_group_of_a_store(tmp_path, nifti_path):
+    store = tmp_path / "archive.zarr"
+    for run in ("run-1", "run-2"):
+        to_zarr(_region_signals(), store, group=f"sub-01/{run}")
+    to_zarr(_image(nifti_path), store, group="sub-02/anat")
+    counts = lazymask.io.verify(store)
+    assert counts["groups"] == 3 and counts["chunks"] >= 3 * 2
+    assert lazymask.io.verify(store, "sub-01")["groups"] == 2
+    assert open_zarr(store, group="sub-02/anat", verify=True).shape == (*SHAPE, N_VOLUMES)

@@ -23,6 +23,7 @@ from lazymask.io._zarr import (
     open_zarr,
     inspect_store,
     read_group_metadata,
+    require_root,
     staged_group,
     to_zarr,
     verify,
@@ -56,5 +57,6 @@ __all__ = [
     "write_member",
     "read_group_metadata",
     "inspect_store",
+    "require_root",
     "normalise_group",
 ]

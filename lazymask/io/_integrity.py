@@ -65,6 +65,14 @@ def record_manifest(zgroup: zarr.Group) -> dict:
     """What ``zgroup``'s arrays hold, with a crc32c per chunk (reads 4 bytes per chunk).
 
     Raises :class:`CorruptStoreError` if a chunk of the grid was not written.
+
+    Examples
+    --------
+    >>> group = zarr.open_group(zarr.storage.MemoryStore(), mode="w")
+    >>> group.create_array("x", shape=(4,), chunks=(2,), dtype="u1", compressors=[checksum_codec()],
+    ...                    config={"write_empty_chunks": True})[:] = 1
+    >>> sorted(record_manifest(group)["arrays"]["x"]["crc32c"])
+    ['c/0', 'c/1']
     """
     arrays = {}
     for name, array in sorted(zgroup.arrays()):
@@ -97,7 +105,13 @@ def _raw_document(store, key: str) -> bytes | None:
 
 
 def read_metadata_document(store, path: str, where: str) -> dict | None:
-    """The parsed ``zarr.json`` of the node at ``path``, checked as data; None when absent."""
+    """The parsed ``zarr.json`` of the node at ``path``, checked as data; None when absent.
+
+    Examples
+    --------
+    >>> read_metadata_document("/no/such/store.zarr", "", "store") is None
+    True
+    """
     key = _join(path, "zarr.json")
     raw = _raw_document(store, key)
     if raw is None:
@@ -173,7 +187,18 @@ class CheckedStore(WrapperStore):
 
 
 def check_chunk(key: str, data: bytes | None, expected: tuple[str, int], where: str, *, partial: bool = False) -> None:
-    """Raise :class:`CorruptStoreError` unless ``data`` is the chunk that was written at ``key``."""
+    """Raise :class:`CorruptStoreError` unless ``data`` is the chunk that was written at ``key``.
+
+    Examples
+    --------
+    >>> body = b"chunk bytes"
+    >>> chunk = body + google_crc32c.value(body).to_bytes(4, "little")
+    >>> check_chunk("x/c/0", chunk, ("x", google_crc32c.value(body)), "store 's'")
+    >>> check_chunk("x/c/0", None, ("x", 0), "store 's'")
+    Traceback (most recent call last):
+    ...
+    lazymask.exceptions.CorruptStoreError: store 's': chunk '0' of array 'x' is missing ...
+    """
     array, crc = expected
     chunk = key.rsplit("/c/", 1)[-1] if "/c/" in key else key
     if data is None:

@@ -156,7 +156,13 @@ def found_unless(path: Path, *, directory: bool) -> Found | None:
 
 # -- staging names --------------------------------------------------------------------------------
 def staging_name(name: str) -> str:
-    """A fresh staging name for a target called ``name`` (hidden, tagged with host and process)."""
+    """A fresh staging name for a target called ``name`` (hidden, tagged with host and process).
+
+    Examples
+    --------
+    >>> staging_name("out.zarr").startswith(".out.zarr.lazymask-tmp-")
+    True
+    """
     host = socket.gethostname().replace("-", "_").replace(".", "_")[:32] or "host"
     return f".{name}{STAGING_TAG}{host}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
@@ -188,6 +194,10 @@ def clean_stale_staging(target: Path, *, restore: Callable[[Path], bool] | None 
     An old result moved aside by a replacement that was cut between its two renames
     (``.<name>.lazymask-tmp-old-<hex>``) is renamed back to ``target`` when ``target`` is missing
     and ``restore(old)`` says it is a complete result; otherwise it is deleted like any staging.
+
+    Examples
+    --------
+    >>> clean_stale_staging(Path("/no/such/dir/out.zarr"))  # nothing there: nothing to do
     """
     parent = target.parent
     if not parent.is_dir():

@@ -79,7 +79,7 @@ from lazymask.io._staging import STAGING_TAG, Found, State, check_target, found_
 from lazymask.io._write import nifti_dtype, nifti_header
 
 __all__ = ["to_zarr", "open_zarr", "verify", "staged_group", "StagedGroup", "is_complete", "write_member",
-           "read_group_metadata", "normalise_group", "CHUNK_BYTES"]
+           "read_group_metadata", "normalise_group", "require_root", "CHUNK_BYTES"]
 
 CHUNK_BYTES = config.get("zarr_chunk_bytes")
 """Default target size of one stored chunk (uncompressed); set it with ``config.set(zarr_chunk_bytes=...)``."""
@@ -237,12 +237,21 @@ def _is_lazymask_root(attrs: dict) -> bool:
     return ROOT_ATTR in attrs or isinstance(attrs.get(META_ATTR), dict) or COMPLETE_ATTR in attrs
 
 
-def require_root(store, group: str) -> None:
+def require_root(store, group: str = "") -> None:
     """Make sure the groups above ``group`` exist in a store lazymask created (creating them if absent).
 
-    A new store is created with a root marked ``lazymask_root``. An existing store must be one that
-    lazymask created (a lazymask store, archive or staging); groups above ``group`` must be zarr
-    groups. Anything else raises :class:`UnsafeTargetError` and nothing is written.
+    A new store is created with a root marked ``lazymask_root`` (an archive may add its own
+    attributes to that root; it stays lazymask's while it keeps ``lazymask_root`` or ``lazymask``).
+    An existing store must be one that lazymask created (a lazymask store, archive or staging);
+    groups above ``group`` must be zarr groups. Anything else raises :class:`UnsafeTargetError`
+    and nothing is written.
+
+    Examples
+    --------
+    >>> memory = zarr.storage.MemoryStore()
+    >>> require_root(memory, "sub-01/run-1")           # creates the root and sub-01
+    >>> sorted(zarr.open_group(memory, mode="r").attrs)
+    ['lazymask_root']
     """
     where = _describe(store, "")
     if _is_path(store):

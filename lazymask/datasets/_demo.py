@@ -122,7 +122,7 @@ def load_demo(data_dir: str | os.PathLike | None = None, *, refresh: bool = Fals
     """
     directory = cache_root(data_dir) / DEMO_VERSION
     if refresh or not is_complete(directory):
-        _generate_into_place(directory)
+        _generate_into_place(directory, refresh=refresh)
     return _demo_run(directory)
 
 
@@ -165,7 +165,11 @@ def write_demo(directory: str | os.PathLike) -> Path:
 
 
 # -- generating in place ----------------------------------------------------------------------------
-def _generate_into_place(directory: Path) -> None:
+class _FinishedElsewhere(Exception):
+    """Another process published a complete cache while this one was generating it."""
+
+
+def _generate_into_place(directory: Path, refresh: bool = False) -> None:
     """Write the demo files through the one staged-write protocol and publish them by a rename.
 
     The cache directory is lazymask's own: a damaged one (holding only the demo's file names) is
@@ -177,6 +181,10 @@ def _generate_into_place(directory: Path) -> None:
                          directory=True) as staging:
             staging.chmod(0o755)  # the cache is as readable as its parent
             write_demo(staging)  # the manifest, written last, marks it complete
+            if not refresh and is_complete(directory):
+                raise _FinishedElsewhere  # keep theirs (same bytes): readers never see it swapped
+    except _FinishedElsewhere:
+        return
     except UnsafeTargetError:
         if not is_complete(directory):  # not a race lost to a process that finished first
             raise

@@ -7,7 +7,14 @@ Commands::
     lazymask extract IMG... --out OUT.zarr [--mask-strategy epi] [cleaning options]
                                      [--confounds TSV...] [--report OUT.html]
                                      voxel signals inside a mask, streamed to a zarr store
+    lazymask verify STORE [--group G]
+                                     check a zarr store chunk by chunk against what it recorded
     lazymask demo [--out DIR]        run the whole job on the bundled demo data
+
+Outputs follow lazymask's data-safety rule (docs/guarantees.md): OUT is written under a temporary
+name beside it and renamed into place when complete; ``--overwrite`` replaces only a complete
+lazymask store, and only once the new one is complete (a failed job leaves the old one intact);
+anything else at OUT is refused, with or without ``--overwrite``.
 
 Exit codes: 0 on success, 2 on bad input or usage (with a one-line message on stderr, never a
 traceback for an error lazymask anticipates), 130 when interrupted.
@@ -16,8 +23,8 @@ traceback for an error lazymask anticipates), 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,7 +34,6 @@ import numpy as np
 from lazymask.exceptions import LazymaskError, ParameterError
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
-_ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,11 +73,17 @@ def _parser() -> argparse.ArgumentParser:
     convert = commands.add_parser("convert", help="convert a NIfTI image to a zarr store")
     convert.add_argument("input", metavar="IN", help="a NIfTI image (.nii, .nii.gz)")
     convert.add_argument("output", metavar="OUT.zarr", help="the zarr store to write")
-    convert.add_argument("--overwrite", action="store_true", help="replace OUT if it is a zarr store")
+    convert.add_argument("--overwrite", action="store_true",
+                         help="replace OUT if it is a complete lazymask store (once the new one is complete)")
     _add_chunks(convert)
     convert.set_defaults(run=_run_convert)
 
     _add_extract(commands)
+
+    check = commands.add_parser("verify", help="check a zarr store chunk by chunk (exit 0 ok, 2 with the problem)")
+    check.add_argument("store", metavar="STORE", help="a zarr store written by lazymask (or a NIfTI-Zarr image)")
+    check.add_argument("--group", metavar="G", help="check only this group (and the groups below it)")
+    check.set_defaults(run=_run_verify)
 
     demo = commands.add_parser("demo", help="run lazymask on the bundled (generated) demo data")
     demo.add_argument("--out", default="lazymask-demo", metavar="DIR",
@@ -159,33 +171,45 @@ def _run_convert(args) -> int:
     from lazymask.io import open_nifti
 
     image = open_nifti(args.input, chunks=args.chunks)
-    _prepare_output(Path(args.output), overwrite=args.overwrite)
     start = time.perf_counter()
-    _write_zarr(image, args.output)
+    _write_zarr(image, args.output, overwrite=args.overwrite)
     print(f"wrote {args.output} {tuple(image.shape)} {image.dtype} in {time.perf_counter() - start:.1f} s")
     return EXIT_OK
 
 
-def _write_zarr(image, store) -> None:
+def _write_zarr(image, store, overwrite: bool = False) -> None:
     """Write ``image`` to ``store`` with lazymask's zarr writer, showing progress on stderr."""
     from dask.diagnostics import ProgressBar
 
     from lazymask.io import to_zarr
 
     with ProgressBar(out=sys.stderr):
-        to_zarr(image, store)
+        to_zarr(image, store, overwrite=overwrite)
 
 
-def _prepare_output(path: Path, overwrite: bool) -> None:
-    if not path.exists():
-        return
-    if not overwrite:
-        raise ParameterError(f"{path} already exists; pass --overwrite to replace it, or choose another OUT.")
-    if not (path.is_dir() and any((path / marker).exists() for marker in _ZARR_MARKERS)):
-        raise ParameterError(
-            f"{path} exists and is not a zarr store, so --overwrite will not delete it; choose another OUT."
-        )
-    shutil.rmtree(path)
+@contextlib.contextmanager
+def _staged_output(out, overwrite: bool):
+    """Stage a whole output store: yield where to write it; published only when the job succeeded.
+
+    The data-safety rule of :func:`lazymask.io.check_target` applies to OUT: a complete lazymask
+    store is replaced only with ``--overwrite`` and only now, once the new one is complete;
+    anything else is refused.
+    """
+    from lazymask.io import inspect_store, staged_path
+
+    with staged_path(Path(out), kind="lazymask store", overwrite=overwrite, inspect=inspect_store,
+                     directory=True, create=False) as staging:
+        yield staging
+
+
+# -- verify -----------------------------------------------------------------------------------------
+def _run_verify(args) -> int:
+    from lazymask.io import verify
+
+    counts = verify(args.store, args.group)
+    print(f"ok {args.store}: {counts['groups']} group(s), {counts['arrays']} arrays, {counts['chunks']} chunks "
+          f"({_size(counts['bytes'])}) match what was recorded when written")
+    return EXIT_OK
 
 
 # -- extract ----------------------------------------------------------------------------------------
@@ -235,7 +259,7 @@ def _run_extract(args) -> int:
 
     images = [open_nifti(path, chunks=args.chunks) for path in args.images]
     confounds = _confounds_arg(args.confounds, len(images))
-    _prepare_output(Path(args.out), overwrite=args.overwrite)
+    _check_output(args.out, args.overwrite)  # refuse before any work: the rule is applied again at the end
     t_r = args.t_r if args.t_r is not None else get_t_r(images[0])
     params = dict(mask_img=args.mask, mask_strategy=args.mask_strategy, smoothing_fwhm=args.smoothing_fwhm,
                   detrend=args.detrend, standardize=args.standardize, low_pass=args.low_pass,
@@ -293,9 +317,16 @@ def _run_extract_regions(args, images, confounds, params, start) -> int:
     return _finish_extract(args, masker, runs, start)
 
 
+def _check_output(out, overwrite: bool) -> None:
+    from lazymask.io import check_target, inspect_store
+
+    check_target(str(out), inspect_store(out), kind="lazymask store", overwrite=overwrite)
+
+
 def _finish_extract(args, masker, runs, start: float) -> int:
-    """Stream every run's signals to the store, write the report, say where."""
-    _save_runs(runs, args.out, masker)
+    """Stream every run's signals to the store (published when all are written), the report, say where."""
+    with _staged_output(args.out, args.overwrite) as staging:
+        _save_runs(runs, staging, masker)
     print(f"signals    {args.out}" + ("" if len(runs) == 1 else f" ({len(runs)} groups)"))
     if args.report:
         print(f"report     {masker.generate_report().save_as_html(args.report)}")
@@ -346,11 +377,10 @@ def _run_demo(args) -> int:
           f"{len(image.chunks[3])} chunk(s) of up to {max(image.chunks[3])} volumes")
     with ProgressBar(out=sys.stderr):
         mean = image.mean("time").compute()
-    mean_path = to_nifti(mean.astype(np.float32), out / "mean_bold.nii.gz")
+    mean_path = to_nifti(mean.astype(np.float32), out / "mean_bold.nii.gz", overwrite=True)
     print(f"mean image {mean_path}")
     zarr_path = out / "bold.zarr"
-    _prepare_output(zarr_path, overwrite=True)
-    _write_zarr(image, zarr_path)
+    _write_zarr(image, zarr_path, overwrite=True)
     print(f"zarr store {zarr_path}")
     _demo_extraction(demo, image, out)
     print(f"done in {time.perf_counter() - start:.1f} s; results in {out.resolve()}")
@@ -366,8 +396,8 @@ def _demo_extraction(demo, image, out: Path) -> None:
     signals = masker.fit_transform(image, confounds=_demo_confounds(demo.confounds))
     print(f"mask       {masker.n_elements_} voxels (mask_strategy='epi')")
     signals_path = out / "signals.zarr"
-    _prepare_output(signals_path, overwrite=True)
-    _save_runs([(None, signals)], signals_path, masker)
+    with _staged_output(signals_path, overwrite=True) as staging:
+        _save_runs([(None, signals)], staging, masker)
     print(f"signals    {signals_path} {tuple(signals.shape)} (detrended, band-passed, 6 motion confounds)")
     print(f"report     {masker.generate_report().save_as_html(out / 'report.html')}")
 

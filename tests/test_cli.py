@@ -76,10 +76,11 @@ def test_convert_refuses_to_replace_what_is_not_a_zarr_store(run_gz, tmp_path, c
     precious.mkdir()
     (precious / "thesis.tex").write_text("years of work")
     assert main(["convert", str(run_gz), str(precious)]) == 2
-    assert "already exists" in capsys.readouterr().err
+    assert "holds a directory lazymask did not write (1 entries: thesis.tex)" in capsys.readouterr().err
     assert main(["convert", str(run_gz), str(precious), "--overwrite"]) == 2
-    assert "is not a zarr store" in capsys.readouterr().err
-    assert (precious / "thesis.tex").exists()
+    assert "never replaces or deletes what it did not write, whatever overwrite says" in capsys.readouterr().err
+    assert (precious / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]  # nothing added beside it
 
 
 def test_convert_of_a_missing_input_exits_2(tmp_path, capsys):
@@ -98,7 +99,26 @@ def test_convert_writes_a_zarr_store_with_progress(run_gz, tmp_path, capsys):
     assert str(out) in captured.out
     stored = open_zarr(out)
     np.testing.assert_array_equal(np.asarray(stored), np.asanyarray(nib.load(run_gz).dataobj))
+    assert main(["convert", str(run_gz), str(out)]) == 2  # a complete store: refused without --overwrite
+    assert "pass overwrite=True (--overwrite" in capsys.readouterr().err
     assert main(["convert", str(run_gz), str(out), "--overwrite"]) == 0
+
+
+def test_verify_command(run_gz, tmp_path, capsys):
+    out = tmp_path / "bold.zarr"
+    assert main(["convert", str(run_gz), str(out), "--chunks", "10"]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 0
+    assert "ok" in capsys.readouterr().out
+    chunk = sorted((out / "0" / "c").rglob("*"))[-1]
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    assert main(["verify", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "lazymask: error:" in err and "chunk" in err and "array '0'" in err and "corrupt" in err
+    assert main(["verify", str(tmp_path / "missing.zarr")]) == 2
+    assert "no such store" in capsys.readouterr().err
 
 
 def test_demo_computes_the_mean_and_writes_results(tmp_path, monkeypatch, capsys):

@@ -49,3 +49,34 @@ def test_extract_several_runs_one_group_each(runs, tmp_path, capsys):
         np.testing.assert_array_equal(open_signals(out, group).shape[0], 40)
     assert main(["extract", *map(str, paths), "--confounds", "x.tsv", "--out", str(tmp_path / "o2.zarr")]) == 2
     assert "pass one per image" in capsys.readouterr().err
+
+
+def test_extract_overwrite_keeps_the_old_results_until_the_new_job_is_complete(runs, tmp_path, capsys):
+    (path, _), confounds = runs
+    out = tmp_path / "out.zarr"
+    assert main(["extract", str(path), "--mask-strategy", "epi", "--out", str(out)]) == 0
+    before = np.asarray(open_signals(out))
+    bad = tmp_path / "bad_confounds.tsv"
+    pd.DataFrame(np.zeros((7, 2)), columns=["a", "b"]).to_csv(bad, sep="\t", index=False)  # 7 rows, 40 volumes
+    argv = ["extract", str(path), "--mask-strategy", "epi", "--detrend", "--confounds", str(bad), "--out", str(out),
+            "--overwrite"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "lazymask: error:" in err and "confounds" in err and "Traceback" not in err
+    np.testing.assert_array_equal(np.asarray(open_signals(out)), before)  # the old results are intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad_confounds.tsv", "out.zarr"]  # no staging left
+    assert main(["extract", str(path), "--mask-strategy", "epi", "--detrend", "--out", str(out), "--overwrite"]) == 0
+    assert not np.allclose(np.asarray(open_signals(out)), before)  # replaced by the new (detrended) job
+    assert main(["verify", str(out)]) == 0
+
+
+def test_extract_refuses_a_directory_it_did_not_write(runs, tmp_path, capsys):
+    (path, _), _ = runs
+    precious = tmp_path / "mydata"
+    precious.mkdir()
+    (precious / "important.txt").write_text("keep me")
+    for extra in ([], ["--overwrite"]):
+        assert main(["extract", str(path), "--mask-strategy", "epi", "--out", str(precious), *extra]) == 2
+        assert "lazymask did not write" in capsys.readouterr().err
+    assert sorted(p.name for p in precious.iterdir()) == ["important.txt"]
+    assert (precious / "important.txt").read_text() == "keep me"

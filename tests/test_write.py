@@ -128,8 +128,9 @@ def test_failure_keeps_the_previous_file(tmp_path):
     before = target.read_bytes()
     broken = img.copy(data=img.data.map_blocks(lambda b: 1 // 0, dtype=img.dtype, meta=np.empty((0,) * 4, img.dtype)))
     with pytest.raises(ZeroDivisionError):
-        to_nifti(broken, target)
+        to_nifti(broken, target, overwrite=True)
     assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.nii", "source_int16_4d.nii.gz"]
 
 
 def test_numpy_backed_bool_and_unknown_t_r(tmp_path):

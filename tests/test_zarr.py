@@ -13,7 +13,13 @@ import xarray as xr
 import zarr
 
 import lazymask
-from lazymask.exceptions import CorruptImageError, ImageFileNotFoundError, NotNiftiError, ParameterError
+from lazymask.exceptions import (
+    CorruptImageError,
+    ImageFileNotFoundError,
+    NotNiftiError,
+    ParameterError,
+    UnsafeTargetError,
+)
 from lazymask.io._zarr import (
     CHUNK_BYTES,
     array_chunks,
@@ -102,7 +108,8 @@ def test_image_store_follows_nifti_zarr(tmp_path, nifti_path):
     assert level0.shape == (N_VOLUMES, *SHAPE[::-1])
     assert level0.metadata.dimension_names == ("t", "z", "y", "x")
     np.testing.assert_array_equal(level0[:], np.asanyarray(nib.load(nifti_path).dataobj).transpose())
-    codec = level0.metadata.to_dict()["codecs"][-1]
+    codec, checksum = level0.metadata.to_dict()["codecs"][-2:]
+    assert checksum["name"] == "crc32c"  # a checksum per chunk, after the compressor
     assert codec["name"] == "blosc" and codec["configuration"]["cname"] == "zstd"
     assert codec["configuration"]["clevel"] == 1 and codec["configuration"]["shuffle"] == "shuffle"
     # the binary NIfTI header, as uint8 bytes, parses to the same grid
@@ -127,10 +134,10 @@ def test_image_chunks_hold_whole_volumes_of_about_chunk_bytes():
     assert array_chunks((150, 3), 8, ()) == (150, 3)
 
 
-def test_large_image_is_stored_in_several_time_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr("lazymask.io._zarr.CHUNK_BYTES", 8 * int(np.prod(SHAPE)) * 2)
-    to_zarr(lazymask.open_nifti(lazymask.io.image_dataarray(
-        np.zeros((*SHAPE, 30), "int16"), np.eye(4))), tmp_path / "s.zarr")
+def test_large_image_is_stored_in_several_time_chunks(tmp_path):
+    with lazymask.config.set(zarr_chunk_bytes=8 * int(np.prod(SHAPE)) * 2):
+        to_zarr(lazymask.open_nifti(lazymask.io.image_dataarray(
+            np.zeros((*SHAPE, 30), "int16"), np.eye(4))), tmp_path / "s.zarr")
     assert zarr.open_array(tmp_path / "s.zarr", path="0", mode="r").chunks == (8, *SHAPE[::-1])
     assert open_zarr(tmp_path / "s.zarr").chunks[3] == (8, 8, 8, 6)
 
@@ -217,9 +224,9 @@ def test_interrupted_write_leaves_nothing_open_zarr_accepts(tmp_path, nifti_path
     with pytest.raises(RuntimeError, match="worker lost"):
         to_zarr(_broken(obj, axis), memory, group="run-1")
     assert not is_complete(memory, "run-1")
-    with pytest.raises(CorruptImageError, match="did not finish"):
-        open_zarr(memory, group="run-1")
-    to_zarr(obj, memory, group="run-1")  # a re-run replaces the incomplete group
+    with pytest.raises(ImageFileNotFoundError, match="no such store or group"):
+        open_zarr(memory, group="run-1")  # staged under another name: nothing published
+    to_zarr(obj, memory, group="run-1")
     assert is_complete(memory, "run-1")
 
 
@@ -234,10 +241,13 @@ def test_interrupted_overwrite_keeps_the_complete_group(tmp_path, nifti_path):
 
 
 def test_killed_write_is_refused_and_cleaned_up(tmp_path):
-    with staged_group(tmp_path / "s.zarr") as staged:  # what a process killed mid-write leaves
+    to_zarr(_region_signals(), tmp_path / "s.zarr")
+    with staged_group(tmp_path / "s.zarr", overwrite=True) as staged:  # what a killed process leaves
         killed = tmp_path / ".s.zarr.lazymask-tmp-killed"
         shutil.copytree(staged.store, killed)
-    with pytest.raises(CorruptImageError, match="did not finish"):
+        staged.open().attrs.update({"lazymask": json.loads((tmp_path / "s.zarr" / "zarr.json").read_text())[
+            "attributes"]["lazymask"]})
+    with pytest.raises(CorruptImageError, match="did not finish|not complete"):
         open_zarr(killed)
     assert not is_complete(killed)
     to_zarr(_region_signals(), tmp_path / "s.zarr", overwrite=True)
@@ -253,7 +263,7 @@ def test_one_group_per_run_skips_complete_groups(tmp_path):
     assert not is_complete(tmp_path / "archive.zarr", "sub-01/run-3")
     assert sorted(zarr.open_group(tmp_path / "archive.zarr", path="sub-01", mode="r").group_keys()) == [
         "run-1", "run-2"]
-    with pytest.raises(ParameterError, match="overwrite=True"):
+    with pytest.raises(UnsafeTargetError, match="already holds a complete lazymask.*overwrite=True"):
         to_zarr(signals, tmp_path / "archive.zarr", group="sub-01/run-1")
     to_zarr(signals * 2, tmp_path / "archive.zarr", group="sub-01/run-1", overwrite=True)
     np.testing.assert_array_equal(open_zarr(tmp_path / "archive.zarr", group="sub-01/run-1"), signals * 2)
@@ -298,3 +308,78 @@ def test_chunk_and_scheduler_invariance(tmp_path, nifti_path):
                 signals = open_zarr(store, group="signals").values
             np.testing.assert_array_equal(back, reference)
             np.testing.assert_array_equal(signals, _voxel_signals().values)
+
+
+# -- NIfTI-Zarr stores from other tools (niizarr) -------------------------------------------------
+@pytest.mark.parametrize("ndim", [3, 4])
+def test_reads_nifti_zarr_written_by_niizarr(tmp_path, ndim):
+    niizarr = pytest.importorskip("niizarr")
+    rng = np.random.default_rng(5)
+    shape = (9, 10, 11, 6)[:ndim]
+    affine = np.array([[2.0, 0, 0, -10], [0, 2.5, 0, 4], [0, 0, 3.0, 7], [0, 0, 0, 1]])
+    image = nib.Nifti1Image(rng.integers(0, 500, size=shape).astype("int16"), affine)
+    image.header.set_slope_inter(0.5, 3.0)  # scaling comes from the header
+    if ndim == 4:
+        image.header.set_zooms((2.0, 2.5, 3.0, 1.25))
+        image.header.set_xyzt_units("mm", "sec")
+    nib.save(image, tmp_path / "a.nii.gz")
+    niizarr.nii2zarr(str(tmp_path / "a.nii.gz"), str(tmp_path / "a.nii.zarr"))
+    before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "a.nii.zarr").rglob("*"))
+    with raise_if_dask_computes():
+        img = open_zarr(tmp_path / "a.nii.zarr")
+        via_open_nifti = lazymask.open_nifti(tmp_path / "a.nii.zarr")
+    expected = np.asanyarray(nib.load(tmp_path / "a.nii.gz").dataobj)  # scaled as nibabel scales
+    assert img.dims == (IMAGE_DIMS := ("i", "j", "k", "time")[:ndim]) and via_open_nifti.dims == IMAGE_DIMS
+    assert img.dtype == expected.dtype
+    np.testing.assert_array_equal(img.values, expected)
+    np.testing.assert_array_equal(via_open_nifti.values, expected)
+    np.testing.assert_array_equal(img.nifti.affine, affine)
+    if ndim == 4:
+        assert img.attrs["t_r"] == 1.25
+        assert img.chunks[:3] == tuple((n,) for n in shape[:3])  # whole volumes per chunk
+    assert lazymask.io.verify(tmp_path / "a.nii.zarr")["groups"] == 1
+    after = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in (tmp_path / "a.nii.zarr").rglob("*"))
+    assert after == before  # a foreign store is opened read-only: nothing written, nothing touched
+    with pytest.raises(UnsafeTargetError, match="lazymask did not write"):
+        to_zarr(img, tmp_path / "a.nii.zarr", overwrite=True)  # and never replaced
+
+
+def test_niizarr_reads_lazymask_images_and_round_trips(tmp_path, nifti_path):
+    niizarr = pytest.importorskip("niizarr")
+    img = _image(nifti_path)
+    to_zarr(img, tmp_path / "ours.nii.zarr")
+    theirs = niizarr.zarr2nii(str(tmp_path / "ours.nii.zarr"))
+    reference = nib.load(nifti_path)
+    np.testing.assert_array_equal(np.asanyarray(theirs.dataobj), np.asanyarray(reference.dataobj))
+    np.testing.assert_array_equal(theirs.header.get_best_affine(), reference.affine)  # their affine: the header
+    # theirs -> ours -> theirs: their writer on our image, read back by us
+    nib.save(theirs, tmp_path / "theirs.nii.gz")
+    niizarr.nii2zarr(str(tmp_path / "theirs.nii.gz"), str(tmp_path / "theirs.nii.zarr"))
+    back = open_zarr(tmp_path / "theirs.nii.zarr")
+    np.testing.assert_array_equal(back.values, img.values)
+    np.testing.assert_array_equal(back.nifti.affine, img.nifti.affine)
+
+
+def test_memory_store_overwrite_keeps_the_old_group_until_the_new_one_is_complete(nifti_path):
+    memory = zarr.storage.MemoryStore()
+    signals = _region_signals()
+    to_zarr(signals, memory, group="sub-01/run-1")
+    with pytest.raises(RuntimeError, match="worker lost"):
+        to_zarr(_broken(_voxel_signals(chunks=(10, 50)), 0), memory, group="sub-01/run-1", overwrite=True)
+    xr.testing.assert_identical(open_zarr(memory, group="sub-01/run-1").compute(), signals)
+    to_zarr(signals * 3, memory, group="sub-01/run-1", overwrite=True)
+    np.testing.assert_array_equal(open_zarr(memory, group="sub-01/run-1"), signals * 3)
+    async def keys():
+        return [key async for key in memory.list()]
+    assert not [key for key in zarr.core.sync.sync(keys()) if ".lazymask-tmp-" in key]  # staging cleaned
+
+
+def test_verify_walks_every_group_of_a_store(tmp_path, nifti_path):
+    store = tmp_path / "archive.zarr"
+    for run in ("run-1", "run-2"):
+        to_zarr(_region_signals(), store, group=f"sub-01/{run}")
+    to_zarr(_image(nifti_path), store, group="sub-02/anat")
+    counts = lazymask.io.verify(store)
+    assert counts["groups"] == 3 and counts["chunks"] >= 3 * 2
+    assert lazymask.io.verify(store, "sub-01")["groups"] == 2
+    assert open_zarr(store, group="sub-02/anat", verify=True).shape == (*SHAPE, N_VOLUMES)

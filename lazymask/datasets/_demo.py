@@ -7,9 +7,10 @@ Contract
 * The files are generated locally, never downloaded: the same bytes on every call and on every
   machine with the same numpy and zlib.
 * A cache directory is complete when its ``manifest.json`` lists every file with its SHA-256;
-  the directory is written under a temporary name and renamed into place only when complete, so a
-  crash or a concurrent call never leaves a half-written cache behind. A missing, altered or
-  truncated file makes ``load_demo`` regenerate the whole directory.
+  the directory is written through lazymask's one staged-write protocol (under a temporary name,
+  renamed into place only when complete), so a crash or a concurrent call never leaves a
+  half-written cache behind. A missing, altered or truncated file makes ``load_demo`` regenerate
+  the whole directory; a directory there holding files the demo does not write is never touched.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ import gzip
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from lazymask.exceptions import UnsafeTargetError
+from lazymask.io import Found, found_unless, staged_path
 from lazymask.datasets._atlas import ATLAS_NAMES, atlas_labels
 from lazymask.datasets._synthetic import CSF, GREY, MOTION_COLUMNS, WHITE, demo_grid, framewise_displacement, synthetic_run
 
@@ -121,7 +122,7 @@ def load_demo(data_dir: str | os.PathLike | None = None, *, refresh: bool = Fals
     """
     directory = cache_root(data_dir) / DEMO_VERSION
     if refresh or not is_complete(directory):
-        _generate_into_place(directory)
+        _generate_into_place(directory, refresh=refresh)
     return _demo_run(directory)
 
 
@@ -164,31 +165,43 @@ def write_demo(directory: str | os.PathLike) -> Path:
 
 
 # -- generating in place ----------------------------------------------------------------------------
-def _generate_into_place(directory: Path) -> None:
+class _FinishedElsewhere(Exception):
+    """Another process published a complete cache while this one was generating it."""
+
+
+def _generate_into_place(directory: Path, refresh: bool = False) -> None:
+    """Write the demo files through the one staged-write protocol and publish them by a rename.
+
+    The cache directory is lazymask's own: a damaged one (holding only the demo's file names) is
+    replaced; a directory holding anything else is refused (:class:`UnsafeTargetError`).
+    """
     directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the cache is as readable as its parent
     try:
-        write_demo(staging)
-        if directory.exists():
-            if is_complete(directory):  # another process finished first
-                return
-            _remove_stale(directory)
-        try:
-            os.rename(staging, directory)
-        except OSError:
-            if not is_complete(directory):  # lost a race to a process whose result is broken
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        with staged_path(directory, kind="lazymask demo cache", overwrite=True, inspect=_inspect_cache,
+                         directory=True) as staging:
+            staging.chmod(0o755)  # the cache is as readable as its parent
+            write_demo(staging)  # the manifest, written last, marks it complete
+            if not refresh and is_complete(directory):
+                raise _FinishedElsewhere  # keep theirs (same bytes): readers never see it swapped
+    except _FinishedElsewhere:
+        return
+    except UnsafeTargetError:
+        if not is_complete(directory):  # not a race lost to a process that finished first
+            raise
 
 
-def _remove_stale(directory: Path) -> None:
-    """Move a damaged cache directory aside, then delete it (only files lazymask writes)."""
-    trash = Path(tempfile.mkdtemp(prefix=f".{directory.name}-stale-", dir=directory.parent))
-    os.rename(directory, trash / directory.name)
-    shutil.rmtree(trash)
+def _inspect_cache(path: Path) -> Found:
+    """What is at the demo cache's place: its own files (complete or damaged), or anything else."""
+    settled = found_unless(path, directory=True)
+    if settled is not None:
+        return settled
+    names = {entry.name for entry in path.iterdir()}
+    foreign = sorted(names - set(FILES.values()) - {_MANIFEST})
+    if foreign:
+        return Found.other(f"a directory with files the demo does not write ({', '.join(foreign[:5])})")
+    if is_complete(path):
+        return Found.complete("a complete lazymask demo cache")
+    return Found.stale("a damaged or unfinished lazymask demo cache")
 
 
 def _demo_run(directory: Path) -> DemoRun:

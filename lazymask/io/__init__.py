@@ -15,7 +15,20 @@ from lazymask.io._meta import (
 )
 from lazymask.io._nifti import open_nifti
 from lazymask.io._write import to_nibabel, to_nifti
-from lazymask.io._zarr import is_complete, open_zarr, to_zarr
+from lazymask.io._staging import Found, check_target, found_unless, staged_path
+from lazymask.io._zarr import (
+    StagedGroup,
+    is_complete,
+    normalise_group,
+    open_zarr,
+    inspect_store,
+    read_group_metadata,
+    require_root,
+    staged_group,
+    to_zarr,
+    verify,
+    write_member,
+)
 
 __all__ = [
     "Grid",
@@ -34,4 +47,16 @@ __all__ = [
     "to_nibabel",
     "to_nifti",
     "to_zarr",
+    "verify",
+    "check_target",
+    "staged_path",
+    "Found",
+    "found_unless",
+    "staged_group",
+    "StagedGroup",
+    "write_member",
+    "read_group_metadata",
+    "inspect_store",
+    "require_root",
+    "normalise_group",
 ]

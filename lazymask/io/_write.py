@@ -14,8 +14,10 @@ Contract
   parallel) into a raw deflate part ending on a sync flush, and notes its CRC-32; the parts are
   then joined in time order into **one** gzip member (as pigz does), with the CRC-32 combined,
   so any gzip reader (nibabel, zlib's ``gzread`` in FSL/AFNI/ITK, :mod:`lazymask.io`) reads it.
-* Everything is written under a temporary name beside the target and renamed at the end, so a
-  failure never leaves a file that looks complete under the target's name. Tasks address files by
+* Everything goes through the one staged-write protocol (:mod:`lazymask.io._staging`): written
+  under a temporary name beside the target and renamed at the end, so a failure never leaves a
+  file that looks complete under the target's name. An existing NIfTI file is replaced only with
+  ``overwrite=True`` (atomically, no copy kept); anything else at the target is refused. Tasks address files by
   path, so on a multi-machine cluster the target directory must be on a shared filesystem (as the
   inputs already are).
 * ``to_nibabel(img)`` computes a (small) image into an in-memory ``nibabel.Nifti1Image`` with the
@@ -24,10 +26,11 @@ Contract
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import struct
-import uuid
+import zlib
 from pathlib import Path
 
 import dask.array as da
@@ -37,7 +40,9 @@ import xarray as xr
 from isal import isal_zlib
 
 from lazymask.exceptions import DimensionError, ParameterError
+from lazymask.io._arrays import as_dask
 from lazymask.io._meta import IMAGE_DIMS_3D, IMAGE_DIMS_4D, get_affine, get_t_r
+from lazymask.io._staging import Found, found_unless, staged_path
 
 __all__ = ["to_nifti", "to_nibabel", "nifti_header"]
 
@@ -147,12 +152,13 @@ def to_nibabel(img: xr.DataArray) -> nib.Nifti1Image:
 
 
 # -- to a file --------------------------------------------------------------------------------------
-def to_nifti(img: xr.DataArray, path, *, compresslevel: int = 1) -> Path:
+def to_nifti(img: xr.DataArray, path, *, compresslevel: int = 1, overwrite: bool = False) -> Path:
     """Write an image DataArray to a ``.nii`` or ``.nii.gz`` file, one time-chunk per task.
 
     The voxels are never gathered: each task computes one chunk of whole volumes and writes (or,
     for ``.nii.gz``, compresses) it, so memory stays about one chunk per worker even for runs
-    larger than RAM. The file appears under its name only once complete.
+    larger than RAM. The file is written under a temporary name beside ``path`` and appears under
+    its name only once complete.
 
     Parameters
     ----------
@@ -160,14 +166,24 @@ def to_nifti(img: xr.DataArray, path, *, compresslevel: int = 1) -> Path:
         A 3D ``(i, j, k)`` or 4D ``(i, j, k, time)`` image with ``attrs["affine"]`` (and
         ``attrs["t_r"]`` for the repetition time), numpy- or dask-backed.
     path : str or pathlib.Path
-        Target file, ending in ``.nii`` or ``.nii.gz``. An existing file is replaced.
+        Target file, ending in ``.nii`` or ``.nii.gz`` (any case).
     compresslevel : int, default 1
         ISA-L gzip level (0-3) for ``.nii.gz``; 1 is fast and compresses scanner data well.
+    overwrite : bool, default False
+        Replace an existing NIfTI image file at ``path`` (by an atomic rename once the new file is
+        complete: readers see the old file or the new one, and no copy of the old one is kept).
+        Anything else at ``path`` -- a directory, a symbolic link, a file that is not a NIfTI
+        image -- is refused whatever ``overwrite`` says.
 
     Returns
     -------
     pathlib.Path
         The path written.
+
+    Raises
+    ------
+    UnsafeTargetError
+        ``path`` exists and is not a NIfTI image, or is one and ``overwrite`` is False.
 
     Examples
     --------
@@ -175,40 +191,72 @@ def to_nifti(img: xr.DataArray, path, *, compresslevel: int = 1) -> Path:
     >>> lazymask.to_nifti(img.astype("float32"), "bold_f32.nii.gz")  # doctest: +SKIP
     """
     path = Path(path)
-    compressed = _check_target(path)
+    compressed = _nifti_suffix(path)
     if compresslevel not in range(4):
         raise ParameterError(f"compresslevel={compresslevel!r}: ISA-L gzip levels are 0, 1, 2 and 3.")
     header = nifti_header(img)
     volumes = _volume_chunks(img, header.get_data_dtype())
-    staging = path.with_name(f".{path.name}.lazymask-tmp-{uuid.uuid4().hex[:12]}")
-    try:
+    with staged_path(path, kind="NIfTI image file", overwrite=overwrite, inspect=inspect_nifti_target,
+                     directory=False) as staging:
         if compressed:
-            _write_gzip(volumes, header, staging, compresslevel)
+            parts = staging.with_name(staging.name + ".parts")
+            try:
+                _write_gzip(volumes, header, staging, parts, compresslevel)
+            finally:
+                shutil.rmtree(parts, ignore_errors=True)
         else:
             _write_raw(volumes, header, staging)
-        os.replace(staging, path)
-    finally:
-        _remove(staging)
-        _remove(staging.with_name(staging.name + ".parts"))
     return path
 
 
-def _check_target(path: Path) -> bool:
-    """Return whether ``path`` asks for gzip; raise for an unknown extension or a missing directory."""
+def _nifti_suffix(path: Path) -> bool:
+    """Return whether ``path`` asks for gzip (suffix in any case); raise for another extension."""
     name = path.name.lower()
     if not (name.endswith(".nii") or name.endswith(".nii.gz")):
         raise ParameterError(
             f"path={str(path)!r}: to_nifti writes .nii or .nii.gz files; use lazymask.to_zarr for "
             "zarr stores."
         )
-    if not path.parent.is_dir():
-        raise ParameterError(f"path={str(path)!r}: the directory {str(path.parent)!r} does not exist.")
     return name.endswith(".gz")
+
+
+def inspect_nifti_target(path: Path) -> Found:
+    """What is at a to_nifti target: nothing, a NIfTI image file (replaceable with overwrite), or else.
+
+    "A lazymask result of the same kind" for a NIfTI file is a regular file whose first bytes are a
+    NIfTI-1 or NIfTI-2 header (read through gzip when the file starts with gzip's magic bytes):
+    NIfTI has no place to mark a file as lazymask's, so any NIfTI image counts, and it is replaced
+    only with ``overwrite=True``.
+    """
+    settled = found_unless(path, directory=False)
+    if settled is not None:
+        return settled
+    try:
+        with open(path, "rb") as f:
+            start = f.read(2)
+            f.seek(0)
+            stream = gzip.GzipFile(fileobj=f) if start == b"\x1f\x8b" else f
+            head = stream.read(540)
+    except (OSError, EOFError, zlib.error):
+        head = b""
+    if _is_nifti_header(head):
+        return Found.complete("a NIfTI image file")
+    return Found.other(f"a file that is not a NIfTI image ({path.stat().st_size} bytes)")
+
+
+def _is_nifti_header(head: bytes) -> bool:
+    for order in ("<", ">"):
+        size = struct.unpack(order + "i", head[:4])[0] if len(head) >= 4 else 0
+        if size == 348 and len(head) >= 348 and head[344:347] in (b"n+1", b"ni1"):
+            return True
+        if size == 540 and len(head) >= 12 and head[4:7] in (b"n+2", b"ni2"):
+            return True
+    return False
 
 
 def _volume_chunks(img: xr.DataArray, dtype: np.dtype) -> da.Array:
     """The voxels as a 4D dask array of the on-disk dtype, chunked along time only."""
-    data = img.data if isinstance(img.data, da.Array) else da.from_array(np.asarray(img.data))
+    data = as_dask(img)
     if data.ndim == 3:
         data = data[..., np.newaxis]
     data = data.rechunk({0: -1, 1: -1, 2: -1})
@@ -221,8 +269,7 @@ def _write_raw(volumes: da.Array, header, staging: Path) -> None:
     da.store(volumes, _PositionedWriter(str(staging), _NIFTI1_DATA_OFFSET, volumes.shape), lock=False)
 
 
-def _write_gzip(volumes: da.Array, header, staging: Path, compresslevel: int) -> None:
-    parts = staging.with_name(staging.name + ".parts")
+def _write_gzip(volumes: da.Array, header, staging: Path, parts: Path, compresslevel: int) -> None:
     parts.mkdir()
     da.store(volumes, _DeflatePartWriter(str(parts), compresslevel), lock=False)
     with open(staging, "wb") as out:
@@ -299,10 +346,3 @@ class _DeflatePartWriter:
 def _fortran_bytes(block: np.ndarray) -> memoryview:
     """The bytes of a block in Fortran order, without a copy when it already is Fortran-ordered."""
     return memoryview(block.ravel(order="F").view(np.uint8))
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
-        path.unlink()

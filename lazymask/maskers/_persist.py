@@ -2,32 +2,50 @@
 
 Layout of a group written by :func:`save_signals`::
 
-    <group>/               attrs: lazymask {kind: "signals", version, masker, parameters, affine,
-                                  t_r, source}, lazymask_complete (written last)
+    <group>/               attrs: lazymask {kind: "signals", format_version, version, masker,
+                                  parameters, affine, t_r, source, spatial}, lazymask_manifest,
+                                  lazymask_complete (written last)
     <group>/signals        the signals (lazymask.to_zarr layout: data + coords)
     <group>/mask           the masker's spatial definition (NIfTI-Zarr image); region maskers
                            store theirs (labels, maps, seeds) the same way, one group per name
 
-The whole group is staged (:func:`lazymask.io._zarr.staged_group`): an interrupted write leaves
-nothing that :func:`open_signals` or :func:`lazymask.io.is_complete` accepts as complete.
+The whole group goes through the one staged-write protocol (:func:`lazymask.io.staged_group`,
+kind ``"signals"``): written beside its target, marked complete last, published by a rename; a
+target holding anything but a complete signals group is refused whatever ``overwrite`` says.
+
+Reading trusts nothing in the store: its metadata is validated as data, every chunk read is
+checked against the checksums recorded at write time, and :func:`load_masker` passes the stored
+parameters to the masker as data only -- no path, name or code taken from the store is opened,
+imported or evaluated (a string parameter is kept only when it is one of the masker's declared
+options; what the masker needs is rebuilt from the arrays stored in the group).
 """
 
 from __future__ import annotations
 
+import numbers
+import os
+import warnings
+
+import numpy as np
 import xarray as xr
 
-from lazymask.exceptions import CorruptImageError, NotNiftiError, ParameterError
-from lazymask.io import is_complete, open_zarr, to_zarr
-from lazymask.io._zarr import normalise_group, open_existing_group, staged_group  # shared group helpers
+from lazymask.exceptions import CorruptStoreError, ImageFileNotFoundError, NotNiftiError, ParameterError
+from lazymask.io import normalise_group, open_zarr, read_group_metadata, staged_group, verify, write_member
+from lazymask.maskers import _base
 from lazymask.maskers._base import MASKER_CLASSES, BaseMasker, jsonable
 
 SIGNALS = "signals"
 META = "lazymask"
 KIND = "signals"
+FORMAT_VERSION = 2
 
 
 def _join(group: str, name: str) -> str:
     return f"{group}/{name}" if group else name
+
+
+def _where(store, group: str) -> str:
+    return f"zarr store {str(store)!r}" + (f", group {group!r}," if group else "")
 
 
 def save_signals(signals: xr.DataArray, store, group: str | None = None, *, masker: BaseMasker | None = None,
@@ -39,7 +57,8 @@ def save_signals(signals: xr.DataArray, store, group: str | None = None, *, mask
     signals : xarray.DataArray
         Signals returned by a masker's ``transform`` (lazy or computed).
     store : str, pathlib.Path or zarr store
-        The zarr store (a directory is created).
+        The zarr store (a directory is created). A group is written only into a store lazymask
+        created (a lazymask store or archive) or a new one.
     group : str, optional
         The group inside the store (``"sub-01/run-1"``); the root when omitted.
     masker : fitted masker, optional
@@ -47,11 +66,18 @@ def save_signals(signals: xr.DataArray, store, group: str | None = None, *, mask
         :class:`NiftiMasker`) is stored so that :func:`load_masker` can rebuild it. Required
         unless the group is only meant to be read back with :func:`open_signals`.
     overwrite : bool, default False
-        Replace a complete group already there.
+        Replace a complete signals group already there, once the new one is complete. Anything
+        else at the target (a directory or file lazymask did not write) is refused, whatever
+        ``overwrite`` says.
 
     Returns
     -------
     The ``store`` argument.
+
+    Raises
+    ------
+    UnsafeTargetError
+        The target holds something else, or a complete group and ``overwrite`` is False.
 
     Examples
     --------
@@ -60,44 +86,55 @@ def save_signals(signals: xr.DataArray, store, group: str | None = None, *, mask
     """
     if not isinstance(signals, xr.DataArray):
         raise ParameterError(f"signals must be the xarray.DataArray a masker returns; got {type(signals).__name__}.")
+    spatial = {}
     if masker is not None:
         masker._check_fitted()
+        spatial = masker._spatial_arrays()
     meta = {
         "kind": KIND,
+        "format_version": FORMAT_VERSION,
         "version": _version(),
         "masker": signals.attrs.get("masker", None if masker is None else type(masker).__name__),
         "parameters": signals.attrs.get("parameters", None if masker is None else masker.json_parameters()),
         "affine": signals.attrs.get("affine"),
         "t_r": signals.attrs.get("t_r"),
         "source": signals.attrs.get("source", []),
-        "spatial": [] if masker is None else sorted(masker._spatial_arrays()),
+        "spatial": sorted(spatial),
     }
-    group = normalise_group(group)
-    with staged_group(store, group, overwrite=overwrite) as staged:
+    with staged_group(store, normalise_group(group), overwrite=overwrite, kind=KIND) as staged:
         staged.open().attrs.update({META: jsonable(meta)})
-        to_zarr(signals, staged.store, group=_join(staged.path, SIGNALS), overwrite=True)
-        if masker is not None:
-            for name, array in masker._spatial_arrays().items():
-                to_zarr(array, staged.store, group=_join(staged.path, name), overwrite=True)
+        write_member(signals, staged, SIGNALS)
+        for name, array in spatial.items():
+            write_member(array, staged, name)
     return store
 
 
 def _read_meta(store, group: str) -> dict:
-    zgroup = open_existing_group(store, group)
-    where = f"zarr store {str(store)!r}" + (f", group {group!r}," if group else "")
-    if not is_complete(store, group):
-        raise CorruptImageError(
-            f"{where} is not complete: its write was interrupted (or is still running); write it again."
-        )
-    meta = zgroup.attrs.get(META)
-    if not isinstance(meta, dict) or meta.get("kind") != KIND:
-        raise NotNiftiError(
-            f"{where} was not written by lazymask.save_signals (open images with lazymask.open_zarr)."
-        )
+    meta = read_group_metadata(store, group, kind=KIND)
+    where = _where(store, group)
+    _check_type(meta.get("masker"), (str, type(None)), where, "masker", "a masker class name or null")
+    _check_type(meta.get("parameters"), (dict, type(None)), where, "parameters", "an object of parameters or null")
+    spatial = _check_type(meta.get("spatial", []), list, where, "spatial", "a list of group names")
+    for name in spatial:
+        _check_type(name, str, where, "spatial", "a list of group names")
+        try:
+            normalise_group(name)
+        except ParameterError:
+            raise CorruptStoreError(f"{where}: attribute '{META}.spatial' names {name!r}, not a group name.") from None
     return meta
 
 
-def open_signals(store, group: str | None = None) -> xr.DataArray:
+def _check_type(value, types, where: str, key: str, expected: str):
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        shown = "null" if value is None else f"a {type(value).__name__}"
+        raise CorruptStoreError(
+            f"{where}: attribute '{META}.{key}' is {shown}, expected {expected}; the store's metadata was "
+            "altered or was not written by lazymask.save_signals."
+        )
+    return value
+
+
+def open_signals(store, group: str | None = None, *, verify: bool = False) -> xr.DataArray:
     """The signals stored by :func:`save_signals`, lazily (metadata read now, values on compute).
 
     Parameters
@@ -106,11 +143,14 @@ def open_signals(store, group: str | None = None) -> xr.DataArray:
         The zarr store.
     group : str, optional
         The run's group inside the store; the root when omitted.
+    verify : bool, default False
+        Check the whole group now (every chunk read once, one at a time) before returning.
 
     Returns
     -------
     xarray.DataArray
         The signals as saved: dims, coords (``i, j, k`` or ``region``, ``region_name``) and attrs.
+        Every chunk read is checked against the checksum recorded when it was written.
 
     Raises
     ------
@@ -120,6 +160,9 @@ def open_signals(store, group: str | None = None) -> xr.DataArray:
         The group's write did not finish.
     NotNiftiError
         The group was not written by :func:`save_signals`.
+    CorruptStoreError
+        Its metadata is malformed, or (with ``verify``, or later when read) a chunk is missing or
+        corrupt.
 
     Examples
     --------
@@ -127,7 +170,22 @@ def open_signals(store, group: str | None = None) -> xr.DataArray:
     """
     group = normalise_group(group)
     _read_meta(store, group)
-    return open_zarr(store, group=_join(group, SIGNALS))
+    if verify:
+        _verify(store, group)
+    return _member(store, group, SIGNALS)
+
+
+_verify = verify
+
+
+def _member(store, group: str, name: str) -> xr.DataArray:
+    try:
+        return open_zarr(store, group=_join(group, name))
+    except ImageFileNotFoundError:
+        raise CorruptStoreError(
+            f"{_where(store, group)}: its {name!r} group was recorded when it was written but is missing; "
+            "the store was damaged. Write it again."
+        ) from None
 
 
 def load_masker(store, group: str | None = None) -> BaseMasker:
@@ -146,7 +204,9 @@ def load_masker(store, group: str | None = None) -> BaseMasker:
         A fitted masker of the class that made the signals, with its parameters.
 
     ``inverse_transform`` works on it without the original images (their parameters are kept,
-    their data are not needed).
+    their data are not needed). Nothing from the store is followed: the masker is rebuilt from
+    the arrays stored in the group; a stored string parameter that is not one of the masker's
+    declared options (a path, for example) is not used, with a warning.
 
     Examples
     --------
@@ -155,16 +215,89 @@ def load_masker(store, group: str | None = None) -> BaseMasker:
     """
     group = normalise_group(group)
     meta = _read_meta(store, group)
+    where = _where(store, group)
     if not meta.get("spatial"):
         raise ParameterError(
-            "this group holds signals only (save_signals was called without masker=); "
+            f"{where} holds signals only (save_signals was called without masker=); "
             "pass masker= when saving to be able to rebuild it."
         )
     cls = MASKER_CLASSES.get(meta.get("masker"))
     if cls is None:
-        raise NotNiftiError(f"the group was written by an unknown masker {meta.get('masker')!r}.")
-    arrays = {name: open_zarr(store, group=_join(group, name)) for name in meta["spatial"]}
-    return cls._from_store(dict(meta.get("parameters") or {}), arrays)
+        raise NotNiftiError(
+            f"{where}: written by an unknown masker {str(meta.get('masker'))[:60]!r}; this lazymask knows "
+            f"{sorted(MASKER_CLASSES)}."
+        )
+    arrays = {name: _member(store, group, name) for name in meta["spatial"]}
+    parameters = _data_parameters(cls, dict(meta.get("parameters") or {}), where, rebuilt=set(arrays))
+    return cls._from_store(parameters, arrays)
+
+
+def _data_parameters(cls, parameters: dict, where: str, rebuilt: set) -> dict:
+    """The stored parameters a masker may be given: data only, never a path or a name to follow."""
+    constraints = dict(getattr(_base, "COMMON_CONSTRAINTS", {}))
+    for klass in reversed(cls.__mro__):
+        constraints.update(getattr(klass, "_parameter_constraints", None) or {})
+    kept, dropped = {}, []
+    for name, value in parameters.items():
+        if not isinstance(name, str) or name in rebuilt or name in _IMAGE_PARAMETERS:
+            continue  # rebuilt from the arrays stored in the group, never from the stored value
+        if isinstance(value, str) and not _declared_option(name, value, constraints.get(name)):
+            dropped.append(name)
+            continue
+        if not _is_plain_data(value):
+            dropped.append(name)
+            continue
+        kept[name] = value
+    if dropped:
+        warnings.warn(
+            f"{where}: stored parameter(s) {', '.join(sorted(dropped))} not used: lazymask never opens a "
+            "path or follows a name taken from a store (the masker is rebuilt from the arrays stored with "
+            "it).", UserWarning, stacklevel=3,
+        )
+    return kept
+
+
+#: parameters whose string values name files or directories (never taken from a store)
+PATH_PARAMETERS = frozenset({"memory", "lut", "labels_img", "maps_img", "mask_img", "seeds", "imgs"})
+_IMAGE_PARAMETERS = frozenset({"labels_img", "maps_img", "mask_img"})
+_FILE_SUFFIXES = (".tsv", ".csv", ".txt", ".json", ".nii", ".gz", ".zarr", ".npy", ".npz", ".pkl", ".py")
+
+
+def _declared_option(name: str, value: str, constraint) -> bool:
+    """Whether a stored string may be passed on: a declared option, or a plain word naming no file."""
+    if value in _literals(constraint):
+        return True
+    if name == "dtype":
+        try:
+            return value == "auto" or np.dtype(value).kind in "biuf"
+        except TypeError:
+            return False
+    looks_like_path = (
+        name in PATH_PARAMETERS or any(sep in value for sep in ("/", "\\", "..")) or value.startswith(("~", "."))
+        or value.lower().endswith(_FILE_SUFFIXES) or len(value) > 200 or os.path.lexists(value)
+    )
+    return not looks_like_path
+
+
+def _literals(constraint) -> set:
+    if isinstance(constraint, str):
+        return {constraint}
+    if isinstance(constraint, tuple | list | set | frozenset):
+        return set().union(*(_literals(c) for c in constraint)) if constraint else set()
+    options = getattr(constraint, "options", None)  # scikit-learn's StrOptions
+    return {o for o in options if isinstance(o, str)} if isinstance(options, set | frozenset) else set()
+
+
+def _is_plain_data(value, depth: int = 0) -> bool:
+    if depth > 16:
+        return False
+    if value is None or isinstance(value, bool | numbers.Real | str):
+        return True
+    if isinstance(value, list):
+        return all(_is_plain_data(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain_data(v, depth + 1) for k, v in value.items())
+    return False
 
 
 def _version() -> str:

@@ -179,7 +179,7 @@ def _run_convert(args) -> int:
 
 def _write_zarr(image, store, overwrite: bool = False) -> None:
     """Write ``image`` to ``store`` with lazymask's zarr writer, showing progress on stderr."""
-    from dask.diagnostics import ProgressBar
+    from lazymask._progress import ProgressBar
 
     from lazymask.io import to_zarr
 
@@ -351,7 +351,7 @@ def _group_names(paths) -> list[str]:
 
 def _save_runs(runs, store, masker) -> None:
     """Write each run's signals (one group per run), the scheduler working on one run at a time."""
-    from dask.diagnostics import ProgressBar
+    from lazymask._progress import ProgressBar
 
     from lazymask.maskers import save_signals
 
@@ -362,7 +362,7 @@ def _save_runs(runs, store, masker) -> None:
 
 # -- demo -------------------------------------------------------------------------------------------
 def _run_demo(args) -> int:
-    from dask.diagnostics import ProgressBar
+    from lazymask._progress import ProgressBar
 
     from lazymask.datasets import load_demo
     from lazymask.io import open_nifti, to_nifti

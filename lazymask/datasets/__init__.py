@@ -8,5 +8,6 @@ Examples
 """
 
 from lazymask.datasets._demo import DemoRun, load_demo
+from lazymask.datasets._fmriprep import make_fmriprep_dataset
 
-__all__ = ["DemoRun", "load_demo"]
+__all__ = ["DemoRun", "load_demo", "make_fmriprep_dataset"]

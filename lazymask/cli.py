@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     convert.set_defaults(run=_run_convert)
 
     _add_extract(commands)
+    from lazymask.archive import _cli as archive_cli  # the archive command lives with the archive
+
+    archive_cli.add_parser(commands)
 
     demo = commands.add_parser("demo", help="run lazymask on the bundled (generated) demo data")
     demo.add_argument("--out", default="lazymask-demo", metavar="DIR",

@@ -14,7 +14,7 @@ Contract
   ``simple`` and ``scrubbing`` strategies: motion with ``_derivative1``, ``_power2``,
   ``_derivative1_power2``; ``csf``, ``white_matter``, ``global_signal`` with the same
   expansions; ``cosineXX``; ``framewise_displacement``, ``dvars``, ``std_dvars``; and a
-  ``non_steady_state_outlier00`` column on runs whose first volume is marked non-steady.
+  ``non_steady_state_outlier00`` column (the first volume of every run is marked non-steady).
   Missing values are ``n/a``, as fMRIPrep writes them.
 * The bytes depend only on the arguments: each run's seed is ``seed`` plus its index, and gzip
   headers carry no timestamp. An existing complete dataset (``dataset_description.json`` written
@@ -143,7 +143,7 @@ def make_fmriprep_dataset(directory, n_subjects: int = 3, n_runs: int = 1, n_vol
     ['sub-01_ses-1_task-rest_run-1_desc-confounds_timeseries.json', 'sub-01_ses-1_task-rest_run-1_desc-confounds_timeseries.tsv']
     """
     root = Path(directory)
-    arguments = dict(n_subjects=n_subjects, n_runs=n_runs, n_volumes=n_volumes, voxel_size=voxel_size,
+    arguments = dict(format=2, n_subjects=n_subjects, n_runs=n_runs, n_volumes=n_volumes, voxel_size=voxel_size,
                      t_r=t_r, seed=seed)
     description = root / "dataset_description.json"
     if description.is_file():
@@ -163,7 +163,7 @@ def make_fmriprep_dataset(directory, n_subjects: int = 3, n_runs: int = 1, n_vol
         mask = (run.fractions[GREY] + run.fractions[WHITE]) > 0.5
         parts = [f"sub-{subject}"] + ([f"ses-{session}"] if session else [])
         stem = "_".join(parts + [f"task-{TASK}", f"run-{run_number}"])
-        _write_run(root.joinpath(*parts, "func"), stem, run, mask, non_steady=index % 2)
+        _write_run(root.joinpath(*parts, "func"), stem, run, mask, non_steady=1)
     description_text = json.dumps({
         "Name": "lazymask generated fMRIPrep derivatives", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "lazymask.datasets.make_fmriprep_dataset", "Arguments": arguments}],

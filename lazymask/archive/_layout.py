@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import zarr
@@ -82,4 +83,6 @@ def drop_consolidated(store) -> None:
 
 
 def consolidate(store) -> None:
-    zarr.consolidate_metadata(str(store))
+    with warnings.catch_warnings():  # "not part of the zarr v3 specification (yet)": xarray reads it
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(str(store))

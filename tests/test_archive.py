@@ -267,3 +267,15 @@ def test_cli_exit_2_names_failed_runs(dataset, tmp_path):
     assert "1/2 runs complete" in done.stdout
     status = _cli("--status", tmp_path / "a.zarr")
     assert status.returncode == 2 and "failed" in status.stdout
+
+
+def test_opening_and_selecting_compute_nothing(built):
+    import lazymask
+    from lazymask.testing import raise_if_dask_computes
+
+    store, _ = built
+    with raise_if_dask_computes():
+        archive = lazymask.open_archive(store)
+        archive.runs
+        archive.signals(group=GROUPS[0])
+        archive.stack(subject=["01", "02"])

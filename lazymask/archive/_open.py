@@ -123,7 +123,8 @@ class Archive:
             )
         second = arrays[0].dims[1]
         for group, array in zip(runs["group"], arrays, strict=True):
-            if not array[second].equals(arrays[0][second]):
+            if array.sizes[second] != arrays[0].sizes[second] or (
+                    second in array.indexes and not array.indexes[second].equals(arrays[0].indexes[second])):
                 raise ParameterError(f"run {group!r} has other {second}s than {runs['group'].iloc[0]!r}; "
                                      "runs with different masks cannot be stacked.")
         plain = [a.drop_vars(a.dims[0]).assign_attrs({}) for a in arrays]

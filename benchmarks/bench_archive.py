@@ -100,6 +100,16 @@ def _summary(stack: np.ndarray) -> dict:
             "sample": stack[:, ::17, ::41].ravel().tolist()}
 
 
+def _children_peak_gb() -> float:
+    """The largest peak RSS of this case's finished child processes (joblib's or the cluster's workers).
+
+    The harness reports the case process's own peak; workers in other processes are not in it.
+    """
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+
+
 def _runs(dataset: str, n_runs: int):
     from lazymask.archive import find_runs
 
@@ -121,7 +131,7 @@ def lazymask_build(dataset: str, store: str, atlas: str, n_runs: int, cluster: b
     else:
         archive = build_archive(_runs(dataset, n_runs), store, masker, confounds_strategy="simple", progress=False)
     failed = int((archive.runs["status"] != "complete").sum())
-    return {"failed": failed, **_summary(archive.stack().values)}
+    return {"failed": failed, "worker_peak_rss_gb": _children_peak_gb(), **_summary(archive.stack().values)}
 
 
 def _nilearn_run(bold: str, atlas: str, out: str) -> str:
@@ -145,7 +155,10 @@ def nilearn_loop(dataset: str, out_dir: str, atlas: str, n_runs: int) -> dict:
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     outs = [str(Path(out_dir) / (group.replace("/", "_") + ".npy")) for group in runs["group"]]
     Parallel(n_jobs=2)(delayed(_nilearn_run)(bold, atlas, out) for bold, out in zip(runs["bold"], outs, strict=True))
-    return _summary(np.stack([np.load(out) for out in outs]))
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor().shutdown(wait=True)  # reap the workers, so their peak RSS is counted
+    return {"worker_peak_rss_gb": _children_peak_gb(), **_summary(np.stack([np.load(out) for out in outs]))}
 
 
 def _kill_halfway(dataset: str, store: Path, atlas: str, n_runs: int) -> int:
@@ -163,6 +176,10 @@ def _kill_halfway(dataset: str, store: Path, atlas: str, n_runs: int) -> int:
     process.send_signal(signal.SIGKILL)
     process.wait()
     return sum(is_complete(store, g) for g in groups)
+
+
+def _values(case: dict) -> dict:
+    return {k: v for k, v in case["result"].items() if k != "worker_peak_rss_gb"}
 
 
 def _same(a: dict, b: dict, atol: float = 1e-3) -> bool:
@@ -206,12 +223,14 @@ def main(quick: bool = False, n_runs: int | None = None, n_volumes: int | None =
     report("archive", rows)
     checks = {
         "archive == nilearn": _same(full["result"], nilearn["result"]),
-        "cluster == threads": full["result"] == cluster["result"],
-        "resumed == uninterrupted": full["result"] == resumed["result"],
+        "cluster == threads": _values(full) == _values(cluster),
+        "resumed == uninterrupted": _values(full) == _values(resumed),
         "no failed run": not (full["result"]["failed"] or cluster["result"]["failed"] or resumed["result"]["failed"]),
     }
     for check, ok in checks.items():
         print(f"  {check}: {'yes' if ok else 'NO'}")
+    for label, case in (("lazymask threads", full), ("lazymask cluster", cluster), ("nilearn joblib", nilearn)):
+        print(f"  largest worker-process peak RSS, {label}: {case['result']['worker_peak_rss_gb']:.2f} GB")
     return rows
 
 

@@ -20,6 +20,9 @@ def __getattr__(name: str):
         from lazymask import maskers
 
         return getattr(maskers, name)
+    if name in ("build_archive", "open_archive"):  # lazymask.open_archive(store), as the issue names it
+        from lazymask import archive
+        return getattr(archive, name)
     raise AttributeError(f"module 'lazymask' has no attribute {name!r}")
 
 __all__ = [

@@ -967,6 +967,7 @@ def _write_image(img: xr.DataArray, staged: StagedGroup, compressor) -> None:
     da.store(data.rechunk(chunks), array, lock=False)
     header_array = zgroup.create_array(HEADER_ARRAY, shape=(348,), chunks=(348,), dtype="u1",
                                        compressors=_codecs(None), fill_value=0,
+                                       dimension_names=("nifti_header_byte",),
                                        config={"write_empty_chunks": True})
     header_array[:] = np.frombuffer(header.binaryblock, dtype=np.uint8)
     zgroup.attrs.update({"ome": _ome_metadata(img, header)})

@@ -1,0 +1,14 @@
+"""Archives: a whole fMRIPrep dataset into one resumable, self-describing zarr store.
+
+:func:`find_runs` lists the runs of a derivatives tree, :func:`build_archive` extracts every run
+with a masker into one group per run (skipping the runs already complete, on the active dask
+scheduler, a few runs at a time), and :func:`open_archive` reads the result back (an index with
+each run's status, lazy signals per run, a stacked view, the fitted masker). The same store opens
+with ``xarray.open_datatree(store, engine="zarr")``.
+"""
+
+from lazymask.archive._build import build_archive
+from lazymask.archive._open import Archive, open_archive
+from lazymask.interfaces import find_runs
+
+__all__ = ["Archive", "build_archive", "find_runs", "open_archive"]

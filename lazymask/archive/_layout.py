@@ -23,7 +23,7 @@ import zarr
 
 from lazymask.exceptions import NotNiftiError, UnsafeTargetError
 from lazymask.exceptions import CorruptStoreError
-from lazymask.io import is_complete, verify
+from lazymask.io import is_complete, require_root, verify
 
 ARCHIVE_ATTR = "lazymask_archive"
 FAILURES_ATTR = "lazymask_archive_failures"
@@ -73,6 +73,7 @@ def read_root(store) -> dict | None:
 
 
 def write_root(store, record: dict, failures: dict) -> None:
+    require_root(store)  # a new root marked as lazymask's; refuses a store lazymask did not create
     group = zarr.open_group(str(store), mode="a", zarr_format=3)
     group.attrs.update({ARCHIVE_ATTR: record, FAILURES_ATTR: failures})
 

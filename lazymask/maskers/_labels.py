@@ -387,7 +387,7 @@ class NiftiLabelsMasker(RegionMasker):
         arrays = super()._spatial_arrays()
         lut = self.lut_
         arrays["lut"] = xr.DataArray(lut["index"].to_numpy(), dims=("label",), name="lut",
-                                     coords={"name": ("label", lut["name"].astype(str).to_numpy())})
+                                     coords={"name": ("label", np.array(lut["name"].astype(str).tolist(), dtype=str))})
         return arrays
 
     @classmethod

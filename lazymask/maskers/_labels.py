@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import xarray as xr
+from sklearn.utils._param_validation import StrOptions
 
 from lazymask.exceptions import ImageMismatchError, ParameterError
 from lazymask.io import image_dataarray
@@ -190,10 +191,12 @@ class NiftiLabelsMasker(RegionMasker):
     """
 
     _parameter_constraints = {
-        "strategy": STRATEGIES,
-        "resampling_target": ("data", "labels", None),
-        "background_label": (numbers.Real,),
-        "labels": (None, list),
+        "labels_img": "no_validation",  # an image
+        "labels": [None, list],
+        "lut": "no_validation",  # a DataFrame or a path
+        "background_label": [numbers.Real],
+        "strategy": [StrOptions(set(STRATEGIES))],
+        "resampling_target": [StrOptions({"data", "labels"}), None],
     }
 
     def __init__(self, labels_img=None, labels=None, lut=None, background_label=0, mask_img=None,

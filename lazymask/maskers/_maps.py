@@ -14,6 +14,7 @@ import dask
 import numpy as np
 import scipy.sparse as sp
 import xarray as xr
+from sklearn.utils._param_validation import StrOptions
 
 from lazymask.exceptions import ImageMismatchError, ParameterError
 from lazymask.image._inputs import as_image
@@ -120,8 +121,9 @@ class NiftiMapsMasker(RegionMasker):
     """
 
     _parameter_constraints = {
-        "resampling_target": ("data", "mask", "maps", None),
-        "allow_overlap": (bool, np.bool_),
+        "maps_img": "no_validation",  # an image
+        "allow_overlap": ["boolean"],
+        "resampling_target": [StrOptions({"data", "mask", "maps"}), None],
     }
 
     def __init__(self, maps_img=None, mask_img=None, allow_overlap=True, smoothing_fwhm=None,

@@ -14,6 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 import xarray as xr
 from scipy.spatial import cKDTree
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from lazymask.exceptions import ParameterError
 from lazymask.maskers._regions import (
@@ -154,8 +155,9 @@ class NiftiSpheresMasker(RegionMasker):
     """
 
     _parameter_constraints = {
-        "radius": (None, numbers.Real),
-        "allow_overlap": (bool, np.bool_),
+        "seeds": [None, "array-like"],
+        "radius": [None, Interval(numbers.Real, 0, None, closed="left")],
+        "allow_overlap": ["boolean"],
     }
 
     def __init__(self, seeds=None, radius=None, mask_img=None, smoothing_fwhm=None, standardize=False,

@@ -336,3 +336,65 @@ def test_fit_transform_reads_the_run_twice(run):
         report_html = NiftiMasker(mask_strategy="epi").fit(str(path)).generate_report()._repr_html_()
     assert "The mask includes" in report_html
     assert reads.volumes == 3 * N_TIME  # + the extraction, + the second masker's fit; the report reads nothing
+
+
+# -- nilearn 0.14's set_output, repr, and t_r for filtering ------------------------------------------------
+def test_set_output_pandas_matches_nilearn(run):
+    _, img = run
+    masker = NiftiMasker(mask_strategy="epi").fit(img)
+    assert isinstance(masker.transform(img), xr.DataArray)  # lazymask's default stays the lazy DataArray
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = nilearn_maskers.NiftiMasker(mask_strategy="epi").fit(img).set_output(transform="pandas")
+        expected, expected_3d = reference.transform(img), reference.transform(img.slicer[..., 0])
+    assert masker.set_output(transform="pandas") is masker
+    frame = masker.transform(img)
+    assert isinstance(frame, pd.DataFrame)
+    pd.testing.assert_frame_equal(frame, expected, check_dtype=False, **RTOL)
+    assert list(frame.columns) == list(expected.columns)  # 'niftimasker0', 'niftimasker1', ...
+    pd.testing.assert_frame_equal(masker.transform(img.slicer[..., 0]), expected_3d, check_dtype=False, **RTOL)
+    assert isinstance(masker.fit_transform(img), pd.DataFrame)
+    runs = MultiNiftiMasker(mask_strategy="epi").set_output(transform="pandas").fit_transform([img, img])
+    assert [type(r) for r in runs] == [pd.DataFrame, pd.DataFrame]
+    np.testing.assert_allclose(runs[0].to_numpy(), expected.to_numpy(), **RTOL)
+    assert isinstance(masker.set_output(transform="default").transform(img), xr.DataArray)
+
+
+def test_set_output_polars_and_bad_values(run):
+    _, img = run
+    masker = NiftiMasker(mask_strategy="epi").fit(img).set_output(transform="polars")
+    try:
+        import polars
+    except ImportError:
+        with pytest.raises(ImportError, match="requires polars to be installed"):
+            masker.transform(img)
+    else:
+        frame = masker.transform(img)
+        assert isinstance(frame, polars.DataFrame) and frame.shape == (N_TIME, masker.n_elements_)
+    with pytest.raises(ParameterError, match="expected 'default', 'pandas' or 'polars'"):
+        masker.set_output(transform="numpy")
+
+
+def test_repr_shows_parameters_not_arrays(tmp_path, run):
+    path, _ = run
+    masker = NiftiMasker(mask_strategy="epi", t_r=2.0)
+    save_signals(masker.fit_transform(str(path)), tmp_path / "s.zarr", "run", masker=masker)
+    loaded = load_masker(tmp_path / "s.zarr", "run")
+    text = repr(loaded)
+    assert "mask_img=<xarray.DataArray (20, 24, 20) int8>" in text and "t_r=2.0" in text
+    assert "\n" not in text and len(text) < 300
+    assert "mask_img=<numpy.ndarray (20, 24, 20) int8>" in repr(NiftiMasker(mask_img=np.zeros((20, 24, 20), "int8")))
+    assert repr(NiftiMasker()) == "NiftiMasker()"
+
+
+def test_low_pass_without_t_r_raises_as_nilearn(run):
+    _, img = run
+    message = r"Repetition time \(t_r\) must be specified for butterworth filtering"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=message):
+            nilearn_maskers.NiftiMasker(low_pass=0.1).fit_transform(img)
+    with pytest.raises(ParameterError, match=message + r".*the images' header says 2 s"):
+        NiftiMasker(low_pass=0.1).fit_transform(img)
+    expected = _nilearn("NiftiMasker", dict(low_pass=0.1, t_r=2.0), img)
+    np.testing.assert_allclose(NiftiMasker(low_pass=0.1, t_r=2.0).fit_transform(img).values, expected, **RTOL)

@@ -363,10 +363,12 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         if t_r is None and (self.low_pass is not None or self.high_pass is not None) and (
                 self.clean_args_.get("filter", "butterworth") is not False):
             header = signals.attrs.get("t_r")
+            kind = self.clean_args_.get("filter", "butterworth")
             raise ParameterError(
-                "Repetition time (t_r) must be specified for filtering (low_pass="
-                f"{self.low_pass!r}, high_pass={self.high_pass!r}). Got: 't_r=None'. Pass t_r in seconds"
-                + (f" (the images' header says {header:g} s)" if header else "") + ", as nilearn requires."
+                f"Repetition time (t_r) must be specified for {kind} filtering (low_pass={self.low_pass!r}, "
+                f"high_pass={self.high_pass!r}). Got: 't_r=None'. Pass t_r in seconds"
+                + (f" (the images' header says {header:g} s)" if header else "")
+                + ": as nilearn, the masker does not filter with the header's value."
             )
         return clean(
             signals, runs=self.runs if hasattr(self, "runs") else None, detrend=self.detrend,

@@ -64,7 +64,7 @@ from lazymask.image import mean_img
 from lazymask.image._inputs import as_image
 from lazymask.image._resample import resample_img
 from lazymask.image._smooth import smooth_img
-from lazymask.io import get_affine, get_t_r
+from lazymask.io import Grid, as_dask, get_affine, get_t_r
 from lazymask.signal import clean, high_variance_confounds
 
 __all__ = [
@@ -315,7 +315,7 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     def _prepare_image(self, img4d: xr.DataArray) -> xr.DataArray:
         """Resample onto the masker's grid when needed (continuous), then smooth."""
         target_affine, target_shape = self._target_grid()
-        if target_affine is not None and not _same_grid(img4d, target_affine, target_shape):
+        if target_affine is not None and not _on_grid(img4d, target_affine, target_shape):
             self._check_resamplable(img4d, target_affine, target_shape)
             img4d = resample_img(img4d, target_affine=target_affine, target_shape=target_shape,
                                  interpolation="continuous")
@@ -567,15 +567,15 @@ def target_dtype(dtype, source_dtype) -> np.dtype | None:
     return np.dtype(dtype)
 
 
-def _same_grid(image: xr.DataArray, affine, shape) -> bool:
-    same_shape = shape is None or tuple(image.shape[:3]) == tuple(shape)
-    return same_shape and np.shape(affine) == (4, 4) and np.allclose(get_affine(image), affine)
+def _on_grid(image: xr.DataArray, affine, shape) -> bool:
+    """True when ``image`` lies on the grid ``(affine, shape)`` (shape None: any shape)."""
+    target = Grid(tuple(image.shape[:3]) if shape is None else shape, affine)
+    return Grid.of(image).same_as(target)
 
 
 def whole_image_series(img4d: xr.DataArray) -> da.Array:
     """Every voxel's time series as a lazy ``(time, voxel)`` array (Fortran voxel order), blockwise."""
-    data = img4d.data if isinstance(img4d.data, da.Array) else da.from_array(np.asarray(img4d.data))
-    data = data.rechunk({0: -1, 1: -1, 2: -1})
+    data = as_dask(img4d).rechunk({0: -1, 1: -1, 2: -1})
     n_voxels = int(np.prod(data.shape[:3]))
     return da.blockwise(_volumes_as_rows, "tv", data, "ijkt", new_axes={"v": n_voxels}, concatenate=True,
                         dtype=data.dtype, meta=np.empty((0, 0), dtype=data.dtype))

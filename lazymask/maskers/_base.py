@@ -205,12 +205,6 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, self._fitted_attribute)
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.requires_fit = True
-        tags.non_deterministic = False
-        return tags
-
     _fitted_attribute = "n_elements_"
 
     def _check_fitted(self) -> None:
@@ -522,7 +516,7 @@ def as_container(signals, container: str, columns) -> object:
         import polars
     except ImportError:
         raise ImportError("Setting output container to 'polars' requires polars to be installed") from None
-    return polars.from_numpy(values, schema=[str(c) for c in columns])
+    return polars.DataFrame(values, schema=[str(c) for c in columns], orient="row")
 
 
 def short_repr(value) -> str:

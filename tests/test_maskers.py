@@ -398,3 +398,28 @@ def test_low_pass_without_t_r_raises_as_nilearn(run):
         NiftiMasker(low_pass=0.1).fit_transform(img)
     expected = _nilearn("NiftiMasker", dict(low_pass=0.1, t_r=2.0), img)
     np.testing.assert_allclose(NiftiMasker(low_pass=0.1, t_r=2.0).fit_transform(img).values, expected, **RTOL)
+
+
+@pytest.mark.parametrize("name", ["NiftiLabelsMasker", "MultiNiftiLabelsMasker", "NiftiMapsMasker",
+                                  "NiftiSpheresMasker", "MultiNiftiMasker"])
+def test_set_output_pandas_of_every_masker_matches_nilearn(name):
+    from lazymask import maskers as lazymask_maskers
+
+    img = fake_fmri((8, 9, 8), 10, voxel_size=3.0, dtype="float32", seed=2)
+    atlas = np.zeros((8, 9, 8), np.int16)
+    atlas[1:4, 1:8, 1:7], atlas[4:7, 1:8, 1:7] = 1, 2
+    maps = np.stack([atlas == 1, atlas == 2], axis=-1).astype(np.float32) * [0.7, 1.0]
+    labels = dict(labels_img=nib.Nifti1Image(atlas, img.affine))
+    kwargs = {"NiftiLabelsMasker": labels, "MultiNiftiLabelsMasker": labels,
+              "NiftiMapsMasker": dict(maps_img=nib.Nifti1Image(maps.astype(np.float32), img.affine)),
+              "NiftiSpheresMasker": dict(seeds=[(-4.5, 0.0, -1.5), (4.5, 0.0, -1.5)], radius=4.0),
+              "MultiNiftiMasker": {}}[name]
+    ours = getattr(lazymask_maskers, name)(**kwargs).set_output(transform="pandas")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = getattr(nilearn_maskers, name)(**kwargs).set_output(transform="pandas").fit_transform(img)
+    frame = ours.fit_transform(img)
+    assert list(frame.columns) == list(expected.columns)
+    np.testing.assert_allclose(frame.to_numpy(), expected.to_numpy(), **RTOL)
+    if name.startswith("Multi"):  # a list of runs: a list of frames (nilearn: a list of numpy arrays)
+        assert [type(run) for run in ours.transform([img, img])] == [pd.DataFrame, pd.DataFrame]

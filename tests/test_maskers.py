@@ -223,9 +223,23 @@ def test_report(run):
     n = masker.n_elements_
     assert f"The mask includes {n} voxels" in html
     assert "mask_strategy" in html and html.count("<img") >= 2  # mask, and mask before resampling
-    assert set(masker._reporting) == {"mean", "mean_affine", "lazy_images", "original"}
-    assert masker._reporting["mean"].ndim == 3  # the mean volume only, not the run
-    assert NiftiMasker(mask_strategy="epi", reports=False).fit(str(path))._reporting is None
+    # what the report read is public and fitted: the mean volume (computed with the mask, in
+    # memory, 3D only: not the run) and the mask before resampling
+    assert masker.mean_img_.ndim == 3 and not isinstance(masker.mean_img_.data, da.Array)
+    assert masker.mask_img_before_resampling_.shape != masker.mask_img_.shape
+    assert NiftiMasker(mask_strategy="epi", reports=False).fit(str(path)).mean_img_ is None
+
+
+def test_report_of_a_lazy_mean_leaves_the_masker_unchanged(run):
+    path, _ = run
+    masker = NiftiMasker(mask_strategy="whole-brain-template").fit(str(path))
+    assert isinstance(masker.mean_img_.data, da.Array)  # the template needs no pass: the mean stays lazy
+    before = dict(vars(masker))
+    report = masker.generate_report()
+    assert "The mask includes" in report.sentences[0]
+    assert vars(masker).keys() == before.keys()
+    assert all(vars(masker)[name] is value for name, value in before.items())
+    assert isinstance(masker.mean_img_.data, da.Array)
 
 
 def test_save_open_load_round_trip(tmp_path, run):
@@ -294,11 +308,12 @@ def test_bad_input(run, tmp_path):
         masker.transform(nib.Nifti1Image(np.zeros((4, 5), dtype=np.float32), np.eye(4)))
     with pytest.raises(DimensionError, match="5D image"):
         masker.transform(nib.Nifti1Image(np.zeros((4, 5, 4, 3, 2), dtype=np.float32), np.eye(4)))
-    with pytest.raises(ParameterError, match="mask_strategy='fancy': expected 'background', 'epi'"):
+    fancy = r"The 'mask_strategy' parameter of NiftiMasker must be a str among \{'background', 'epi'"
+    with pytest.raises(ParameterError, match=fancy):
         NiftiMasker(mask_strategy="fancy").fit(img)
     with pytest.raises(ParameterError, match="needs imgs when mask_img is None"):
         NiftiMasker().fit()
-    with pytest.raises(ParameterError, match="standardize='z'"):
+    with pytest.raises(ParameterError, match=r"The 'standardize' parameter of NiftiMasker must be .* Got 'z' instead"):
         NiftiMasker(standardize="z").fit(img)
     with pytest.raises(ParameterError, match="features along its last axis"):
         masker.inverse_transform(np.zeros((2, masker.n_elements_ + 1)))
@@ -321,3 +336,90 @@ def test_fit_transform_reads_the_run_twice(run):
         report_html = NiftiMasker(mask_strategy="epi").fit(str(path)).generate_report()._repr_html_()
     assert "The mask includes" in report_html
     assert reads.volumes == 3 * N_TIME  # + the extraction, + the second masker's fit; the report reads nothing
+
+
+# -- nilearn 0.14's set_output, repr, and t_r for filtering ------------------------------------------------
+def test_set_output_pandas_matches_nilearn(run):
+    _, img = run
+    masker = NiftiMasker(mask_strategy="epi").fit(img)
+    assert isinstance(masker.transform(img), xr.DataArray)  # lazymask's default stays the lazy DataArray
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = nilearn_maskers.NiftiMasker(mask_strategy="epi").fit(img).set_output(transform="pandas")
+        expected, expected_3d = reference.transform(img), reference.transform(img.slicer[..., 0])
+    assert masker.set_output(transform="pandas") is masker
+    frame = masker.transform(img)
+    assert isinstance(frame, pd.DataFrame)
+    pd.testing.assert_frame_equal(frame, expected, check_dtype=False, **RTOL)
+    assert list(frame.columns) == list(expected.columns)  # 'niftimasker0', 'niftimasker1', ...
+    pd.testing.assert_frame_equal(masker.transform(img.slicer[..., 0]), expected_3d, check_dtype=False, **RTOL)
+    assert isinstance(masker.fit_transform(img), pd.DataFrame)
+    runs = MultiNiftiMasker(mask_strategy="epi").set_output(transform="pandas").fit_transform([img, img])
+    assert [type(r) for r in runs] == [pd.DataFrame, pd.DataFrame]
+    np.testing.assert_allclose(runs[0].to_numpy(), expected.to_numpy(), **RTOL)
+    assert isinstance(masker.set_output(transform="default").transform(img), xr.DataArray)
+
+
+def test_set_output_polars_and_bad_values(run):
+    _, img = run
+    masker = NiftiMasker(mask_strategy="epi").fit(img).set_output(transform="polars")
+    try:
+        import polars
+    except ImportError:
+        with pytest.raises(ImportError, match="requires polars to be installed"):
+            masker.transform(img)
+    else:
+        frame = masker.transform(img)
+        assert isinstance(frame, polars.DataFrame) and frame.shape == (N_TIME, masker.n_elements_)
+    with pytest.raises(ParameterError, match="expected 'default', 'pandas' or 'polars'"):
+        masker.set_output(transform="numpy")
+
+
+def test_repr_shows_parameters_not_arrays(tmp_path, run):
+    path, _ = run
+    masker = NiftiMasker(mask_strategy="epi", t_r=2.0)
+    save_signals(masker.fit_transform(str(path)), tmp_path / "s.zarr", "run", masker=masker)
+    loaded = load_masker(tmp_path / "s.zarr", "run")
+    text = repr(loaded)
+    assert "mask_img=<xarray.DataArray (20, 24, 20) int8>" in text and "t_r=2.0" in text
+    assert "\n" not in text and len(text) < 300
+    assert "mask_img=<numpy.ndarray (20, 24, 20) int8>" in repr(NiftiMasker(mask_img=np.zeros((20, 24, 20), "int8")))
+    assert repr(NiftiMasker()) == "NiftiMasker()"
+
+
+def test_low_pass_without_t_r_raises_as_nilearn(run):
+    _, img = run
+    message = r"Repetition time \(t_r\) must be specified for butterworth filtering"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=message):
+            nilearn_maskers.NiftiMasker(low_pass=0.1).fit_transform(img)
+    with pytest.raises(ParameterError, match=message + r".*the images' header says 2 s"):
+        NiftiMasker(low_pass=0.1).fit_transform(img)
+    expected = _nilearn("NiftiMasker", dict(low_pass=0.1, t_r=2.0), img)
+    np.testing.assert_allclose(NiftiMasker(low_pass=0.1, t_r=2.0).fit_transform(img).values, expected, **RTOL)
+
+
+@pytest.mark.parametrize("name", ["NiftiLabelsMasker", "MultiNiftiLabelsMasker", "NiftiMapsMasker",
+                                  "NiftiSpheresMasker", "MultiNiftiMasker"])
+def test_set_output_pandas_of_every_masker_matches_nilearn(name):
+    from lazymask import maskers as lazymask_maskers
+
+    img = fake_fmri((8, 9, 8), 10, voxel_size=3.0, dtype="float32", seed=2)
+    atlas = np.zeros((8, 9, 8), np.int16)
+    atlas[1:4, 1:8, 1:7], atlas[4:7, 1:8, 1:7] = 1, 2
+    maps = np.stack([atlas == 1, atlas == 2], axis=-1).astype(np.float32) * [0.7, 1.0]
+    labels = dict(labels_img=nib.Nifti1Image(atlas, img.affine))
+    kwargs = {"NiftiLabelsMasker": labels, "MultiNiftiLabelsMasker": labels,
+              "NiftiMapsMasker": dict(maps_img=nib.Nifti1Image(maps.astype(np.float32), img.affine)),
+              "NiftiSpheresMasker": dict(seeds=[(-4.5, 0.0, -1.5), (4.5, 0.0, -1.5)], radius=4.0),
+              "MultiNiftiMasker": {}}[name]
+    ours = getattr(lazymask_maskers, name)(**kwargs).set_output(transform="pandas")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = getattr(nilearn_maskers, name)(**kwargs).set_output(transform="pandas").fit_transform(img)
+    frame = ours.fit_transform(img)
+    assert list(frame.columns) == list(expected.columns)
+    np.testing.assert_allclose(frame.to_numpy(), expected.to_numpy(), **RTOL)
+    if name.startswith("Multi"):  # a list of runs: a list of frames (nilearn: a list of numpy arrays)
+        assert [type(run) for run in ours.transform([img, img])] == [pd.DataFrame, pd.DataFrame]

@@ -3,6 +3,8 @@
 import base64
 import io
 import re
+import subprocess
+import sys
 
 import matplotlib.image
 import nibabel as nib
@@ -256,3 +258,95 @@ def test_overlay_on_the_left_is_drawn_on_the_left_of_the_axial_view(
     columns = np.nonzero(coloured.any(axis=0))[0]
     assert columns.size > 0, "the overlay is not drawn in the axial view"
     assert columns.max() < axial.shape[1] / 2
+
+
+# -- report_for: the report of a fitted masker, from its public attributes ---------------------------------
+class _Fitted:
+    """Any object with a masker's public fitted attributes (reporting knows no masker class)."""
+
+    def __init__(self, params=None, **fitted):
+        self._params = params or {"smoothing_fwhm": None}
+        vars(self).update(fitted)
+
+    def get_params(self, deep=False):
+        return dict(self._params)
+
+
+def _image(values, affine=LAS_AFFINE):
+    from lazymask.io import image_dataarray
+
+    return image_dataarray(values, affine)
+
+
+def test_reporting_imports_no_masker():
+    code = ("import sys, lazymask.reporting; "
+            "print(sorted(m for m in sys.modules if m.startswith('lazymask.maskers')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_report_for_dispatches_on_fitted_attributes(mean_img, left_mask, left_labels):
+    from lazymask.reporting import report_for
+
+    params = {"smoothing_fwhm": None}
+    mean = _image(mean_img)
+    cases = {
+        "mask": (_Fitted(mask_img_=_image(left_mask.astype(np.int8)), mean_img_=mean),
+                 mask_report(mean_img, left_mask, LAS_AFFINE, parameters=params, title="_Fitted")),
+        "labels": (_Fitted(labels_img_=_image(left_labels), mean_img_=mean, background_label=0,
+                           region_ids_={"background": 0, 0: 3, 1: 7}, region_names_={0: "three", 1: "seven"}),
+                   labels_report(mean_img, left_labels, LAS_AFFINE, region_ids=[3, 7],
+                                 region_names=["three", "seven"], parameters=params, title="_Fitted")),
+        "maps": (_Fitted(maps_img_=_image(np.stack([left_mask, ~left_mask], -1).astype(np.float32)),
+                         mask_img_=None, mean_img_=None),
+                 maps_report(None, np.stack([left_mask, ~left_mask], -1).astype(np.float32), LAS_AFFINE,
+                             parameters=params, title="_Fitted")),
+        "spheres": (_Fitted({"radius": 5}, seeds_=LEFT_SEEDS, mask_img_=None, mean_img_=mean),
+                    spheres_report(mean_img, LAS_AFFINE, seeds=LEFT_SEEDS, radius=5, parameters={"radius": 5},
+                                   title="_Fitted")),
+    }
+    for kind, (fitted, expected) in cases.items():
+        assert report_for(fitted)._repr_html_() == expected._repr_html_(), kind
+    with pytest.raises(ParameterError, match="generate_report needs an image"):
+        report_for(_Fitted({"radius": 5}, seeds_=LEFT_SEEDS, mask_img_=None, mean_img_=None))
+
+
+def test_report_for_resamples_the_mean_onto_the_overlay_and_keeps_it_lazy(mean_img, left_mask):
+    import dask.array as da
+
+    from lazymask.image import resample_img
+    from lazymask.reporting import report_for
+
+    coarse_affine = LAS_AFFINE @ np.diag([2.0, 2.0, 2.0, 1.0])
+    lazy_mean = _image(da.from_array(mean_img, chunks=5))
+    mask = _image(left_mask[::2, ::2, ::2].astype(np.int8), coarse_affine)
+    fitted = _Fitted(mask_img_=mask, mean_img_=lazy_mean)
+    expected_mean = resample_img(_image(mean_img.astype(np.float64)), target_affine=coarse_affine,
+                                 target_shape=mask.shape).values
+    expected = mask_report(expected_mean, left_mask[::2, ::2, ::2], coarse_affine,
+                           parameters={"smoothing_fwhm": None}, title="_Fitted")
+    assert report_for(fitted)._repr_html_() == expected._repr_html_()
+    assert fitted.mean_img_ is lazy_mean and isinstance(fitted.mean_img_.data, da.Array)
+
+
+def test_generate_report_is_report_for_of_the_fitted_masker(tmp_path):
+    from lazymask.maskers import NiftiMasker
+    from lazymask.reporting import report_for
+    from lazymask.testing import fake_fmri
+
+    img = fake_fmri((12, 14, 12), 10, dtype="int16", seed=2)
+    masker = NiftiMasker(mask_strategy="epi", target_affine=np.diag([4.0, 4.0, 4.0])).fit(img)
+    report = masker.generate_report()
+    assert report._repr_html_() == report_for(masker)._repr_html_()
+    original = masker.mask_img_before_resampling_
+    mean = np.asarray(img.dataobj, dtype=np.float32).mean(axis=-1)  # the fitted run's mean, with numpy
+    from lazymask.image import resample_img
+
+    mask_affine = np.asarray(masker.mask_img_.attrs["affine"])
+    on_mask = resample_img(_image(mean.astype(np.float64), img.affine), target_affine=mask_affine,
+                           target_shape=masker.mask_img_.shape).values
+    expected = mask_report(on_mask, np.asarray(masker.mask_img_) != 0, mask_affine,
+                           original_mask=np.asarray(original) != 0, original_affine=img.affine,
+                           parameters=masker.json_parameters(), title="NiftiMasker")
+    assert report.sentences == expected.sentences
+    np.testing.assert_allclose(masker.mean_img_.values, mean, rtol=1e-6)

@@ -5,9 +5,11 @@ maskers (:class:`NiftiLabelsMasker`, :class:`NiftiMapsMasker`, :class:`NiftiSphe
 Multi forms) give ``(time, region)`` signals. All return dask-backed DataArrays;
 :func:`save_signals` writes them (with the mask or atlas, the affine, the parameters and the
 sources) to a self-describing zarr group, :func:`open_signals` reads them back, and
-:func:`load_masker` rebuilds the fitted masker from the store alone.
+:func:`load_masker` rebuilds the fitted masker from the store alone. ``MASK_STRATEGIES`` (from
+:mod:`lazymask.masking`) names the ``mask_strategy`` values.
 """
 
+from lazymask.masking import MASK_STRATEGIES
 from lazymask.maskers._base import BaseMasker
 from lazymask.maskers._labels import MultiNiftiLabelsMasker, NiftiLabelsMasker
 from lazymask.maskers._maps import MultiNiftiMapsMasker, NiftiMapsMasker
@@ -17,6 +19,7 @@ from lazymask.maskers._persist import load_masker, open_signals, save_signals
 from lazymask.maskers._spheres import NiftiSpheresMasker
 
 __all__ = [
+    "MASK_STRATEGIES",
     "BaseMasker",
     "MultiNiftiLabelsMasker",
     "MultiNiftiMapsMasker",

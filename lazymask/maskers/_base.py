@@ -3,82 +3,160 @@
 Contract (shared by every masker; subclasses fill the hooks)
 -----------------------------------------------------------
 * ``__init__`` of a subclass stores its parameters and nothing else (nilearn 0.14's names and
-  defaults); a subclass declares ``_parameter_constraints`` (name -> tuple of allowed values
-  and/or types, or a callable returning an error message or ``None``).
+  defaults); a subclass declares ``_parameter_constraints`` in scikit-learn's format
+  (``sklearn.utils._param_validation``: ``StrOptions``, ``Interval``, ``"boolean"``, ``None``,
+  types, ``"array-like"``, ...) for its own parameters; the constraints every masker shares
+  (:data:`COMMON_CONSTRAINTS`) are added for the parameters the class has when it is defined,
+  so ``cls._parameter_constraints`` lists every parameter (scikit-learn's estimator checks
+  verify it). scikit-learn validates them in ``fit``; a failure raises
+  :class:`InvalidParameterError`, which is both lazymask's ``ParameterError`` and
+  scikit-learn's ``InvalidParameterError``, with scikit-learn's message.
 * ``fit(imgs=None, y=None)`` validates the parameters, sets ``clean_args_``, calls the hook
   ``_fit(imgs)`` (which sets the fitted attributes, e.g. ``mask_img_``, ``affine_``,
-  ``n_elements_``) and returns ``self``. It may compute small things (a mask); nothing else.
-* ``transform(imgs, confounds=None, sample_mask=None)`` computes NOTHING; it opens the images
-  (``as_image``), remembers 3D input, resamples onto ``_target_grid()`` when the images are not
-  on it, smooths (``smoothing_fwhm``), extracts with the hook ``_extract(img4d)`` (a lazy
-  ``(time, feature)`` DataArray, blockwise over time chunks), cleans with
-  :func:`lazymask.signal.clean` (only when an option asks for it), applies ``dtype`` and labels
-  the result (time in seconds, attrs: affine, t_r, masker, parameters, source).
-* ``inverse_transform(X)`` checks ``X`` and calls the hook ``_inverse(signals)``.
-* ``generate_report()`` calls the hook ``_report()``.
+  ``n_elements_``) and sets ``mean_img_`` (the mean of the first fitted image, lazy, unless
+  ``_fit`` set it; None without images or with ``reports=False``); it returns ``self``. It may
+  compute small things (a mask); nothing else. Everything ``transform``, ``inverse_transform``
+  and the report need is a trailing-underscore attribute set here.
+* ``transform(imgs, confounds=None, sample_mask=None)`` computes NOTHING and changes nothing on
+  ``self``; it opens the images (``as_image``), remembers 3D input, resamples onto
+  ``_target_grid()`` when the images are not on it, smooths (``smoothing_fwhm``), extracts with
+  the hook ``_extract(img4d)`` (a lazy ``(time, feature)`` DataArray, blockwise over time
+  chunks), cleans with :func:`lazymask.signal.clean` (only when an option asks for it), applies
+  ``dtype`` and labels the result (time in seconds, attrs: affine, t_r, masker, parameters,
+  source). With ``set_output(transform="pandas"|"polars")`` the result is computed into a data
+  frame with ``get_feature_names_out()`` as columns (nilearn 0.14's ``set_output``).
+* ``inverse_transform(X)`` checks ``X`` and calls the hook ``_inverse(signals)``; it changes
+  nothing on ``self`` either.
+* ``generate_report()`` delegates to :func:`lazymask.reporting.report_for`, which reads the
+  fitted masker's public attributes only.
 * Persistence (see :mod:`lazymask.maskers._persist`): the hook ``_spatial_arrays()`` returns the
   named DataArrays a store needs to rebuild the masker, and the classmethod
   ``_from_store(parameters, arrays)`` rebuilds a fitted masker from them.
 
 Hooks a subclass implements: ``_fit``, ``_target_grid``, ``_extract``, ``_inverse``,
-``_feature_dim``, ``_report``, ``_spatial_arrays``, ``_from_store``; optionally
-``_fitted_attribute`` (default ``"n_elements_"``).
+``_spatial_arrays``, ``_from_store``; optionally ``_fitted_attribute`` (default
+``"n_elements_"``).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import numbers
 import os
 import warnings
+from functools import wraps
 from typing import ClassVar
 
 import dask.array as da
 import numpy as np
 import pandas as pd
+import sklearn
+import sklearn.exceptions
 import xarray as xr
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import HasMethods, Hidden, Interval, StrOptions
+from sklearn.utils._param_validation import InvalidParameterError as _SklearnInvalidParameterError
 
-from lazymask.exceptions import DimensionError, NotFittedError, ParameterError
+from lazymask import exceptions
+from lazymask.exceptions import DimensionError, ParameterError
+from lazymask.image import mean_img
 from lazymask.image._inputs import as_image
 from lazymask.image._resample import resample_img
 from lazymask.image._smooth import smooth_img
-from lazymask.io import get_affine, get_t_r
+from lazymask.io import Grid, as_dask, get_affine, get_t_r
 from lazymask.signal import clean, high_variance_confounds
 
-__all__ = ["BaseMasker", "MASKER_CLASSES", "jsonable", "source_records"]
+__all__ = [
+    "BaseMasker",
+    "COMMON_CONSTRAINTS",
+    "DTYPE_NAMES",
+    "InvalidParameterError",
+    "MASKER_CLASSES",
+    "NotFittedError",
+    "OrderedOptions",
+    "jsonable",
+    "source_records",
+]
 
 #: Every concrete masker class by name, filled as subclasses are defined (for ``load_masker``).
 MASKER_CLASSES: dict[str, type] = {}
 
-STANDARDIZE_VALUES = ("zscore_sample", "zscore", "psc", True, False, None)
 
-#: Constraints shared by every masker; a subclass adds its own in ``_parameter_constraints``.
-COMMON_CONSTRAINTS: dict[str, tuple] = {
-    "standardize": STANDARDIZE_VALUES,
-    "standardize_confounds": (bool, np.bool_),
-    "detrend": (bool, np.bool_),
-    "high_variance_confounds": (bool, np.bool_),
-    "low_pass": (None, numbers.Real),
-    "high_pass": (None, numbers.Real),
-    "t_r": (None, numbers.Real),
-    "smoothing_fwhm": (None, numbers.Real, list, tuple, np.ndarray),
-    "memory_level": (numbers.Integral,),
-    "verbose": (numbers.Integral, bool),
-    "reports": (bool, np.bool_),
-    "clean_args": (None, dict),
+class NotFittedError(exceptions.NotFittedError, sklearn.exceptions.NotFittedError):
+    """A masker is used before ``fit``: lazymask's ``NotFittedError`` and scikit-learn's at once.
+
+    Defined here rather than in :mod:`lazymask.exceptions` so that importing lazymask does not
+    import scikit-learn; ``except lazymask.exceptions.NotFittedError`` and
+    ``except sklearn.exceptions.NotFittedError`` both catch it.
+    """
+
+
+class InvalidParameterError(ParameterError, _SklearnInvalidParameterError):
+    """A parameter fails its ``_parameter_constraints``: lazymask's ``ParameterError`` and scikit-learn's error."""
+
+
+class OrderedOptions(set):
+    """A set that iterates in the order given: ``StrOptions(OrderedOptions(...))`` lists its
+    options in that order in scikit-learn's error message (a plain set's order varies)."""
+
+    def __init__(self, options):
+        self._order = tuple(dict.fromkeys(options))
+        super().__init__(self._order)
+
+    def __iter__(self):
+        return iter(self._order)
+
+
+def _dtype_names() -> frozenset[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # numpy's deprecated aliases ("a")
+        return frozenset(name for name in np.sctypeDict
+                         if isinstance(name, str) and np.dtype(name) != np.dtype(bool))
+
+
+#: The dtype names numpy knows ("float32", "f4", "int16", ...), booleans excluded.
+DTYPE_NAMES = _dtype_names()
+
+_POSITIVE = Interval(numbers.Real, 0, None, closed="neither")
+
+#: Constraints shared by every masker (scikit-learn's format); each class gets those of its parameters.
+COMMON_CONSTRAINTS: dict[str, list] = {
+    "standardize": [StrOptions(OrderedOptions(["zscore_sample", "zscore", "psc"])), "boolean", None],
+    "standardize_confounds": ["boolean"],
+    "detrend": ["boolean"],
+    "high_variance_confounds": ["boolean"],
+    "low_pass": [None, _POSITIVE],
+    "high_pass": [None, _POSITIVE],
+    "t_r": [None, _POSITIVE],
+    "smoothing_fwhm": [None, Interval(numbers.Real, 0, None, closed="left"), "array-like"],
+    "memory": [None, str, os.PathLike, HasMethods(["cache"])],
+    "memory_level": [Interval(numbers.Integral, 0, None, closed="left")],
+    "verbose": ["verbose"],
+    "reports": ["boolean"],
+    "clean_args": [None, dict],
+    # a dtype: numpy types and dtypes, their names (hidden from the message: there are many)
+    "dtype": [None, StrOptions({"auto"}), Hidden(StrOptions(set(DTYPE_NAMES))), type, np.dtype],
+    "mask_img": "no_validation",  # an image: a path, a nibabel image, a DataArray, ...
+    "n_jobs": [numbers.Integral, None],
 }
 
 
-class BaseMasker(TransformerMixin, BaseEstimator):
+class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     """Base of lazymask's maskers (see the module's contract). Not used directly."""
 
     _parameter_constraints: ClassVar[dict] = {}
 
     def __init_subclass__(cls, **kwargs):
+        # lazymask wraps ``transform`` itself (below): scikit-learn's wrapper would compute the
+        # lazy result into numpy at every call, whatever the output configuration.
+        kwargs.setdefault("auto_wrap_output_keys", None)
         super().__init_subclass__(**kwargs)
         if not cls.__name__.startswith("_"):
             MASKER_CLASSES[cls.__name__] = cls
+        cls._parameter_constraints = _complete_constraints(cls)
+        if "transform" in cls.__dict__ or not getattr(cls.transform, "_lazymask_output", False):
+            cls.transform = _with_output_container(cls.transform)
 
     # -- fitting ----------------------------------------------------------------------------------
     def fit(self, imgs=None, y=None):
@@ -98,18 +176,31 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         del y
         self._validate_parameters()
         self.clean_args_ = dict(self.clean_args or {})
+        self.__dict__.pop("mean_img_", None)
         self._fit(imgs)
+        if "mean_img_" not in self.__dict__:
+            self.mean_img_ = self._lazy_mean(imgs)
         return self
 
+    def _lazy_mean(self, imgs) -> xr.DataArray | None:
+        """The lazy mean of the first fitted image (for the report), or None (no image, reports=False)."""
+        if imgs is None or not getattr(self, "reports", True):
+            return None
+        first = imgs[0] if isinstance(imgs, list | tuple) else imgs
+        return mean_img(first)
+
     def _validate_parameters(self) -> None:
-        params = self.get_params(deep=False)
-        constraints = {**COMMON_CONSTRAINTS, **self._parameter_constraints}
-        for name, allowed in constraints.items():
-            if name in params:
-                check_parameter(name, params[name], allowed)
-        if params.get("dtype") is bool or (params.get("dtype") is not None and params.get("dtype") != "auto"
-                                            and _is_bool_dtype(params.get("dtype"))):
-            raise ParameterError("dtype=bool: signals cannot be boolean; pass None, 'auto' or a numeric dtype.")
+        """scikit-learn's validation of ``_parameter_constraints``, raising :class:`InvalidParameterError`."""
+        try:
+            self._validate_params()
+        except _SklearnInvalidParameterError as error:
+            raise InvalidParameterError(str(error)) from None
+        dtype = self.get_params(deep=False).get("dtype")
+        if dtype is not None and not (isinstance(dtype, str) and dtype == "auto") and _is_bool_dtype(dtype):
+            raise InvalidParameterError(
+                f"The 'dtype' parameter of {type(self).__name__} must be a non-boolean dtype, None or "
+                f"'auto'. Got {dtype!r} instead: signals cannot be boolean."
+            )
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, self._fitted_attribute)
@@ -122,6 +213,47 @@ class BaseMasker(TransformerMixin, BaseEstimator):
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate "
                 "arguments before using this estimator."
             )
+
+    # -- output containers ------------------------------------------------------------------------
+    def set_output(self, *, transform=None):
+        """Choose what ``transform`` returns, as nilearn 0.14 (scikit-learn's ``set_output`` API).
+
+        Parameters
+        ----------
+        transform : {"default", "pandas", "polars"}, optional
+            ``"default"``: lazymask's lazy DataArray(s); ``"pandas"`` / ``"polars"``: the signals
+            computed into a data frame (one row per volume, columns ``get_feature_names_out()``;
+            a 3D image gives one row). None leaves the choice unchanged; without a call,
+            ``sklearn.set_config(transform_output=...)`` decides.
+
+        Returns
+        -------
+        self
+
+        Examples
+        --------
+        >>> from lazymask.maskers import NiftiMasker
+        >>> NiftiMasker().set_output(transform="pandas")._sklearn_output_config
+        {'transform': 'pandas'}
+        """
+        if transform is None:
+            return self
+        if transform not in ("default", "pandas", "polars"):
+            raise ParameterError(
+                f"set_output(transform={transform!r}): expected 'default', 'pandas' or 'polars'."
+            )
+        self._sklearn_output_config = {**getattr(self, "_sklearn_output_config", {}), "transform": transform}
+        return self
+
+    def _output_container(self) -> str:
+        chosen = getattr(self, "_sklearn_output_config", {}).get("transform")
+        return chosen if chosen is not None else sklearn.get_config()["transform_output"]
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """``<classname><i>`` for each output column (scikit-learn's convention, as nilearn)."""
+        self._check_fitted()
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(self.n_elements_)], dtype=object)
 
     # -- transforming -----------------------------------------------------------------------------
     def transform(self, imgs, confounds=None, sample_mask=None) -> xr.DataArray:
@@ -150,6 +282,7 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         The images are opened once for both steps (headers only); computing the result then
         reads the data once more for the extraction.
         """
+        self._validate_parameters()
         image = imgs if imgs is None else self._open(imgs)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*mask was given at masker creation.*")
@@ -176,7 +309,7 @@ class BaseMasker(TransformerMixin, BaseEstimator):
     def _prepare_image(self, img4d: xr.DataArray) -> xr.DataArray:
         """Resample onto the masker's grid when needed (continuous), then smooth."""
         target_affine, target_shape = self._target_grid()
-        if target_affine is not None and not _same_grid(img4d, target_affine, target_shape):
+        if target_affine is not None and not _on_grid(img4d, target_affine, target_shape):
             self._check_resamplable(img4d, target_affine, target_shape)
             img4d = resample_img(img4d, target_affine=target_affine, target_shape=target_shape,
                                  interpolation="continuous")
@@ -220,7 +353,17 @@ class BaseMasker(TransformerMixin, BaseEstimator):
         """
         if not self._needs_cleaning(confounds, sample_mask):
             return signals
-        t_r = signals.attrs.get("t_r") if self.t_r is None else self.t_r
+        t_r = self.t_r
+        if t_r is None and (self.low_pass is not None or self.high_pass is not None) and (
+                self.clean_args_.get("filter", "butterworth") is not False):
+            header = signals.attrs.get("t_r")
+            kind = self.clean_args_.get("filter", "butterworth")
+            raise ParameterError(
+                f"Repetition time (t_r) must be specified for {kind} filtering (low_pass={self.low_pass!r}, "
+                f"high_pass={self.high_pass!r}). Got: 't_r=None'. Pass t_r in seconds"
+                + (f" (the images' header says {header:g} s)" if header else "")
+                + ": as nilearn, the masker does not filter with the header's value."
+            )
         return clean(
             signals, runs=self.runs if hasattr(self, "runs") else None, detrend=self.detrend,
             standardize=self.standardize, standardize_confounds=self.standardize_confounds,
@@ -289,9 +432,28 @@ class BaseMasker(TransformerMixin, BaseEstimator):
 
     # -- reports ----------------------------------------------------------------------------------
     def generate_report(self):
-        """An HTML report of the fitted masker (renders in Jupyter; ``.save_as_html(path)``)."""
+        """An HTML report of the fitted masker (renders in Jupyter; ``.save_as_html(path)``).
+
+        Built by :func:`lazymask.reporting.report_for` from the fitted attributes
+        (``mask_img_``, ``mean_img_``, ...); a lazy ``mean_img_`` is computed for the report and
+        not kept.
+        """
         self._check_fitted()
-        return self._report()
+        from lazymask.reporting import report_for
+
+        return report_for(self)
+
+    def __repr__(self, N_CHAR_MAX=700) -> str:
+        """The class and the parameters that differ from their defaults; arrays and images summarised."""
+        defaults = {name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()
+                    if name != "self"}
+        shown = []
+        for name, value in self.get_params(deep=False).items():
+            if name in defaults and _same_default(value, defaults[name]):
+                continue
+            shown.append(f"{name}={short_repr(value)}")
+        text = f"{type(self).__name__}({', '.join(shown)})"
+        return text if len(text) <= N_CHAR_MAX else text[: N_CHAR_MAX - 4] + "...)"
 
     # -- hooks --------------------------------------------------------------------------------------
     def _fit(self, imgs):  # pragma: no cover - abstract
@@ -307,9 +469,6 @@ class BaseMasker(TransformerMixin, BaseEstimator):
     def _inverse(self, signals):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _report(self):  # pragma: no cover - abstract
-        raise NotImplementedError
-
     def _spatial_arrays(self) -> dict[str, xr.DataArray]:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -319,26 +478,70 @@ class BaseMasker(TransformerMixin, BaseEstimator):
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-def check_parameter(name: str, value, allowed) -> None:
-    """Raise :class:`ParameterError` unless ``value`` matches one of ``allowed`` (values or types)."""
-    if callable(allowed) and not isinstance(allowed, tuple):
-        message = allowed(value)
-        if message:
-            raise ParameterError(f"{name}={value!r}: {message}")
-        return
-    for option in allowed:
-        if isinstance(option, type):
-            if isinstance(value, option):
-                return
-        elif option is None:
-            if value is None:
-                return
-        elif not isinstance(value, np.ndarray) and type(value) is type(option) and value == option:
-            return
-    values = [repr(o) for o in allowed if not isinstance(o, type)]
-    types = [o.__name__ for o in allowed if isinstance(o, type)]
-    expected = " or ".join(part for part in (", ".join(values), ", ".join(types)) if part)
-    raise ParameterError(f"{name}={value!r}: expected {expected}.")
+def _complete_constraints(cls) -> dict:
+    """The constraints of every parameter of ``cls``: its own, then its bases', then the common ones."""
+    names = cls._get_param_names()
+    merged: dict = {}
+    for klass in reversed(cls.__mro__):
+        merged.update(vars(klass).get("_parameter_constraints", {}))
+    return {name: merged.get(name, COMMON_CONSTRAINTS.get(name)) for name in names
+            if name in merged or name in COMMON_CONSTRAINTS}
+
+
+def _with_output_container(transform):
+    """Wrap a ``transform`` so that ``set_output(transform="pandas"|"polars")`` is honoured."""
+
+    @wraps(transform)
+    def wrapped(self, *args, **kwargs):
+        result = transform(self, *args, **kwargs)
+        container = self._output_container()
+        if container == "default":
+            return result
+        if isinstance(result, list):
+            return [as_container(item, container, self.get_feature_names_out()) for item in result]
+        return as_container(result, container, self.get_feature_names_out())
+
+    wrapped._lazymask_output = True
+    return wrapped
+
+
+def as_container(signals, container: str, columns) -> object:
+    """Computed signals as a pandas or polars data frame (a 1D result gives one row), as nilearn."""
+    if not isinstance(signals, xr.DataArray):
+        return signals
+    values = np.atleast_2d(np.asarray(signals.values))
+    if container == "pandas":
+        return pd.DataFrame(values, columns=list(columns))
+    try:
+        import polars
+    except ImportError:
+        raise ImportError("Setting output container to 'polars' requires polars to be installed") from None
+    return polars.DataFrame(values, schema=[str(c) for c in columns], orient="row")
+
+
+def short_repr(value) -> str:
+    """A one-line stand-in for a parameter value: arrays and images by type, shape and dtype."""
+    if isinstance(value, xr.DataArray):
+        name = f" {value.name!r}" if value.name is not None else ""
+        return f"<xarray.DataArray{name} {tuple(value.shape)} {value.dtype}>"
+    if isinstance(value, np.ndarray | da.Array) and value.size > 16:
+        return f"<{type(value).__module__.split('.')[0]}.{type(value).__name__} {tuple(value.shape)} {value.dtype}>"
+    if hasattr(value, "shape") and hasattr(value, "affine"):  # a nibabel image
+        return f"<{type(value).__name__} {tuple(value.shape)}>"
+    text = repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _same_default(value, default) -> bool:
+    if value is default:
+        return True
+    if isinstance(value, np.ndarray | da.Array | xr.DataArray | pd.DataFrame) or hasattr(value, "affine"):
+        return False
+    try:
+        return bool(type(value) is type(default) and value == default)
+    except (TypeError, ValueError):
+        return False
 
 
 def _is_bool_dtype(dtype) -> bool:
@@ -358,15 +561,15 @@ def target_dtype(dtype, source_dtype) -> np.dtype | None:
     return np.dtype(dtype)
 
 
-def _same_grid(image: xr.DataArray, affine, shape) -> bool:
-    same_shape = shape is None or tuple(image.shape[:3]) == tuple(shape)
-    return same_shape and np.shape(affine) == (4, 4) and np.allclose(get_affine(image), affine)
+def _on_grid(image: xr.DataArray, affine, shape) -> bool:
+    """True when ``image`` lies on the grid ``(affine, shape)`` (shape None: any shape)."""
+    target = Grid(tuple(image.shape[:3]) if shape is None else shape, affine)
+    return Grid.of(image).same_as(target)
 
 
 def whole_image_series(img4d: xr.DataArray) -> da.Array:
     """Every voxel's time series as a lazy ``(time, voxel)`` array (Fortran voxel order), blockwise."""
-    data = img4d.data if isinstance(img4d.data, da.Array) else da.from_array(np.asarray(img4d.data))
-    data = data.rechunk({0: -1, 1: -1, 2: -1})
+    data = as_dask(img4d).rechunk({0: -1, 1: -1, 2: -1})
     n_voxels = int(np.prod(data.shape[:3]))
     return da.blockwise(_volumes_as_rows, "tv", data, "ijkt", new_axes={"v": n_voxels}, concatenate=True,
                         dtype=data.dtype, meta=np.empty((0, 0), dtype=data.dtype))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
+from sklearn.utils._param_validation import StrOptions
 
 from lazymask.exceptions import ImageMismatchError, ParameterError
 from lazymask.io import Grid, image_dataarray
@@ -195,10 +196,13 @@ class NiftiLabelsMasker(RegionMasker):
     """
 
     _parameter_constraints = {
-        "strategy": STRATEGIES,
-        "resampling_target": ("data", "labels", None),
-        "background_label": (numbers.Real,),
-        "labels": (None, list),
+        "labels_img": "no_validation",  # an image
+        "labels": [None, list],
+        "lut": "no_validation",  # a DataFrame or a path
+        "background_label": [numbers.Real],
+        "strategy": [StrOptions(set(STRATEGIES))],
+        "resampling_target": [StrOptions({"data", "labels"}), None],
+        "keep_masked_labels": ["boolean"],
     }
 
     def __init__(self, labels_img=None, labels=None, lut=None, background_label=0, mask_img=None,
@@ -371,17 +375,6 @@ class NiftiLabelsMasker(RegionMasker):
                                      "to invert.")
         extraction = self._extraction_on(grid)
         return signals_to_image(signals, grid.shape, grid.affine, labels_expansion(extraction.operator))
-
-    def _report(self):
-        from lazymask.reporting import labels_report
-
-        grid = Grid.of(self.labels_img_)
-        table = self._table()
-        regions = table[table["index"] != self.background_label]
-        return labels_report(self._report_background(grid.shape, grid.affine), np.asarray(self.labels_img_.values),
-                             grid.affine, region_ids=regions["index"].tolist(),
-                             region_names=regions["name"].tolist(), background_label=self.background_label,
-                             parameters=self.json_parameters(), title=type(self).__name__)
 
     def _spatial_arrays(self) -> dict[str, xr.DataArray]:
         arrays = super()._spatial_arrays()

@@ -8,9 +8,9 @@ their ``(map, voxel)`` matrix is read; the fitted matrix then serves ``inverse_t
 
 from __future__ import annotations
 
-import dask
 import numpy as np
 import xarray as xr
+from sklearn.utils._param_validation import StrOptions
 
 from lazymask.exceptions import ImageMismatchError, ParameterError
 from lazymask.image import resample_img
@@ -77,8 +77,10 @@ class NiftiMapsMasker(RegionMasker):
     """
 
     _parameter_constraints = {
-        "resampling_target": ("data", "mask", "maps", None),
-        "allow_overlap": (bool, np.bool_),
+        "maps_img": "no_validation",  # an image
+        "allow_overlap": ["boolean"],
+        "resampling_target": [StrOptions({"data", "mask", "maps"}), None],
+        "keep_masked_maps": ["boolean"],
     }
 
     def __init__(self, maps_img=None, mask_img=None, allow_overlap=True, smoothing_fwhm=None,
@@ -186,14 +188,6 @@ class NiftiMapsMasker(RegionMasker):
         matrix = fitted.matrix if on_grid else maps_matrix(self.maps_img_, mask)
         dtype = np.result_type(signals.dtype, self.maps_img_.dtype)
         return signals_to_image(signals.astype(dtype), grid.shape, grid.affine, maps_expansion(matrix))
-
-    def _report(self):
-        from lazymask.reporting import maps_report
-
-        grid = Grid.of(self.maps_img_)
-        (maps,) = dask.compute(self.maps_img_.data)
-        return maps_report(self._report_background(grid.shape, grid.affine), np.asarray(maps), grid.affine,
-                           parameters=self.json_parameters(), title=type(self).__name__)
 
 
 class MultiNiftiMapsMasker(MultiMixin, NiftiMapsMasker):

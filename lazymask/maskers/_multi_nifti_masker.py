@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import warnings
 
-import dask
-import numpy as np
-
 from lazymask.exceptions import ParameterError
 from lazymask.image._inputs import as_image, is_image_list
-from lazymask.image._mean import time_mean_volume
 from lazymask.image._resample import check_same_grid
 from lazymask.io import get_affine, image_dataarray
-from lazymask.maskers._nifti_masker import NiftiMasker, mask_function, supported_mask_args
+from lazymask.masking import mask_strategy, mask_strategy_arguments
+from lazymask.masking._strategies import accepted_arguments
+from lazymask.maskers._nifti_masker import NiftiMasker
 
 
 class MultiNiftiMasker(NiftiMasker):
@@ -42,8 +40,6 @@ class MultiNiftiMasker(NiftiMasker):
     >>> signals = masker.fit_transform(["run-1.nii.gz", "run-2.nii.gz"])  # lazy   # doctest: +SKIP
     >>> import dask; computed = dask.compute(*signals)   # both runs at once       # doctest: +SKIP
     """
-
-    _parameter_constraints = {**NiftiMasker._parameter_constraints, "n_jobs": (int, np.integer)}
 
     def __init__(
         self,
@@ -91,13 +87,6 @@ class MultiNiftiMasker(NiftiMasker):
             check_same_grid(images, "imgs")
         return images
 
-    def _report_mean(self, images):
-        if not isinstance(images, list):
-            return super()._report_mean(images)
-        if not self._uses_mean():
-            return None
-        return [np.asarray(m) for m in dask.compute(*[time_mean_volume(image) for image in images])]
-
     def _mean_images(self, images, means):
         if not isinstance(images, list):
             return super()._mean_images(images, means)
@@ -106,15 +95,12 @@ class MultiNiftiMasker(NiftiMasker):
     def _compute_mask(self, images):
         if not isinstance(images, list):
             images = [images]
-        function = mask_function(self.mask_strategy, multi=True)
+        function = mask_strategy(self.mask_strategy).multi
+        accepted = accepted_arguments(function)
         mask_args = {name: getattr(self, name) for name in ("target_affine", "target_shape")
-                     if getattr(self, name) is not None and self.mask_strategy in ("background", "epi")}
-        mask_args.update(supported_mask_args(function, self.mask_args, self.mask_strategy))
+                     if getattr(self, name) is not None and name in accepted}
+        mask_args.update(mask_strategy_arguments(function, self.mask_args, self.mask_strategy))
         return function(images, memory=self.memory, **mask_args)
-
-    def _set_mask(self, mask, mask_affine, means, images) -> None:
-        first = images[0] if isinstance(images, list) else images
-        super()._set_mask(mask, mask_affine, means, first)
 
     # -- transform: a list of runs ----------------------------------------------------------------
     def transform(self, imgs, confounds=None, sample_mask=None):
@@ -151,6 +137,7 @@ class MultiNiftiMasker(NiftiMasker):
 
     def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, **fit_params):
         """``fit(imgs)`` then ``transform(imgs, ...)`` (each run opened once, headers only)."""
+        self._validate_parameters()
         opened = [self._open(img) for img in imgs] if is_image_list(imgs) else imgs
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*mask was given at masker creation.*")

@@ -10,64 +10,20 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from functools import partial
 
 import dask
 import numpy as np
 import xarray as xr
+from sklearn.utils._param_validation import StrOptions
 
 from lazymask.exceptions import ImageMismatchError, ParameterError
 from lazymask.image._inputs import as_image
 from lazymask.image._mean import time_mean_volume
 from lazymask.image._resample import check_resample_inputs, resample_array
 from lazymask.io import get_affine, image_dataarray
-from lazymask.masking import apply_mask, compute_background_mask, compute_brain_mask, compute_epi_mask, unmask
+from lazymask.masking import MASK_STRATEGIES, apply_mask, mask_strategy, mask_strategy_arguments, unmask
 from lazymask.masking._volumes import load_mask
-from lazymask.maskers._base import BaseMasker
-
-MASK_STRATEGIES = ("background", "epi", "whole-brain-template", "gm-template", "wm-template")
-
-
-def mask_function(strategy: str, multi: bool = False):
-    """The ``lazymask.masking`` function computing a mask for ``mask_strategy``."""
-    from lazymask import masking
-
-    single = {"background": compute_background_mask, "epi": compute_epi_mask}
-    several = {"background": masking.compute_multi_background_mask, "epi": masking.compute_multi_epi_mask}
-    brain = masking.compute_multi_brain_mask if multi else compute_brain_mask
-    functions = dict(several if multi else single)
-    for name, mask_type in (("whole-brain-template", "whole-brain"), ("gm-template", "gm"), ("wm-template", "wm")):
-        functions[name] = partial(brain, mask_type=mask_type)
-    if strategy not in functions:
-        raise ParameterError(
-            f"mask_strategy={strategy!r}: expected one of {list(MASK_STRATEGIES)} "
-            "(or pass a mask in mask_img)."
-        )
-    return functions[strategy]
-
-
-def supported_mask_args(function, mask_args: dict | None, strategy: str, excluded=("imgs",)) -> dict:
-    """The entries of ``mask_args`` ``function`` accepts; warns about the others (as nilearn)."""
-    target = function.func if isinstance(function, partial) else function
-    accepted = set(inspect.signature(target).parameters) - set(excluded)
-    kept = {k: v for k, v in (mask_args or {}).items() if k in accepted}
-    skipped = [k for k in (mask_args or {}) if k not in accepted]
-    if skipped:
-        warnings.warn(
-            f"mask_args {skipped} are not parameters of the masking strategy {strategy!r} "
-            f"({target.__name__}); they are ignored.", UserWarning, stacklevel=4,
-        )
-    return kept
-
-
-def _check_dtype(value):
-    if value is None or (isinstance(value, str) and value == "auto"):
-        return None
-    try:
-        np.dtype(value)
-    except TypeError:
-        return "expected None, 'auto' or a numpy dtype."
-    return None
+from lazymask.maskers._base import BaseMasker, OrderedOptions
 
 
 class NiftiMasker(BaseMasker):
@@ -106,7 +62,8 @@ class NiftiMasker(BaseMasker):
     target_shape : tuple of 3 int, optional
         Resample to this shape (with ``target_affine``).
     mask_strategy : {"background", "epi", "whole-brain-template", "gm-template", "wm-template"}, default="background"
-        How ``fit`` computes the mask when ``mask_img`` is None.
+        How ``fit`` computes the mask when ``mask_img`` is None (the names of
+        :data:`lazymask.masking.MASK_STRATEGIES`).
     mask_args : dict, optional
         Extra arguments of the masking function (e.g. ``{"opening": 1}``); others are ignored
         with a warning.
@@ -120,7 +77,7 @@ class NiftiMasker(BaseMasker):
     verbose : int, default=0
         Accepted for compatibility.
     reports : bool, default=True
-        Keep the mean image (computed with the mask) for :meth:`generate_report`.
+        Keep the mean image (``mean_img_``) for :meth:`generate_report`.
     cmap : str, default="gray"
         Accepted for compatibility (the report's background is grey).
     clean_args : dict, optional
@@ -137,6 +94,13 @@ class NiftiMasker(BaseMasker):
         Number of voxels in the mask.
     clean_args_ : dict
         ``clean_args`` or ``{}``.
+    mean_img_ : xarray.DataArray or None
+        The mean over time of the (first) fitted run, on that run's grid: in memory when ``fit``
+        computed it for the mask (``"background"``/``"epi"``), else lazy (the report computes it
+        and does not keep it). None when ``fit`` had no image or ``reports=False``.
+    mask_img_before_resampling_ : xarray.DataArray or None
+        The mask before ``target_affine``/``target_shape`` resampled it (None when they did not
+        change its grid); the report draws both outlines.
 
     Examples
     --------
@@ -146,9 +110,12 @@ class NiftiMasker(BaseMasker):
     """
 
     _parameter_constraints = {
-        "mask_strategy": MASK_STRATEGIES,
-        "mask_args": (None, dict),
-        "dtype": _check_dtype,
+        "runs": [None, "array-like"],
+        "target_affine": [None, "array-like"],
+        "target_shape": [None, "array-like"],
+        "mask_strategy": [StrOptions(OrderedOptions(MASK_STRATEGIES))],
+        "mask_args": [None, dict],
+        "cmap": [None, str, callable],
     }
 
     def __init__(
@@ -202,7 +169,7 @@ class NiftiMasker(BaseMasker):
         if self.target_affine is not None or self.target_shape is not None:
             check_resample_inputs(self.target_affine, self.target_shape, "nearest")
         images = self._fit_images(imgs)
-        mean = self._report_mean(images)
+        means = self._fit_means(images)
         if self.mask_img is not None:
             if images is not None:
                 warnings.warn(
@@ -216,10 +183,11 @@ class NiftiMasker(BaseMasker):
                 f"compute a mask from (mask_strategy={self.mask_strategy!r}) or give mask_img."
             )
         else:
-            mask_input = images if mean is None else self._mean_images(images, mean)
+            mask_input = images if means is None else self._mean_images(images, means)
             mask_image = self._compute_mask(mask_input)
             mask, mask_affine = np.asarray(mask_image.values, dtype=bool), get_affine(mask_image)
-        self._set_mask(mask, mask_affine, mean, images)
+        self._set_mask(mask, mask_affine)
+        self.mean_img_ = self._fitted_mean(images, means)
         return self
 
     def _fit_images(self, imgs):
@@ -232,22 +200,30 @@ class NiftiMasker(BaseMasker):
         return image_dataarray(means[0], get_affine(images))
 
     def _uses_mean(self) -> bool:
-        return self.mask_img is None and self.mask_strategy in ("background", "epi")
+        return self.mask_img is None and mask_strategy(self.mask_strategy).uses_mean
 
-    def _report_mean(self, images):
-        """The mean image(s) when one pass computes them for both the mask and the report."""
-        if images is None or not (self.reports or self._uses_mean()):
+    def _fit_means(self, images) -> list[np.ndarray] | None:
+        """The mean volume of each fitted run, computed in one pass, when the mask is computed from them."""
+        if images is None or not self._uses_mean():
             return None
-        if not self._uses_mean():
-            return None  # computed when a report is asked for (the mask needs no data pass)
-        return [np.asarray(m) for m in dask.compute(time_mean_volume(images))]
+        runs = images if isinstance(images, list) else [images]
+        return [np.asarray(m) for m in dask.compute(*[time_mean_volume(run) for run in runs])]
+
+    def _fitted_mean(self, images, means) -> xr.DataArray | None:
+        """``mean_img_``: the first run's mean (computed when ``fit`` needed it, else lazy)."""
+        if images is None or not self.reports:
+            return None
+        first = images[0] if isinstance(images, list) else images
+        if means is not None:
+            return image_dataarray(means[0], get_affine(first), name="mean_img")
+        return image_dataarray(time_mean_volume(first), get_affine(first), name="mean_img")
 
     def _compute_mask(self, images) -> xr.DataArray:
-        function = mask_function(self.mask_strategy)
-        mask_args = supported_mask_args(function, self.mask_args, self.mask_strategy)
+        function = mask_strategy(self.mask_strategy).single
+        mask_args = mask_strategy_arguments(function, self.mask_args, self.mask_strategy)
         return function(images, memory=self.memory, **mask_args)
 
-    def _set_mask(self, mask: np.ndarray, mask_affine, means, images) -> None:
+    def _set_mask(self, mask: np.ndarray, mask_affine) -> None:
         original = (mask, np.asarray(mask_affine, dtype=float))
         if self.target_affine is not None:
             resampled, affine = resample_array(mask.astype(np.int8), mask_affine, self.target_affine,
@@ -262,15 +238,10 @@ class NiftiMasker(BaseMasker):
         self.affine_ = np.asarray(self.target_affine if self.target_affine is not None else mask_affine,
                                   dtype=float)
         self.n_elements_ = int(mask.sum())
-        self._reporting = None
-        if self.reports:
-            self._reporting = {
-                "mean": None if means is None else means[0],
-                "mean_affine": None if images is None else get_affine(images),
-                "lazy_images": images if means is None else None,
-                "original": original if not np.array_equal(original[0].shape, mask.shape)
-                or not np.allclose(original[1], mask_affine) else None,
-            }
+        changed = original[0].shape != mask.shape or not np.allclose(original[1], mask_affine)
+        self.mask_img_before_resampling_ = (
+            image_dataarray(original[0].astype(np.int8), original[1], name="mask") if changed else None
+        )
 
     # -- transform --------------------------------------------------------------------------------
     def _target_grid(self):
@@ -290,36 +261,7 @@ class NiftiMasker(BaseMasker):
     def _inverse(self, signals):
         return unmask(signals, self.mask_img_)
 
-    # -- reports & persistence --------------------------------------------------------------------
-    def _report(self):
-        from lazymask.reporting import mask_report
-
-        mask = np.asarray(self.mask_img_.values, dtype=bool)
-        affine = get_affine(self.mask_img_)
-        reporting = getattr(self, "_reporting", None) or {}
-        mean = self._report_background(reporting, mask.shape, affine)
-        original = reporting.get("original")
-        return mask_report(
-            mean, mask, affine,
-            original_mask=None if original is None else original[0],
-            original_affine=None if original is None else original[1],
-            parameters=self.json_parameters(), title=type(self).__name__,
-        )
-
-    def _report_background(self, reporting: dict, shape, affine):
-        """The mean image on the mask's grid (computed now if fit did not need it), or None."""
-        mean = reporting.get("mean")
-        if mean is None and reporting.get("lazy_images") is not None:
-            (mean,) = dask.compute(time_mean_volume(reporting["lazy_images"]))
-            reporting["mean"], reporting["lazy_images"] = np.asarray(mean), None
-            mean = reporting["mean"]
-        if mean is None:
-            return None
-        mean_affine = reporting["mean_affine"]
-        if mean.shape != tuple(shape) or not np.allclose(mean_affine, affine):
-            mean, _ = resample_array(np.asarray(mean, dtype=float), mean_affine, affine, shape)
-        return mean
-
+    # -- persistence ------------------------------------------------------------------------------
     def _spatial_arrays(self) -> dict[str, xr.DataArray]:
         return {"mask": self.mask_img_}
 

@@ -123,16 +123,6 @@ class RegionMasker(BaseMasker):
         return signals_dataarray(signals, extraction.ids, extraction.names, extraction.extra_coords)
 
     # -- report ---------------------------------------------------------------------------------------
-    def _report_background(self, shape, affine) -> np.ndarray | None:
-        """The mean image resampled onto ``(shape, affine)`` (continuous), computed now; None without one."""
-        mean = self.mean_img_
-        if mean is None:
-            return None
-        values = read_small(mean).astype(np.float64)
-        if not Grid.of(mean).same_as(Grid(shape, affine)):
-            values, _ = resample_array(values, get_affine(mean), target_affine=affine, target_shape=shape)
-        return values
-
     # -- persistence ----------------------------------------------------------------------------------
     def _spatial_arrays(self) -> dict[str, xr.DataArray]:
         arrays = {name: self._spatial_array(name) for name in self._spatial_params}

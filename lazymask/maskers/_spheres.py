@@ -11,6 +11,7 @@ import numbers
 
 import numpy as np
 import xarray as xr
+from sklearn.utils._param_validation import Interval
 
 from lazymask.exceptions import ParameterError
 from lazymask.io import Grid
@@ -80,8 +81,9 @@ class NiftiSpheresMasker(RegionMasker):
     """
 
     _parameter_constraints = {
-        "radius": (None, numbers.Real),
-        "allow_overlap": (bool, np.bool_),
+        "seeds": [None, "array-like"],
+        "radius": [None, Interval(numbers.Real, 0, None, closed="left")],
+        "allow_overlap": ["boolean"],
     }
 
     def __init__(self, seeds=None, radius=None, mask_img=None, smoothing_fwhm=None, standardize=False,
@@ -141,17 +143,6 @@ class NiftiSpheresMasker(RegionMasker):
         grid = Grid.of(self.mask_img_)
         expansion = sphere_expansion(self.seeds_, self.radius, grid, self.mask_img_.values, self.allow_overlap)
         return signals_to_image(signals, grid.shape, grid.affine, expansion)
-
-    def _report(self):
-        from lazymask.reporting import spheres_report
-
-        grid = Grid.of(self.mean_img_) if self.mean_img_ is not None else (
-            Grid.of(self.mask_img_) if self.mask_img_ is not None else None)
-        if grid is None:
-            raise ParameterError("generate_report needs an image: fit the NiftiSpheresMasker on images "
-                                 "(or give it a mask_img).")
-        return spheres_report(self._report_background(grid.shape, grid.affine), grid.affine, seeds=self.seeds_,
-                              radius=self.radius, parameters=self.json_parameters(), title=type(self).__name__)
 
     def _spatial_array(self, name: str) -> xr.DataArray | None:
         if name == "seeds":

@@ -9,9 +9,12 @@ from lazymask.masking._masks import (
     compute_multi_epi_mask,
     intersect_masks,
 )
+from lazymask.masking._strategies import MASK_STRATEGIES, MaskStrategy, mask_strategy, mask_strategy_arguments
 from lazymask.masking._templates import compute_brain_mask, compute_multi_brain_mask, load_template
 
 __all__ = [
+    "MASK_STRATEGIES",
+    "MaskStrategy",
     "MaskWarning",
     "apply_mask",
     "compute_background_mask",
@@ -22,5 +25,7 @@ __all__ = [
     "compute_multi_epi_mask",
     "intersect_masks",
     "load_template",
+    "mask_strategy",
+    "mask_strategy_arguments",
     "unmask",
 ]

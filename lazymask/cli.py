@@ -217,7 +217,7 @@ def _run_verify(args) -> int:
 
 # -- extract ----------------------------------------------------------------------------------------
 def _add_extract(commands) -> None:
-    from lazymask.maskers._nifti_masker import MASK_STRATEGIES
+    from lazymask.maskers import MASK_STRATEGIES
 
     extract = commands.add_parser(
         "extract", help="extract (and clean) voxel signals inside a mask into a zarr store",

@@ -18,9 +18,9 @@ import argparse
 import sys
 
 from lazymask.exceptions import ParameterError
+from lazymask.maskers import MASK_STRATEGIES
 
 EXIT_OK, EXIT_ERROR = 0, 2
-_MASK_STRATEGIES = ("background", "epi", "whole-brain-template", "gm-template", "wm-template")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -40,7 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--lut", metavar="TSV", help="with --labels: the atlas's look-up table")
     parser.add_argument("--strategy", default="mean", help="with --labels: the region statistic (default: mean)")
     parser.add_argument("--radius", type=float, metavar="MM", help="with --seeds: sphere radius in mm")
-    parser.add_argument("--mask-strategy", default="epi", choices=_MASK_STRATEGIES,
+    parser.add_argument("--mask-strategy", default="epi", choices=tuple(MASK_STRATEGIES),
                         help="without --labels/--maps/--seeds: voxel signals in a computed mask (default: epi)")
     parser.add_argument("--smoothing-fwhm", type=float, metavar="MM", help="smooth each volume (FWHM, mm)")
     parser.add_argument("--detrend", action="store_true", help="remove linear trends")

@@ -16,6 +16,7 @@ from lazymask.image._resample import check_same_grid
 from lazymask.io import get_affine, image_dataarray
 from lazymask.masking import mask_strategy, mask_strategy_arguments
 from lazymask.masking._strategies import accepted_arguments
+from lazymask.maskers._runs import per_run
 from lazymask.maskers._nifti_masker import NiftiMasker
 
 
@@ -128,8 +129,8 @@ class MultiNiftiMasker(NiftiMasker):
         if not is_image_list(imgs):
             return super().transform(imgs, confounds=None if confounds is None else confounds[0],
                                      sample_mask=None if sample_mask is None else sample_mask[0])
-        confounds = self._per_run(confounds, len(imgs), "confounds")
-        sample_mask = self._per_run(sample_mask, len(imgs), "sample_mask")
+        confounds = per_run(confounds, len(imgs), "confounds")
+        sample_mask = per_run(sample_mask, len(imgs), "sample_mask")
         return [
             self._transform_one(img, run_confounds, run_mask, add_hv_first=False, cast=False)
             for img, run_confounds, run_mask in zip(imgs, confounds, sample_mask, strict=True)
@@ -143,11 +144,3 @@ class MultiNiftiMasker(NiftiMasker):
             warnings.filterwarnings("ignore", message=r".*mask was given at masker creation.*")
             self.fit(opened, y, **fit_params)
         return self.transform(opened, confounds=confounds, sample_mask=sample_mask)
-
-    @staticmethod
-    def _per_run(values, n_runs: int, name: str) -> list:
-        if values is None:
-            return [None] * n_runs
-        if len(values) != n_runs:
-            raise ParameterError(f"{name} has {len(values)} entries but imgs has {n_runs} runs; pass one per run.")
-        return list(values)

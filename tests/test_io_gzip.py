@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from lazymask.exceptions import CorruptImageError
 from lazymask.io import _gzip
+from lazymask.io._identity import file_identity
 
 PAYLOAD = np.random.default_rng(0).integers(0, 40, 300_000, dtype=np.uint8).tobytes()  # compressible
 
@@ -44,7 +45,7 @@ def test_concurrent_readers_share_one_stream(gz_file):
 
     def read(offset, length):
         out = bytearray(length)
-        _gzip.read_gzip_range(gz_file, offset, out)
+        _gzip.read_gzip_range(file_identity(gz_file), offset, out)
         results[offset] = bytes(out)
 
     threads = [threading.Thread(target=read, args=r) for r in ranges]
@@ -57,7 +58,7 @@ def test_concurrent_readers_share_one_stream(gz_file):
 
 def test_reading_past_the_end_names_the_file(gz_file):
     with pytest.raises(CorruptImageError, match=r"payload\.gz: the gzip stream ends after"):
-        _gzip.read_gzip_range(gz_file, len(PAYLOAD) - 10, bytearray(20))
+        _gzip.read_gzip_range(file_identity(gz_file), len(PAYLOAD) - 10, bytearray(20))
 
 
 def test_corrupt_stream_names_the_file(tmp_path):
@@ -66,4 +67,4 @@ def test_corrupt_stream_names_the_file(tmp_path):
     path = tmp_path / "broken.gz"
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptImageError, match=r"broken\.gz: the gzip stream is corrupt"):
-        _gzip.read_gzip_range(str(path), 0, bytearray(len(PAYLOAD)))
+        _gzip.read_gzip_range(file_identity(path), 0, bytearray(len(PAYLOAD)))

@@ -3,11 +3,12 @@
 Contract
 --------
 * A codec has a ``name``, ``claims(head)`` (``head``: the file's first bytes), ``sequential`` (reads
-  of one file must go front to back to be cheap) and ``read_into(identity, offset, out)``, which
+  of one file must go front to back to be cheap) and ``read_into(identity, offset, out, to_end)``, which
   fills the writable buffer ``out`` with the *decoded* bytes ``offset .. offset + len(out)`` after
   checking the file is still the one ``identity`` names (a changed file raises
   :class:`~lazymask.exceptions.SourceChangedError`; data ending early,
-  :class:`~lazymask.exceptions.CorruptImageError` naming the file).
+  :class:`~lazymask.exceptions.CorruptImageError` naming the file). ``to_end`` says the range ends
+  the data: a codec with an end-of-stream check (gzip's CRC-32 and length) runs it then.
 * ``codec_for(head)`` is the first codec of :data:`CODECS` that claims the bytes (raw claims any);
   ``codec_named(name)`` finds one by the name a reader carries (readers pickle names, not codecs).
 * ``read_head(path, codec, n)`` decodes at most ``n`` bytes from the start, for header parsing.
@@ -38,7 +39,7 @@ class RawCodec:
     def claims(self, head: bytes) -> bool:
         return True
 
-    def read_into(self, identity: FileIdentity, offset: int, out) -> None:
+    def read_into(self, identity: FileIdentity, offset: int, out, to_end: bool = False) -> None:
         check_unchanged(identity)
         view = memoryview(out).cast("B")
         with open(identity.path, "rb", buffering=0) as f:
@@ -67,8 +68,8 @@ class GzipCodec:
     def claims(self, head: bytes) -> bool:
         return head[:2] == b"\x1f\x8b"
 
-    def read_into(self, identity: FileIdentity, offset: int, out) -> None:
-        read_gzip_range(identity, offset, out)
+    def read_into(self, identity: FileIdentity, offset: int, out, to_end: bool = False) -> None:
+        read_gzip_range(identity, offset, out, to_end)
 
     def read_head(self, path: str, n: int) -> bytes:
         decompressor, out = isal_zlib.decompressobj(wbits=31), b""

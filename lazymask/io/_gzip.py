@@ -83,12 +83,18 @@ class GzipStream:
     def __del__(self):
         self._file.close()
 
-    def read_into(self, offset: int, out: memoryview) -> None:
-        """Fill ``out`` with the decompressed bytes starting at ``offset``."""
+    def read_into(self, offset: int, out: memoryview, to_end: bool = False) -> None:
+        """Fill ``out`` with the decompressed bytes starting at ``offset``.
+
+        With ``to_end``, also decompress what follows, to the end of the file, so that the last
+        member's CRC-32 and length are checked (a file cut in its trailer is not taken as whole).
+        """
         self._acquire(offset)
         try:
             self._seek(offset)
             self._fill(out)
+            if to_end:
+                self._check_end()
         except CorruptImageError:
             self._restart()
             raise
@@ -184,6 +190,16 @@ class GzipStream:
             out[filled : filled + len(chunk)] = chunk
             filled += len(chunk)
 
+    def _check_end(self) -> None:
+        while self._produce(_STEP):
+            pass
+        if not self._decompressor.eof:
+            raise CorruptImageError(
+                f"{self.path}: the gzip stream stops after {self.position} bytes of data without its "
+                "end (the CRC-32 and length trailer are missing), so the data cannot be verified; the "
+                "file is truncated. Re-create or re-download it."
+            )
+
     def _truncated(self, wanted: int) -> CorruptImageError:
         return CorruptImageError(
             f"{self.path}: the gzip stream ends after {self.position} bytes of data but "
@@ -214,10 +230,11 @@ def _stream_for(identity: FileIdentity) -> GzipStream:
         return stream
 
 
-def read_gzip_range(identity: FileIdentity, offset: int, out) -> None:
+def read_gzip_range(identity: FileIdentity, offset: int, out, to_end: bool = False) -> None:
     """Fill the writable buffer ``out`` with decompressed bytes ``offset ..`` of a gzip file.
 
     ``identity`` is the file's :func:`~lazymask.io._identity.file_identity` taken at open; a file
-    changed since raises :class:`~lazymask.exceptions.SourceChangedError`.
+    changed since raises :class:`~lazymask.exceptions.SourceChangedError`. ``to_end``: the range
+    ends the data; check the gzip trailer after it (see :meth:`GzipStream.read_into`).
     """
-    _stream_for(identity).read_into(offset, memoryview(out).cast("B"))
+    _stream_for(identity).read_into(offset, memoryview(out).cast("B"), to_end)

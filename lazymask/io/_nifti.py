@@ -234,6 +234,9 @@ _NOT_NIFTI_FIX = (
 def _parse_header(path: str, block: bytes, codec: str):
     """The nibabel header in the first bytes ``block`` (decoded), or a clear error."""
     where = " (after gzip decompression)" if codec == "gzip" else ""
+    if codec == "gzip" and len(block) < 348:
+        raise CorruptImageError(f"{path}: the gzip stream ends after {len(block)} bytes, inside the NIfTI "
+                                "header; the file is truncated. Re-create or re-download it.")
     for klass, size, magic_at in ((nib.Nifti1Header, 348, 344), (nib.Nifti2Header, 540, 4)):
         if size not in (int.from_bytes(block[:4], "little"), int.from_bytes(block[:4], "big")):
             continue

@@ -78,7 +78,7 @@ class VolumeReader:
         n = stop - start
         raw = np.empty(int(np.prod(self.spatial_shape)) * n, dtype=np.dtype(self.disk_dtype))
         byte_offset = self.offset + start * self.volume_nbytes
-        codec_named(self.codec).read_into(self.identity, byte_offset, raw)
+        codec_named(self.codec).read_into(self.identity, byte_offset, raw, to_end=stop == self.n_volumes)
         raw = raw.reshape((*self.spatial_shape, n), order="F")
         scaled = apply_read_scaling(raw, *_cast_scaling(self.slope, self.inter))
         return scaled.astype(self.dtype, copy=False)

@@ -50,6 +50,10 @@ from lazymask.io._identity import FileIdentity, check_unchanged
 _INPUT_BLOCK = 1 << 20  # compressed bytes read from disk at a time
 _STEP = 4 << 20  # decompressed bytes produced per call, and the spacing of checkpoints
 _MAX_OPEN_STREAMS = 16
+_READER = os.environ.get("LAZYMASK_GZIP_READER", "isal")
+"""Which decompressor reads forward: "isal" (the default), "zlib" (checkpoints always) or
+"rapidgzip" (its parallel, seekable reader, if installed). For measuring only (benchmarks/bench_io.py):
+ISA-L won on 2 cores, see :class:`RapidgzipStream`."""
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
@@ -72,7 +76,8 @@ class GzipStream:
         self._busy = False
         self._waiting: list[int] = []
         self._checkpoints: list[_Checkpoint] = []
-        self._library = isal_zlib  # the forward decompressor until a read jumps back (then zlib)
+        self._forward = zlib if _READER == "zlib" else isal_zlib  # until a read jumps back (then zlib)
+        self._library = self._forward
         self._file = open(path, "rb")  # noqa: SIM115 - kept open across reads of this process
         self._restart()
 
@@ -123,7 +128,8 @@ class GzipStream:
             self._cond.notify_all()
 
     # -- positioning ----------------------------------------------------------------------------
-    def _restart(self, library=isal_zlib) -> None:
+    def _restart(self, library=None) -> None:
+        library = library or self._forward
         self._file.seek(0)
         self._library = library
         self._decompressor = library.decompressobj(wbits=_GZIP_WBITS)
@@ -135,7 +141,7 @@ class GzipStream:
         best = self._checkpoints[index] if index >= 0 else None
         if offset < self.position or (best is not None and best.position > self.position):
             if best is None:  # near the start: a new pass, with ISA-L; further: take checkpoints
-                self._restart(isal_zlib if offset < _STEP else zlib)
+                self._restart(self._forward if offset < _STEP else zlib)
             else:
                 self._file.seek(best.compressed_offset)
                 self._decompressor = best.state.copy()
@@ -207,6 +213,49 @@ class GzipStream:
         )
 
 
+class RapidgzipStream:
+    """The same service through ``rapidgzip`` (parallel decompression, its own seek index).
+
+    Measured against :class:`GzipStream` with ISA-L by ``benchmarks/bench_io.py`` (``LAZYMASK_GZIP_READER=
+    rapidgzip``); not the default: on 2 cores it was slower (see the benchmark's docstring), it runs
+    its own thread pool (the user's scheduler should decide the cores used) and reads by whole blocks.
+    """
+
+    def __init__(self, path: str):
+        import rapidgzip
+
+        self.path = path
+        self._lock = threading.Lock()
+        self._file = rapidgzip.open(path, parallelization=os.cpu_count() or 1)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def read_into(self, offset: int, out: memoryview, to_end: bool = False) -> None:
+        with self._lock:
+            try:
+                self._file.seek(offset)
+                filled = 0
+                while filled < len(out):
+                    got = self._file.readinto(out[filled:])
+                    if not got:
+                        raise CorruptImageError(
+                            f"{self.path}: the gzip stream ends after {offset + filled} bytes of data but "
+                            f"{offset + len(out)} were needed; the file is truncated. Re-create or re-download it."
+                        )
+                    filled += got
+                if to_end:
+                    while self._file.read(_STEP):
+                        pass
+            except CorruptImageError:
+                raise
+            except Exception as exc:  # rapidgzip raises ValueError/RuntimeError on corrupt data
+                raise CorruptImageError(
+                    f"{self.path}: the gzip stream is corrupt ({exc}); the file cannot be read. "
+                    "Re-create or re-download it."
+                ) from exc
+
+
 _streams: OrderedDict[tuple, GzipStream] = OrderedDict()
 _streams_lock = threading.Lock()
 
@@ -223,7 +272,8 @@ def _stream_for(identity: FileIdentity) -> GzipStream:
     with _streams_lock:
         stream = _streams.get(identity)
         if stream is None:
-            stream = _streams[identity] = GzipStream(identity.path)
+            kind = RapidgzipStream if _READER == "rapidgzip" else GzipStream
+            stream = _streams[identity] = kind(identity.path)
             while len(_streams) > _MAX_OPEN_STREAMS:
                 _streams.popitem(last=False)  # closed when the last task using it lets go
         _streams.move_to_end(identity)

@@ -125,6 +125,10 @@ def main(quick: bool = False, only_decompressors: bool = False) -> list[dict]:
         with tempfile.TemporaryDirectory(prefix="lazymask-bench-io-") as scratch:
             rows = decompressors(Path(scratch))
         report("io-decompressors", rows)
+        unit_cpu = rows[0]["reference"]["result"]["cpu_seconds"]
+        for row in rows:
+            cpu = row["lazymask"]["result"]["cpu_seconds"]
+            print(f"{row['case'].strip():<44} CPU {cpu:6.2f} s = {cpu / unit_cpu:.2f}x one ISA-L decompression's CPU")
         print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; time x = ratio to one ISA-L decompression)")
         return rows
     sizes = (200,) if quick else (200, 1200)

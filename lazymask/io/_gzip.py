@@ -65,6 +65,13 @@ class _Checkpoint:
 
 
 _ERRORS = (zlib.error, isal_zlib.error, OSError, EOFError)
+_decompressed = [0]  # bytes this process decompressed, all files (see bytes_decompressed)
+_decompressed_lock = threading.Lock()
+
+
+def bytes_decompressed() -> int:
+    """How many bytes this process's gzip streams have decompressed so far (for tests and benchmarks)."""
+    return _decompressed[0]
 
 
 class GzipStream:
@@ -175,6 +182,8 @@ class GzipStream:
             chunk = self._decompressor.decompress(self._pending, max_length)
             self._pending = self._decompressor.unconsumed_tail
             if chunk:
+                with _decompressed_lock:
+                    _decompressed[0] += len(chunk)
                 self.position += len(chunk)
                 if self.position > (self._checkpoints[-1].position if self._checkpoints else 0):
                     self._checkpoint()

@@ -190,9 +190,9 @@ def _open_path(path: str) -> _Part:
         raise NotNiftiError(f"{path}: the file is empty (0 bytes), not a readable NIfTI image. "
                             "Re-create or re-download it.")
     codec = codec_for(head)
-    header = _parse_header(path, codec.read_head(path, 544), codec.name)
+    header, raw_pixdim = _parse_header(path, codec.read_head(path, 544), codec.name)
     shape = _validated_shape(path, _header_call(path, header.get_data_shape))
-    affine = _validated_affine(path, header.get_best_affine(), header)
+    affine = _validated_affine(path, header.get_best_affine(), header, raw_pixdim)
     t_r = _repetition_time(header) if len(shape) == 4 else None
     disk_dtype = np.dtype(_header_call(path, header.get_data_dtype))
     _check_dtype(path, disk_dtype)
@@ -232,7 +232,7 @@ _NOT_NIFTI_FIX = (
 
 
 def _parse_header(path: str, block: bytes, codec: str):
-    """The nibabel header in the first bytes ``block`` (decoded), or a clear error."""
+    """The nibabel header in the first bytes ``block`` (decoded) and its pixdim as stored, or a clear error."""
     where = " (after gzip decompression)" if codec == "gzip" else ""
     if codec == "gzip" and len(block) < 348:
         raise CorruptImageError(f"{path}: the gzip stream ends after {len(block)} bytes, inside the NIfTI "
@@ -261,8 +261,7 @@ def _parse_header(path: str, block: bytes, codec: str):
                 f"{path}: the NIfTI header is invalid ({exc}); lazymask cannot read the file. "
                 "Re-create it, or repair the header with nibabel."
             ) from exc
-        header._lazymask_raw_pixdim = raw_pixdim
-        return header
+        return header, raw_pixdim
     raise NotNiftiError(
         f"{path}: not a readable NIfTI image (its first bytes{where}, {block[:8]!r}, are not a "
         f"NIfTI-1 or NIfTI-2 header). {_NOT_NIFTI_FIX}"
@@ -279,12 +278,12 @@ def _header_call(path: str, method):
         ) from exc
 
 
-def _validated_affine(label: str, affine, header=None) -> np.ndarray:
+def _validated_affine(label: str, affine, header=None, raw_pixdim=None) -> np.ndarray:
     """The voxel-to-world affine, refused when it is not finite or not invertible."""
     affine = np.asarray(affine, dtype=np.float64)
     source, pixdim = "the image's affine", None
     if header is not None and "sform_code" in header:
-        pixdim = getattr(header, "_lazymask_raw_pixdim", np.asarray(header["pixdim"]))[1:4]
+        pixdim = np.asarray(header["pixdim"] if raw_pixdim is None else raw_pixdim)[1:4]
         if header["sform_code"] > 0:
             source = "the sform (srow_x, srow_y, srow_z)"
         else:

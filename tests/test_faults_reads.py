@@ -309,6 +309,50 @@ def test_zero_dimension(tmp_path):
         open_nifti(path)
 
 
+@pytest.mark.parametrize("n_dims", [0, 9, -1])
+def test_dim0_out_of_range(tmp_path, n_dims):
+    path = write(tmp_path / "d0.nii", nifti_bytes(dim=[n_dims, *SHAPE, 1, 1, 1]))
+    with pytest.raises(CorruptImageError, match=rf"d0\.nii: the header's dim\[0\] \(the number of dimensions\) is {n_dims}, not 1 to 7"):
+        open_nifti(path)
+
+
+def test_big_endian_file(tmp_path):
+    header = nib.Nifti1Header(endianness=">")
+    header.set_data_shape(SHAPE)
+    header.set_data_dtype(">i2")
+    header.set_qform(AFFINE, 1)
+    header.set_data_offset(352)
+    path = write(tmp_path / "be.nii", header.binaryblock + b"\x00" * 4 + DATA.astype(">i2").tobytes(order="F"))
+    np.testing.assert_array_equal(values(path, chunks=2), DATA)
+    np.testing.assert_array_equal(values(path), np.asanyarray(nib.load(path).dataobj))
+
+
+def test_infinite_intercept(tmp_path):
+    path = write(tmp_path / "inter.nii", nifti_bytes(scl_slope=2, scl_inter=np.inf))
+    with pytest.raises(CorruptImageError, match=r"inter\.nii: the NIfTI header is invalid \(Valid slope but invalid intercept inf"):
+        open_nifti(path)
+
+
+@pytest.mark.parametrize("slope", [np.inf, np.nan, 0])
+def test_unusable_slope_means_no_scaling_as_in_nibabel(tmp_path, slope):
+    path = write(tmp_path / "slope.nii", nifti_bytes(scl_slope=slope, scl_inter=3))
+    np.testing.assert_array_equal(values(path), np.asanyarray(nib.load(path).dataobj))
+
+
+def test_scaled_gzip_named_upper_case(tmp_path):
+    path = write(tmp_path / "scaled.NII.GZ", gz(nifti_bytes(scl_slope=0.5, scl_inter=-2)))
+    expected = np.asanyarray(nib.load(path).dataobj)
+    got = values(path, chunks=4)
+    assert got.dtype == expected.dtype and expected.dtype.kind == "f"
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_not_a_regular_file(tmp_path):
+    os.mkfifo(tmp_path / "pipe.nii")
+    with pytest.raises(NotNiftiError, match=r"pipe\.nii is not a regular file"):
+        open_nifti(tmp_path / "pipe.nii")
+
+
 def test_unknown_datatype_code(tmp_path):
     path = write(tmp_path / "dt.nii", nifti_bytes(datatype=1234))
     with pytest.raises(CorruptImageError, match=r"dt\.nii: the NIfTI header is invalid \(data code 1234"):

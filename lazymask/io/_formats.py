@@ -69,6 +69,11 @@ def format_for(source):
             )
         raise ImageFileNotFoundError(f"{path}: no such file. Check the path (and the working directory).")
     head = None
+    if not os.path.isdir(path) and not os.path.isfile(path):
+        raise NotNiftiError(
+            f"{path} is not a regular file (a pipe, socket or device), so it cannot be read as an "
+            "image; pass the path of a NIfTI file or image store."
+        )
     if not os.path.isdir(path):
         from lazymask.io._nifti import _first_bytes
 

@@ -238,7 +238,8 @@ def _parse_header(path: str, block: bytes, codec: str):
         raise CorruptImageError(f"{path}: the gzip stream ends after {len(block)} bytes, inside the NIfTI "
                                 "header; the file is truncated. Re-create or re-download it.")
     for klass, size, magic_at in ((nib.Nifti1Header, 348, 344), (nib.Nifti2Header, 540, 4)):
-        if size not in (int.from_bytes(block[:4], "little"), int.from_bytes(block[:4], "big")):
+        orders = [o for o, name in (("<", "little"), (">", "big")) if int.from_bytes(block[:4], name) == size]
+        if not orders:
             continue
         magic = block[magic_at : magic_at + 4]
         if len(block) < size:
@@ -251,8 +252,14 @@ def _parse_header(path: str, block: bytes, codec: str):
             )
         if magic[:2] != b"n+":
             break
+        n_dims = np.frombuffer(block[40:42] if size == 348 else block[16:24], dtype=orders[0] + ("i2" if size == 348 else "i8"))[0]
+        if not 1 <= n_dims <= 7:
+            raise CorruptImageError(
+                f"{path}: the header's dim[0] (the number of dimensions) is {n_dims}, not 1 to 7; the "
+                "header is corrupt. Re-create the file, or repair dim[0] with nibabel."
+            )
         try:
-            header = klass(binaryblock=block[:size], check=False)
+            header = klass(binaryblock=block[:size], endianness=orders[0], check=False)
             raw_pixdim = np.array(header["pixdim"], dtype=np.float64)
             with nib.imageglobals.LoggingOutputSuppressor():
                 header.check_fix()

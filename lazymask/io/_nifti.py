@@ -35,12 +35,11 @@ from lazymask.io._meta import image_dataarray
 from lazymask.io._reader import LazyVolumes, VolumeReader
 
 # ``chunks="auto"``: whole volumes adding up to at most config.get("auto_chunk_bytes") (30 MiB).
-_AUTO_CHUNK_NOTE = """Measured on a 2 mm int16 run of 1200 volumes (mean over time, ``benchmarks/bench_io.py``'s
-``lazymask_mean`` with ``chunks=``): 29 MiB chunks read the ``.nii.gz`` in 7.6 s against 8.1 s for
-64 MiB ones (blocks under glibc's 32 MiB mmap threshold are recycled instead of page-faulted anew);
-for a ``.nii`` 64 MiB chunks were faster (0.9 s vs 1.2 s); peak memory was the same. ``.nii.gz`` is
-the common input, and smaller chunks also keep every downstream block small.
-"""  # kept with the reader it was measured on
+# Measured on a 2 mm int16 run of 1200 volumes (mean over time, benchmarks/bench_io.py's
+# lazymask_mean with chunks=): 29 MiB chunks read the .nii.gz in 7.6 s against 8.1 s for 64 MiB
+# ones (blocks under glibc's 32 MiB mmap threshold are recycled instead of page-faulted anew); for a
+# .nii 64 MiB chunks were faster (0.9 s vs 1.2 s); peak memory was the same. .nii.gz is the common
+# input, and smaller chunks also keep every downstream block small.
 
 MAX_IMAGE_BYTES = 2**42
 """Headers declaring more voxel data than this (4 TiB) are rejected as absurd."""
@@ -55,7 +54,8 @@ def open_nifti(src, chunks="auto") -> xr.DataArray:
     Parameters
     ----------
     src : str, pathlib.Path, nibabel image, xarray.DataArray, or a list of these
-        A ``.nii``/``.nii.gz`` file (NIfTI-1 or NIfTI-2), an image store written by
+        A NIfTI-1 or NIfTI-2 file, plain or gzip-compressed (told apart by the file's first
+        bytes, never its suffix: ``x.NII.GZ`` or a gzip named ``.nii`` read correctly), an image store written by
         :func:`lazymask.to_zarr`, a glob pattern, a nibabel image, a DataArray (returned as is),
         or a list: of 3D images (stacked along time) or of 4D runs
         (concatenated along time). All images of a list must share shape and affine.
@@ -75,8 +75,13 @@ def open_nifti(src, chunks="auto") -> xr.DataArray:
     Raises
     ------
     ImageFileNotFoundError, NotNiftiError, DimensionError, ImageMismatchError,
-    ImageTooLargeError, CorruptImageError
-        When the input cannot be read as asked; the message names the file and the fix.
+    ImageTooLargeError, CorruptImageError, ParameterError
+        When the input cannot be read as asked (a header with a non-finite or singular affine, a
+        bad ``chunks``, ...); raised here, before any voxel is read; the message names the file
+        and the fix.
+    SourceChangedError
+        At compute time, when a file was replaced or rewritten after it was opened (every read
+        task compares the file's identity with the one taken here).
 
     Examples
     --------

@@ -1,6 +1,6 @@
 """I/O benchmark: the mean over time of a run, lazymask vs nibabel, against one zlib decompression.
 
-Run ``python -m benchmarks.bench_io [--quick]``. Each case runs in its own process
+Run ``python -m benchmarks.bench_io [--quick] [--decompressors]``. Each case runs in its own process
 (:mod:`benchmarks._harness`), on the cached runs of :mod:`benchmarks.data` (2 mm, int16, 200 and
 1200 volumes, ``.nii.gz`` and ``.nii``; files are read once before timing, so ``.nii`` timings are
 from the page cache). ``--quick`` runs the 200-volume cases only.
@@ -12,6 +12,11 @@ Cases
   1200-volume cases need about 10 GB of memory and are run once.
 * zlib:     decompress the ``.nii.gz`` once with Python's ``gzip`` module (16 MiB ``readinto``
   blocks, data discarded): the floor of any single-threaded zlib reader.
+
+* decompressors (``--decompressors`` runs only these, 200 volumes): the same lazymask mean with the
+  gzip reader's forward decompressor set to ISA-L (the default), zlib, or rapidgzip (its parallel
+  seekable reader, ``parallelization`` = the CPU count), and one plain decompression with each,
+  every time printed as a ratio to one single-thread ISA-L decompression of the same file.
 
 Targets: on ``.nii.gz``, lazymask within 1.3x the zlib time; peak RSS under 0.5 GB for 1200 volumes.
 Both sides must compute the same mean image (checked through the sum and the max abs difference).
@@ -38,9 +43,10 @@ _BLOCK = 16 * 2**20
 
 # -- cases (run in their own processes) -------------------------------------------------------------
 @preload("lazymask.io")
-def lazymask_mean(path: str, out: str, chunks="auto") -> dict:
-    from lazymask.io import open_nifti
+def lazymask_mean(path: str, out: str, chunks="auto", reader: str = "isal") -> dict:
+    from lazymask.io import _gzip, open_nifti
 
+    _gzip._READER = reader  # which forward decompressor the gzip reader uses (see decompressors)
     cpu = time.process_time()
     mean = open_nifti(path, chunks=chunks).mean("time").compute()
     return _summarise(np.asarray(mean), out, time.process_time() - cpu)
@@ -65,6 +71,47 @@ def zlib_decompress(path: str) -> dict:
     return {"bytes": total, "cpu_seconds": time.process_time() - cpu}
 
 
+def isal_decompress(path: str) -> dict:
+    """One single-thread ISA-L decompression of the file (the unit of the decompressor ratios)."""
+    from isal import isal_zlib
+
+    cpu, total = time.process_time(), 0
+    decompressor = isal_zlib.decompressobj(wbits=31)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            total += len(decompressor.decompress(block))
+    return {"bytes": total, "cpu_seconds": time.process_time() - cpu}
+
+
+def rapidgzip_decompress(path: str) -> dict:
+    import rapidgzip
+
+    cpu, total, buffer = time.process_time(), 0, bytearray(_BLOCK)
+    with rapidgzip.open(path, parallelization=os.cpu_count()) as stream:
+        while n := stream.readinto(buffer):
+            total += n
+    return {"bytes": total, "cpu_seconds": time.process_time() - cpu}
+
+
+def decompressors(scratch: Path) -> list[dict]:
+    """Ratios to one ISA-L decompression: lazymask's mean with each forward decompressor, and each alone."""
+    path = ensure_run(200, compressed=True)
+    _warm_page_cache(path)
+    unit = measure("benchmarks.bench_io:isal_decompress", repeat=2, path=str(path))
+    rows, sums = [], set()
+    for reader in ("isal", "zlib", "rapidgzip"):
+        lm = measure("benchmarks.bench_io:lazymask_mean", repeat=2, path=str(path),
+                     out=str(scratch / f"{reader}.npy"), reader=reader)
+        sums.add(lm["result"]["checksum"])
+        rows.append(pair(f"mean 200 vols .nii.gz, reader {reader}", lm, unit, reference_name="isal x1"))
+    if len(sums) != 1:
+        raise AssertionError(f"the decompressors gave different means: {sums}")
+    for name in ("zlib_decompress", "rapidgzip_decompress"):
+        alone = measure(f"benchmarks.bench_io:{name}", repeat=2, path=str(path))
+        rows.append(pair(f"  {name.replace('_', ' ')} once", alone, unit, reference_name="isal x1"))
+    return rows
+
+
 def _summarise(mean: np.ndarray, out: str, cpu_seconds: float) -> dict:
     """What a case returns: the checksum of its mean image (saved to ``out`` for a full diff)."""
     np.save(out, mean)
@@ -72,8 +119,18 @@ def _summarise(mean: np.ndarray, out: str, cpu_seconds: float) -> dict:
 
 
 # -- the benchmark ---------------------------------------------------------------------------------
-def main(quick: bool = False) -> list[dict]:
+def main(quick: bool = False, only_decompressors: bool = False) -> list[dict]:
     """Run every case, print the table and the targets, and return the table's rows."""
+    if only_decompressors:
+        with tempfile.TemporaryDirectory(prefix="lazymask-bench-io-") as scratch:
+            rows = decompressors(Path(scratch))
+        report("io-decompressors", rows)
+        unit_cpu = rows[0]["reference"]["result"]["cpu_seconds"]
+        for row in rows:
+            cpu = row["lazymask"]["result"]["cpu_seconds"]
+            print(f"{row['case'].strip():<44} CPU {cpu:6.2f} s = {cpu / unit_cpu:.2f}x one ISA-L decompression's CPU")
+        print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; time x = ratio to one ISA-L decompression)")
+        return rows
     sizes = (200,) if quick else (200, 1200)
     rows, notes = [], []
     with tempfile.TemporaryDirectory(prefix="lazymask-bench-io-") as scratch:
@@ -184,4 +241,6 @@ def _warm_page_cache(path: Path) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200-volume cases only")
-    main(parser.parse_args().quick)
+    parser.add_argument("--decompressors", action="store_true", help="only the decompressor comparison")
+    arguments = parser.parse_args()
+    main(arguments.quick, arguments.decompressors)

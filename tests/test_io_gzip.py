@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from lazymask.exceptions import CorruptImageError
 from lazymask.io import _gzip
+from lazymask.io._identity import file_identity
 
 PAYLOAD = np.random.default_rng(0).integers(0, 40, 300_000, dtype=np.uint8).tobytes()  # compressible
 
@@ -44,7 +45,7 @@ def test_concurrent_readers_share_one_stream(gz_file):
 
     def read(offset, length):
         out = bytearray(length)
-        _gzip.read_gzip_range(gz_file, offset, out)
+        _gzip.read_gzip_range(file_identity(gz_file), offset, out)
         results[offset] = bytes(out)
 
     threads = [threading.Thread(target=read, args=r) for r in ranges]
@@ -57,7 +58,7 @@ def test_concurrent_readers_share_one_stream(gz_file):
 
 def test_reading_past_the_end_names_the_file(gz_file):
     with pytest.raises(CorruptImageError, match=r"payload\.gz: the gzip stream ends after"):
-        _gzip.read_gzip_range(gz_file, len(PAYLOAD) - 10, bytearray(20))
+        _gzip.read_gzip_range(file_identity(gz_file), len(PAYLOAD) - 10, bytearray(20))
 
 
 def test_corrupt_stream_names_the_file(tmp_path):
@@ -66,4 +67,53 @@ def test_corrupt_stream_names_the_file(tmp_path):
     path = tmp_path / "broken.gz"
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptImageError, match=r"broken\.gz: the gzip stream is corrupt"):
-        _gzip.read_gzip_range(str(path), 0, bytearray(len(PAYLOAD)))
+        _gzip.read_gzip_range(file_identity(path), 0, bytearray(len(PAYLOAD)))
+
+
+def test_forward_reads_use_isal_and_a_jump_back_takes_checkpoints(gz_file, monkeypatch):
+    from isal import isal_zlib
+    import zlib
+
+    monkeypatch.setattr(_gzip, "_STEP", 1 << 14)
+    stream = _gzip.GzipStream(gz_file)
+    produced = []
+    original = stream._produce
+    monkeypatch.setattr(stream, "_produce", lambda n: (lambda c: (produced.append(len(c)), c)[1])(original(n)))
+    for offset in range(0, 290_000, 10_000):  # a pass in order: ISA-L, no checkpoint (it cannot copy)
+        out = bytearray(10_000)
+        stream.read_into(offset, memoryview(out))
+        assert bytes(out) == PAYLOAD[offset : offset + 10_000]
+    assert stream._library is isal_zlib and not stream._checkpoints
+    stream.read_into(0, memoryview(bytearray(100)))  # a new pass from the start: ISA-L again
+    assert stream._library is isal_zlib
+    stream.read_into(200_000, memoryview(bytearray(100)))
+    out = bytearray(100)
+    stream.read_into(150_000, memoryview(out))  # far back, no checkpoint: zlib, with checkpoints
+    assert bytes(out) == PAYLOAD[150_000:150_100]
+    assert stream._library is zlib and len(stream._checkpoints) >= 150_000 // (1 << 14) - 1
+    produced.clear()
+    for offset in (140_000, 20_000, 90_000):  # random access now resumes from checkpoints
+        out = bytearray(1000)
+        stream.read_into(offset, memoryview(out))
+        assert bytes(out) == PAYLOAD[offset : offset + 1000]
+    assert sum(produced) <= 3 * ((1 << 14) + 1000)
+
+
+@pytest.mark.parametrize("reader", ["zlib", "isal"])
+def test_same_bytes_with_either_forward_decompressor(gz_file, monkeypatch, reader):
+    monkeypatch.setattr(_gzip, "_READER", reader)
+    stream = _gzip.GzipStream(gz_file)
+    out = bytearray(len(PAYLOAD))
+    stream.read_into(0, memoryview(out), to_end=True)
+    assert bytes(out) == PAYLOAD
+
+
+def test_changed_file_is_refused(tmp_path):
+    from lazymask.exceptions import SourceChangedError
+
+    path = tmp_path / "x.gz"
+    path.write_bytes(gzip.compress(PAYLOAD))
+    identity = file_identity(path)
+    path.write_bytes(gzip.compress(PAYLOAD[::-1]))
+    with pytest.raises(SourceChangedError, match=r"x\.gz: the file changed after it was opened"):
+        _gzip.read_gzip_range(identity, 0, bytearray(10))

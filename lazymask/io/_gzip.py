@@ -12,14 +12,23 @@ most one checkpoint interval per chunk, and memory stays at the checkpoints (a f
 data) plus the chunk being read. This is the idea of zran / ``indexed_gzip``, built on the standard
 library's ``zlib.Decompress.copy``.
 
+Two decompressors: ISA-L's (``isal.isal_zlib``, about 1.7x zlib's speed) streams forward, but its
+state cannot be copied, so it takes no checkpoints; zlib's can. A stream starts with ISA-L and keeps
+it while reads go forward (a graph's read chain reads a file front to back) or restart near the
+start (a second pass). The first read that jumps back further, with no checkpoint before it,
+restarts with zlib, which takes checkpoints from then on: random access pays one zlib
+decompression once, passes in order cost one ISA-L decompression each. Both check every member's
+CRC-32 and length.
+
 Contract
 --------
-* ``read_gzip_range(path, offset, out)`` fills ``out`` (a writable buffer) with the decompressed
-  bytes ``offset .. offset + len(out)`` of the gzip file ``path``, or raises
+* ``read_gzip_range(identity, offset, out)`` fills ``out`` (a writable buffer) with the decompressed
+  bytes ``offset .. offset + len(out)`` of the gzip file ``identity.path``, or raises
   :class:`~lazymask.exceptions.CorruptImageError` naming the file when the data ends early or is
   not valid gzip.
-* Streams are cached per process, keyed on path, size, modification/change times and inode, so a
-  file rewritten or replaced is never read through stale state. Tasks waiting on one stream are served lowest offset first.
+* Streams are cached per process, keyed on the file's :class:`~lazymask.io._identity.FileIdentity`
+  taken at open, which every read checks first (one ``os.stat``): a file rewritten or replaced
+  raises :class:`~lazymask.exceptions.SourceChangedError` and is never read through stale state. Tasks waiting on one stream are served lowest offset first.
 * Nothing here is pickled: tasks carry a path; each process builds its own streams and checkpoints.
 """
 
@@ -33,11 +42,18 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from lazymask.exceptions import CorruptImageError, ImageFileNotFoundError
+from isal import isal_zlib
+
+from lazymask.exceptions import CorruptImageError
+from lazymask.io._identity import FileIdentity, check_unchanged
 
 _INPUT_BLOCK = 1 << 20  # compressed bytes read from disk at a time
 _STEP = 4 << 20  # decompressed bytes produced per call, and the spacing of checkpoints
 _MAX_OPEN_STREAMS = 16
+_READER = os.environ.get("LAZYMASK_GZIP_READER", "isal")
+"""Which decompressor reads forward: "isal" (the default), "zlib" (checkpoints always) or
+"rapidgzip" (its parallel, seekable reader, if installed). For measuring only (benchmarks/bench_io.py):
+ISA-L won on 2 cores, see :class:`RapidgzipStream`."""
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
@@ -46,6 +62,16 @@ class _Checkpoint:
     position: int  # decompressed offset
     compressed_offset: int  # offset in the file of the first compressed byte not yet consumed
     state: object  # a zlib decompressor, never used itself: copied on restore
+
+
+_ERRORS = (zlib.error, isal_zlib.error, OSError, EOFError)
+_decompressed = [0]  # bytes this process decompressed, all files (see bytes_decompressed)
+_decompressed_lock = threading.Lock()
+
+
+def bytes_decompressed() -> int:
+    """How many bytes this process's gzip streams have decompressed so far (for tests and benchmarks)."""
+    return _decompressed[0]
 
 
 class GzipStream:
@@ -57,6 +83,8 @@ class GzipStream:
         self._busy = False
         self._waiting: list[int] = []
         self._checkpoints: list[_Checkpoint] = []
+        self._forward = zlib if _READER == "zlib" else isal_zlib  # until a read jumps back (then zlib)
+        self._library = self._forward
         self._file = open(path, "rb")  # noqa: SIM115 - kept open across reads of this process
         self._restart()
 
@@ -67,16 +95,22 @@ class GzipStream:
     def __del__(self):
         self._file.close()
 
-    def read_into(self, offset: int, out: memoryview) -> None:
-        """Fill ``out`` with the decompressed bytes starting at ``offset``."""
+    def read_into(self, offset: int, out: memoryview, to_end: bool = False) -> None:
+        """Fill ``out`` with the decompressed bytes starting at ``offset``.
+
+        With ``to_end``, also decompress what follows, to the end of the file, so that the last
+        member's CRC-32 and length are checked (a file cut in its trailer is not taken as whole).
+        """
         self._acquire(offset)
         try:
             self._seek(offset)
             self._fill(out)
+            if to_end:
+                self._check_end()
         except CorruptImageError:
             self._restart()
             raise
-        except (zlib.error, OSError, EOFError) as exc:
+        except _ERRORS as exc:
             self._restart()
             raise CorruptImageError(
                 f"{self.path}: the gzip stream is corrupt ({exc}); the file cannot be read. "
@@ -101,9 +135,11 @@ class GzipStream:
             self._cond.notify_all()
 
     # -- positioning ----------------------------------------------------------------------------
-    def _restart(self) -> None:
+    def _restart(self, library=None) -> None:
+        library = library or self._forward
         self._file.seek(0)
-        self._decompressor = zlib.decompressobj(wbits=_GZIP_WBITS)
+        self._library = library
+        self._decompressor = library.decompressobj(wbits=_GZIP_WBITS)
         self._pending = b""  # compressed bytes read from the file, not yet consumed
         self.position = 0
 
@@ -111,18 +147,19 @@ class GzipStream:
         index = bisect.bisect_right([c.position for c in self._checkpoints], offset) - 1
         best = self._checkpoints[index] if index >= 0 else None
         if offset < self.position or (best is not None and best.position > self.position):
-            if best is None:
-                self._restart()
+            if best is None:  # near the start: a new pass, with ISA-L; further: take checkpoints
+                self._restart(self._forward if offset < _STEP else zlib)
             else:
                 self._file.seek(best.compressed_offset)
                 self._decompressor = best.state.copy()
+                self._library = zlib
                 self._pending = b""
                 self.position = best.position
         self._skip(offset - self.position)
 
     def _checkpoint(self) -> None:
         last = self._checkpoints[-1].position if self._checkpoints else 0
-        if self.position - last >= _STEP and not self._decompressor.eof:
+        if self._library is zlib and self.position - last >= _STEP and not self._decompressor.eof:
             compressed_offset = self._file.tell() - len(self._pending)
             self._checkpoints.append(_Checkpoint(self.position, compressed_offset, self._decompressor.copy()))
 
@@ -136,7 +173,7 @@ class GzipStream:
                 rest = self._decompressor.unused_data + self._file.read(_INPUT_BLOCK)
                 if not rest.strip(b"\x00"):
                     return b""  # end of data (or zero padding after the last member)
-                self._decompressor = zlib.decompressobj(wbits=_GZIP_WBITS)
+                self._decompressor = self._library.decompressobj(wbits=_GZIP_WBITS)
                 self._pending = rest
             if not self._pending:
                 self._pending = self._file.read(_INPUT_BLOCK)
@@ -145,6 +182,8 @@ class GzipStream:
             chunk = self._decompressor.decompress(self._pending, max_length)
             self._pending = self._decompressor.unconsumed_tail
             if chunk:
+                with _decompressed_lock:
+                    _decompressed[0] += len(chunk)
                 self.position += len(chunk)
                 if self.position > (self._checkpoints[-1].position if self._checkpoints else 0):
                     self._checkpoint()
@@ -166,11 +205,64 @@ class GzipStream:
             out[filled : filled + len(chunk)] = chunk
             filled += len(chunk)
 
+    def _check_end(self) -> None:
+        while self._produce(_STEP):
+            pass
+        if not self._decompressor.eof:
+            raise CorruptImageError(
+                f"{self.path}: the gzip stream stops after {self.position} bytes of data without its "
+                "end (the CRC-32 and length trailer are missing), so the data cannot be verified; the "
+                "file is truncated. Re-create or re-download it."
+            )
+
     def _truncated(self, wanted: int) -> CorruptImageError:
         return CorruptImageError(
             f"{self.path}: the gzip stream ends after {self.position} bytes of data but "
             f"{wanted} were needed; the file is truncated. Re-create or re-download it."
         )
+
+
+class RapidgzipStream:
+    """The same service through ``rapidgzip`` (parallel decompression, its own seek index).
+
+    Measured against :class:`GzipStream` with ISA-L by ``benchmarks/bench_io.py`` (``LAZYMASK_GZIP_READER=
+    rapidgzip``); not the default: on 2 cores it was slower (see the benchmark's docstring), it runs
+    its own thread pool (the user's scheduler should decide the cores used) and reads by whole blocks.
+    """
+
+    def __init__(self, path: str):
+        import rapidgzip
+
+        self.path = path
+        self._lock = threading.Lock()
+        self._file = rapidgzip.open(path, parallelization=os.cpu_count() or 1)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def read_into(self, offset: int, out: memoryview, to_end: bool = False) -> None:
+        with self._lock:
+            try:
+                self._file.seek(offset)
+                filled = 0
+                while filled < len(out):
+                    got = self._file.readinto(out[filled:])
+                    if not got:
+                        raise CorruptImageError(
+                            f"{self.path}: the gzip stream ends after {offset + filled} bytes of data but "
+                            f"{offset + len(out)} were needed; the file is truncated. Re-create or re-download it."
+                        )
+                    filled += got
+                if to_end:
+                    while self._file.read(_STEP):
+                        pass
+            except CorruptImageError:
+                raise
+            except Exception as exc:  # rapidgzip raises ValueError/RuntimeError on corrupt data
+                raise CorruptImageError(
+                    f"{self.path}: the gzip stream is corrupt ({exc}); the file cannot be read. "
+                    "Re-create or re-download it."
+                ) from exc
 
 
 _streams: OrderedDict[tuple, GzipStream] = OrderedDict()
@@ -184,22 +276,24 @@ def _close_streams() -> None:
             _streams.popitem()[1].close()
 
 
-def _stream_for(path: str) -> GzipStream:
-    try:
-        stat = os.stat(path)
-    except FileNotFoundError:
-        raise ImageFileNotFoundError(f"{path}: the file no longer exists (it was opened earlier).") from None
-    key = (path, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)  # a replaced file is new
+def _stream_for(identity: FileIdentity) -> GzipStream:
+    check_unchanged(identity)
     with _streams_lock:
-        stream = _streams.get(key)
+        stream = _streams.get(identity)
         if stream is None:
-            stream = _streams[key] = GzipStream(path)
+            kind = RapidgzipStream if _READER == "rapidgzip" else GzipStream
+            stream = _streams[identity] = kind(identity.path)
             while len(_streams) > _MAX_OPEN_STREAMS:
                 _streams.popitem(last=False)  # closed when the last task using it lets go
-        _streams.move_to_end(key)
+        _streams.move_to_end(identity)
         return stream
 
 
-def read_gzip_range(path: str, offset: int, out) -> None:
-    """Fill the writable buffer ``out`` with decompressed bytes ``offset ..`` of gzip file ``path``."""
-    _stream_for(path).read_into(offset, memoryview(out).cast("B"))
+def read_gzip_range(identity: FileIdentity, offset: int, out, to_end: bool = False) -> None:
+    """Fill the writable buffer ``out`` with decompressed bytes ``offset ..`` of a gzip file.
+
+    ``identity`` is the file's :func:`~lazymask.io._identity.file_identity` taken at open; a file
+    changed since raises :class:`~lazymask.exceptions.SourceChangedError`. ``to_end``: the range
+    ends the data; check the gzip trailer after it (see :meth:`GzipStream.read_into`).
+    """
+    _stream_for(identity).read_into(offset, memoryview(out).cast("B"), to_end)

@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
+from lazymask import config
 from lazymask.exceptions import (
     CorruptImageError,
     DimensionError,
@@ -28,18 +29,17 @@ from lazymask.exceptions import (
     NotNiftiError,
     ParameterError,
 )
+from lazymask.io._codecs import SNIFF_BYTES, codec_for
+from lazymask.io._identity import file_identity
 from lazymask.io._meta import image_dataarray
 from lazymask.io._reader import LazyVolumes, VolumeReader
 
-AUTO_CHUNK_BYTES = 30 * 2**20
-"""Largest chunk for ``chunks="auto"``: whole volumes adding up to at most 30 MiB.
-
-Measured on a 2 mm int16 run of 1200 volumes (mean over time, ``benchmarks/bench_io.py``'s
-``lazymask_mean`` with ``chunks=``): 29 MiB chunks read the ``.nii.gz`` in 7.6 s against 8.1 s for
-64 MiB ones (blocks under glibc's 32 MiB mmap threshold are recycled instead of page-faulted anew);
-for a ``.nii`` 64 MiB chunks were faster (0.9 s vs 1.2 s); peak memory was the same. ``.nii.gz`` is
-the common input, and smaller chunks also keep every downstream block small.
-"""
+# ``chunks="auto"``: whole volumes adding up to at most config.get("auto_chunk_bytes") (30 MiB).
+# Measured on a 2 mm int16 run of 1200 volumes (mean over time, benchmarks/bench_io.py's
+# lazymask_mean with chunks=): 29 MiB chunks read the .nii.gz in 7.6 s against 8.1 s for 64 MiB
+# ones (blocks under glibc's 32 MiB mmap threshold are recycled instead of page-faulted anew); for a
+# .nii 64 MiB chunks were faster (0.9 s vs 1.2 s); peak memory was the same. .nii.gz is the common
+# input, and smaller chunks also keep every downstream block small.
 
 MAX_IMAGE_BYTES = 2**42
 """Headers declaring more voxel data than this (4 TiB) are rejected as absurd."""
@@ -54,7 +54,8 @@ def open_nifti(src, chunks="auto") -> xr.DataArray:
     Parameters
     ----------
     src : str, pathlib.Path, nibabel image, xarray.DataArray, or a list of these
-        A ``.nii``/``.nii.gz`` file (NIfTI-1 or NIfTI-2), an image store written by
+        A NIfTI-1 or NIfTI-2 file, plain or gzip-compressed (told apart by the file's first
+        bytes, never its suffix: ``x.NII.GZ`` or a gzip named ``.nii`` read correctly), an image store written by
         :func:`lazymask.to_zarr`, a glob pattern, a nibabel image, a DataArray (returned as is),
         or a list: of 3D images (stacked along time) or of 4D runs
         (concatenated along time). All images of a list must share shape and affine.
@@ -74,8 +75,13 @@ def open_nifti(src, chunks="auto") -> xr.DataArray:
     Raises
     ------
     ImageFileNotFoundError, NotNiftiError, DimensionError, ImageMismatchError,
-    ImageTooLargeError, CorruptImageError
-        When the input cannot be read as asked; the message names the file and the fix.
+    ImageTooLargeError, CorruptImageError, ParameterError
+        When the input cannot be read as asked (a header with a non-finite or singular affine, a
+        bad ``chunks``, ...); raised here, before any voxel is read; the message names the file
+        and the fix.
+    SourceChangedError
+        At compute time, when a file was replaced or rewritten after it was opened (every read
+        task compares the file's identity with the one taken here).
 
     Examples
     --------
@@ -83,27 +89,33 @@ def open_nifti(src, chunks="auto") -> xr.DataArray:
     >>> img.nifti.affine, img.chunks                     # doctest: +SKIP
     >>> img.mean("time").compute()                       # one pass over the file # doctest: +SKIP
     """
+    from lazymask.io._formats import format_for
+
     if isinstance(src, xr.DataArray):
         return src
-    if _is_zarr_store(src) or (_is_list(src) and src and all(_is_zarr_store(s) for s in src)):
-        return _open_zarr_images(src, chunks)
+    check_chunks(chunks)
     images = _expand(src)
     if not images:
         raise ParameterError(f"no image to open: {src!r} names no file.")
+    formats = [format_for(image) for image in images]
+    if len({f.name for f in formats}) > 1:
+        found = ", ".join(f"{image} is {f.name}" for image, f in zip(images, formats, strict=True))
+        raise ParameterError(f"cannot combine images of different formats in one list ({found}); "
+                             "convert them to one format first.")
+    return formats[0].open_many(images, chunks, stack_3d=_is_list(src) or len(images) > 1)
+
+
+def open_nifti_files(images: list, chunks, stack_3d: bool) -> xr.DataArray:
+    """NIfTI files and nibabel images (the NIfTI format's side of :func:`open_nifti`)."""
     parts = [_open_one(image) for image in images]
-    return _assemble(parts, chunks, stack_3d=_is_list(src) or len(parts) > 1)
+    return _assemble(parts, chunks, stack_3d=stack_3d)
 
 
 # -- inputs -----------------------------------------------------------------------------------------
-def _is_zarr_store(src) -> bool:
-    return isinstance(src, str | os.PathLike) and os.path.isfile(os.path.join(src, "zarr.json"))
-
-
-def _open_zarr_images(src, chunks) -> xr.DataArray:
+def open_zarr_images(stores: list, chunks) -> xr.DataArray:
     """Image stores written by :func:`lazymask.to_zarr` (one, or a list concatenated along time)."""
     from lazymask.io._zarr import open_zarr
 
-    stores = src if _is_list(src) else [src]
     images = [open_zarr(store) for store in stores]
     for store, image in zip(stores, images, strict=True):
         if "i" not in image.dims:
@@ -160,11 +172,11 @@ class _Part:
 
 def _open_one(image) -> _Part:
     if isinstance(image, str):
-        label, image = image, _load_header(image)
+        return _open_path(image)
     else:
         label = image.get_filename() or f"<in-memory {type(image).__name__}>"
     shape = _validated_shape(label, image.shape)
-    affine = image.affine if image.affine is not None else np.eye(4)
+    affine = _validated_affine(label, image.affine if image.affine is not None else np.eye(4))
     t_r = _repetition_time(image.header) if len(shape) == 4 else None
     proxy = image.dataobj
     if isinstance(proxy, nib.arrayproxy.ArrayProxy) and isinstance(proxy.file_like, str):
@@ -175,26 +187,138 @@ def _open_one(image) -> _Part:
     return _Part(label, shape, affine, t_r, array=array)
 
 
-def _load_header(path: str):
-    if not os.path.exists(path):
-        raise ImageFileNotFoundError(f"{path}: no such file. Check the path (and the working directory).")
-    if os.path.isdir(path):
-        raise NotNiftiError(
-            f"{path} is a directory, not a NIfTI file; for a zarr store use lazymask.open_zarr."
-        )
+def _open_path(path: str) -> _Part:
+    """Read and validate one NIfTI file's header; the codec is found from its first bytes."""
+    identity = file_identity(path)
+    head = _first_bytes(path)
+    if not head:
+        raise NotNiftiError(f"{path}: the file is empty (0 bytes), not a readable NIfTI image. "
+                            "Re-create or re-download it.")
+    codec = codec_for(head)
+    header, raw_pixdim = _parse_header(path, codec.read_head(path, 544), codec.name)
+    shape = _validated_shape(path, _header_call(path, header.get_data_shape))
+    affine = _validated_affine(path, header.get_best_affine(), header, raw_pixdim)
+    t_r = _repetition_time(header) if len(shape) == 4 else None
+    disk_dtype = np.dtype(_header_call(path, header.get_data_dtype))
+    _check_dtype(path, disk_dtype)
+    slope, inter = _header_call(path, header.get_slope_inter)
+    reader = VolumeReader(
+        identity=identity,
+        codec=codec.name,
+        offset=int(header.get_data_offset()),
+        spatial_shape=shape[:3],
+        n_volumes=shape[3] if len(shape) == 4 else 1,
+        disk_dtype=disk_dtype.str,
+        slope=1.0 if slope is None else slope,
+        inter=0.0 if inter is None else inter,
+    )
+    _check_size(path, reader)
+    return _Part(path, shape, affine, t_r, reader=reader)
+
+
+def _first_bytes(path: str) -> bytes:
     try:
-        image = nib.load(path)
-    except Exception as exc:  # nibabel raises many kinds for a file that is not an image
-        raise NotNiftiError(
-            f"{path}: not a readable NIfTI image ({type(exc).__name__}: {exc}). lazymask reads "
-            "single-file NIfTI-1/NIfTI-2 images (.nii, .nii.gz)."
+        with open(path, "rb") as f:
+            return f.read(SNIFF_BYTES)
+    except PermissionError:
+        raise ImageFileNotFoundError(
+            f"{path}: permission denied, the file cannot be read. Check its permissions "
+            "(chmod u+r) or run as a user who can read it."
+        ) from None
+    except OSError as exc:
+        raise CorruptImageError(f"{path}: the file cannot be read ({exc}).") from exc
+
+
+_NOT_NIFTI_FIX = (
+    "lazymask reads single-file NIfTI-1/NIfTI-2 images (.nii, .nii.gz, recognised by content) and "
+    "image stores written by lazymask.to_zarr; convert other formats with nibabel: "
+    "nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine), 'out.nii.gz')."
+)
+
+
+def _parse_header(path: str, block: bytes, codec: str):
+    """The nibabel header in the first bytes ``block`` (decoded) and its pixdim as stored, or a clear error."""
+    where = " (after gzip decompression)" if codec == "gzip" else ""
+    if codec == "gzip" and len(block) < 348:
+        raise CorruptImageError(f"{path}: the gzip stream ends after {len(block)} bytes, inside the NIfTI "
+                                "header; the file is truncated. Re-create or re-download it.")
+    for klass, size, magic_at in ((nib.Nifti1Header, 348, 344), (nib.Nifti2Header, 540, 4)):
+        orders = [o for o, name in (("<", "little"), (">", "big")) if int.from_bytes(block[:4], name) == size]
+        if not orders:
+            continue
+        magic = block[magic_at : magic_at + 4]
+        if len(block) < size:
+            raise CorruptImageError(f"{path}: the file ends{where} after {len(block)} bytes, inside "
+                                    f"its {size}-byte NIfTI header; the file is truncated.")
+        if magic[:2] == b"ni":
+            raise NotNiftiError(
+                f"{path}: the header of a NIfTI pair (magic {magic!r}: the voxels are in a separate "
+                f".img file), not a readable single-file NIfTI image. {_NOT_NIFTI_FIX}"
+            )
+        if magic[:2] != b"n+":
+            break
+        n_dims = np.frombuffer(block[40:42] if size == 348 else block[16:24], dtype=orders[0] + ("i2" if size == 348 else "i8"))[0]
+        if not 1 <= n_dims <= 7:
+            raise CorruptImageError(
+                f"{path}: the header's dim[0] (the number of dimensions) is {n_dims}, not 1 to 7; the "
+                "header is corrupt. Re-create the file, or repair dim[0] with nibabel."
+            )
+        try:
+            header = klass(binaryblock=block[:size], endianness=orders[0], check=False)
+            raw_pixdim = np.array(header["pixdim"], dtype=np.float64)
+            with nib.imageglobals.LoggingOutputSuppressor():
+                header.check_fix()
+        except Exception as exc:  # nibabel's HeaderDataError and friends
+            raise CorruptImageError(
+                f"{path}: the NIfTI header is invalid ({exc}); lazymask cannot read the file. "
+                "Re-create it, or repair the header with nibabel."
+            ) from exc
+        return header, raw_pixdim
+    raise NotNiftiError(
+        f"{path}: not a readable NIfTI image (its first bytes{where}, {block[:8]!r}, are not a "
+        f"NIfTI-1 or NIfTI-2 header). {_NOT_NIFTI_FIX}"
+    )
+
+
+def _header_call(path: str, method):
+    try:
+        return method()
+    except Exception as exc:  # nibabel's HeaderDataError and friends
+        raise CorruptImageError(
+            f"{path}: the NIfTI header is invalid ({exc}); lazymask cannot read the file. "
+            "Re-create it, or repair the header with nibabel."
         ) from exc
-    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
-        raise NotNiftiError(
-            f"{path}: a {type(image).__name__}, not a NIfTI-1/NIfTI-2 single-file image. Convert it "
-            "with nibabel: nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine), 'out.nii.gz')."
+
+
+def _validated_affine(label: str, affine, header=None, raw_pixdim=None) -> np.ndarray:
+    """The voxel-to-world affine, refused when it is not finite or not invertible."""
+    affine = np.asarray(affine, dtype=np.float64)
+    source, pixdim = "the image's affine", None
+    if header is not None and "sform_code" in header:
+        pixdim = np.asarray(header["pixdim"] if raw_pixdim is None else raw_pixdim)[1:4]
+        if header["sform_code"] > 0:
+            source = "the sform (srow_x, srow_y, srow_z)"
+        else:
+            source = ("the qform (quatern_b/c/d, qoffset_x/y/z and pixdim[1:4] = "
+                      if header["qform_code"] > 0 else "the voxel sizes (pixdim[1:4] = ") + f"{pixdim.tolist()})"
+            if not (np.all(np.isfinite(pixdim)) and np.all(pixdim != 0)):
+                affine = np.full((4, 4), np.nan) if not np.all(np.isfinite(pixdim)) else affine
+                problem = "not finite" if not np.all(np.isfinite(pixdim)) else "zero"
+                raise CorruptImageError(
+                    f"{label}: the header's voxel sizes pixdim[1:4] = {pixdim.tolist()} are {problem}, "
+                    "so the voxels have no place in space. Repair the header with nibabel "
+                    "(header['pixdim'][1:4] = the voxel sizes in mm, or img.set_sform(affine, code=1)) "
+                    "and save it again."
+                )
+    if not np.all(np.isfinite(affine)) or affine.shape != (4, 4) or np.linalg.det(affine[:3, :3]) == 0:
+        problem = "not finite" if not np.all(np.isfinite(affine)) else "singular (not invertible)"
+        raise CorruptImageError(
+            f"{label}: the voxel-to-world affine from {source} is {problem}: "
+            f"{np.round(affine, 4).tolist()}; lazymask cannot place the voxels in space. Repair the "
+            "header with nibabel (img.set_sform(affine, code=1), img.set_qform(affine, code=1)) and "
+            "save it again."
         )
-    return image
+    return affine
 
 
 def _validated_shape(label: str, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -207,7 +331,10 @@ def _validated_shape(label: str, shape: tuple[int, ...]) -> tuple[int, ...]:
             "(x, y, z, time) runs. Select the volumes you need with nibabel first."
         )
     if min(shape) < 1:
-        raise CorruptImageError(f"{label}: the header declares an empty image of shape {shape}.")
+        raise CorruptImageError(
+            f"{label}: the header declares an image of shape {shape} (a dimension < 1: "
+            f"{'negative' if min(shape) < 0 else 'empty'}); the header is corrupt. Re-create the file."
+        )
     return shape
 
 
@@ -225,8 +352,10 @@ def _reader_from_proxy(label: str, proxy, shape) -> VolumeReader:
     if getattr(proxy, "order", "F") != "F":
         raise NotNiftiError(f"{label}: voxel data in C order is not a NIfTI layout lazymask reads.")
     n_volumes = shape[3] if len(shape) == 4 else 1
+    head = _first_bytes(proxy.file_like)
     reader = VolumeReader(
-        path=proxy.file_like,
+        identity=file_identity(proxy.file_like),
+        codec=codec_for(head).name,
         offset=int(proxy.offset),
         spatial_shape=shape[:3],
         n_volumes=n_volumes,
@@ -246,7 +375,12 @@ def _check_size(label: str, reader: VolumeReader) -> None:
             f"{np.dtype(reader.disk_dtype)}, i.e. {data_bytes / 2**40:.1f} TiB of voxels; no real "
             "image is that large, so the header is corrupt. Re-create the file."
         )
-    file_bytes = os.path.getsize(reader.path)
+    file_bytes = reader.identity.size
+    if not reader.compressed and reader.offset >= file_bytes:
+        raise CorruptImageError(
+            f"{label}: the header's vox_offset puts the voxel data at byte {reader.offset}, beyond "
+            f"the end of the file ({file_bytes} bytes); the file is truncated or its header is wrong."
+        )
     if reader.compressed:
         if data_bytes > _MAX_DEFLATE_RATIO * file_bytes:
             raise CorruptImageError(
@@ -316,8 +450,8 @@ def lazy_volumes_array(volumes: LazyVolumes, time_chunks: tuple[int, ...]) -> da
     for the rest of the graph, a ``.nii.gz`` is then decompressed once, front to back, one core
     decompressing while the others compute on the chunks already read (DESIGN.md, "Reading").
     """
-    identity = [_file_identity(r.path) for r in volumes.readers]
-    name = "open-nifti-" + dask.base.tokenize(volumes.readers, identity, time_chunks, volumes.squeeze_time)
+    # the readers hold their files' identities: a replaced file never reuses a graph key
+    name = "open-nifti-" + dask.base.tokenize(volumes.readers, time_chunks, volumes.squeeze_time)
     token_name = "gzip-order-" + name.removeprefix("open-nifti-")
     n_spatial = 3
     graph, previous_compressed, start = {}, set(), 0
@@ -342,11 +476,6 @@ def _order_token(_block) -> None:
     return None
 
 
-def _file_identity(path: str) -> tuple:
-    stat = os.stat(path)
-    return (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
-
-
 def _check_same_grid(parts: list[_Part]) -> None:
     first = parts[0]
     for part in parts[1:]:
@@ -365,32 +494,57 @@ def _check_same_grid(parts: list[_Part]) -> None:
             )
 
 
-def _time_chunks(chunks, n_time: int, volume_nbytes: int) -> tuple[int, ...]:
-    """Chunk lengths along time for the ``chunks`` argument of :func:`open_nifti`."""
+_CHUNKS_FORMS = "'auto', a positive int (volumes per chunk), -1 or None (one chunk), {'time': n} or a tuple of chunk lengths"
+
+
+def check_chunks(chunks) -> None:
+    """Refuse a ``chunks`` argument of :func:`open_nifti` that has no meaning, before any file is read."""
+    value = chunks
     if isinstance(chunks, dict):
-        unknown = set(chunks) - {"time", "i", "j", "k"}
+        unknown = sorted(set(chunks) - {"time", "i", "j", "k"}, key=str)
         if unknown:
-            raise ParameterError(f"chunks has unknown dims {sorted(unknown)}; only 'time' can be chunked.")
+            raise ParameterError(f"chunks has unknown dims {unknown}; only 'time' can be chunked.")
         for dim in ("i", "j", "k"):
             if chunks.get(dim, -1) not in (-1, None):
                 raise ParameterError(
                     f"chunks={chunks!r}: lazymask chunks images along 'time' only (whole volumes per "
                     "chunk); drop the spatial entries."
                 )
+        value = chunks.get("time", "auto")
+    if value is None or value == "auto" or _is_count(value) and (value == -1 or value >= 1):
+        return
+    if isinstance(value, str):
+        raise ParameterError(f"chunks={chunks!r}: unknown string; expected {_CHUNKS_FORMS}.")
+    if _is_count(value):
+        raise ParameterError(f"chunks={chunks!r}: the number of volumes per chunk must be >= 1 (or -1).")
+    if isinstance(value, tuple | list) and value and all(_is_count(c) and c >= 1 for c in value):
+        return
+    if isinstance(value, tuple | list) and all(_is_count(c) for c in value):
+        raise ParameterError(f"chunks={chunks!r}: chunk lengths must be positive and add up to the number of volumes.")
+    raise ParameterError(
+        f"chunks={chunks!r} ({type(value).__name__}): expected {_CHUNKS_FORMS}; a chunk is a whole "
+        "number of volumes (round a float, e.g. chunks=2)."
+    )
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _time_chunks(chunks, n_time: int, volume_nbytes: int) -> tuple[int, ...]:
+    """Chunk lengths along time for the ``chunks`` argument of :func:`open_nifti`."""
+    check_chunks(chunks)
+    if isinstance(chunks, dict):
         chunks = chunks.get("time", "auto")
     if chunks is None or chunks == -1:
         return (n_time,)
     if isinstance(chunks, str):
-        if chunks != "auto":
-            raise ParameterError(f"chunks={chunks!r}: expected 'auto', an int, -1, None, a dict or a tuple.")
-        size = max(1, min(n_time, AUTO_CHUNK_BYTES // max(volume_nbytes, 1)))
+        size = max(1, min(n_time, config.get("auto_chunk_bytes") // max(volume_nbytes, 1)))
         return da.core.normalize_chunks((size,), (n_time,))[0]
-    if isinstance(chunks, int | np.integer):
-        if chunks < 1:
-            raise ParameterError(f"chunks={chunks}: the number of volumes per chunk must be >= 1 (or -1).")
+    if _is_count(chunks):
         return da.core.normalize_chunks((int(chunks),), (n_time,))[0]
     chunks = tuple(int(c) for c in chunks)
-    if sum(chunks) != n_time or min(chunks) < 1:
+    if sum(chunks) != n_time:
         raise ParameterError(
             f"chunks={chunks}: chunk lengths must be positive and add up to the {n_time} volumes."
         )

@@ -2,15 +2,19 @@
 
 Contract
 --------
-* A :class:`VolumeReader` holds what is needed to read volumes of one file — path, data offset,
-  on-disk dtype, spatial shape, scaling — and nothing else: no open file, no data. It pickles in a
+* A :class:`VolumeReader` holds what is needed to read volumes of one file — the file's identity
+  taken at open (path, size, times, inode), its codec's name (``"raw"``/``"gzip"``, found from the
+  file's first bytes), data offset, on-disk dtype, spatial shape, scaling — and nothing else: no
+  open file, no data. It pickles in a
   few hundred bytes, so tasks can carry it to other processes and machines.
 * ``reader.read(start, stop)`` returns volumes ``start .. stop`` as a Fortran-ordered array of shape
   ``spatial_shape + (stop - start,)`` and dtype ``reader.dtype``: exactly the values and dtype of
   ``np.asanyarray(nibabel_image.dataobj)[..., start:stop]`` (scaled by ``scl_slope``/``scl_inter``,
-  in native byte order). For a ``.nii`` it reads the volumes with one positioned read; for a
-  ``.nii.gz`` it goes through the process's shared sequential stream (:mod:`lazymask.io._gzip`).
-* A truncated file raises :class:`~lazymask.exceptions.CorruptImageError` naming the file.
+  in native byte order), through the codec (:mod:`lazymask.io._codecs`): a plain file with one
+  positioned read, a gzip file through the process's shared sequential stream.
+* Every read first checks the file's identity (one ``os.stat``): a file changed or replaced since
+  it was opened raises :class:`~lazymask.exceptions.SourceChangedError` naming it; a truncated
+  file raises :class:`~lazymask.exceptions.CorruptImageError` naming the file.
 * :class:`LazyVolumes` presents a sequence of readers (the files of a list) as one
   ``(i, j, k, time)`` array with ``shape``/``dtype``/``ndim`` and ``read(start, stop)``; the dask
   graph built on it is in :func:`lazymask.io._nifti.lazy_volumes_array`.
@@ -18,14 +22,13 @@ Contract
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 from nibabel.volumeutils import apply_read_scaling
 
-from lazymask.exceptions import CorruptImageError
-from lazymask.io._gzip import read_gzip_range
+from lazymask.io._codecs import codec_named
+from lazymask.io._identity import FileIdentity
 
 
 def scaled_dtype(disk_dtype: np.dtype, slope: float, inter: float) -> np.dtype:
@@ -42,9 +45,10 @@ def _cast_scaling(slope, inter):
 
 @dataclass(frozen=True)
 class VolumeReader:
-    """Reads whole volumes of one NIfTI file (``.nii`` or ``.nii.gz``)."""
+    """Reads whole volumes of one NIfTI file (plain or gzip-compressed)."""
 
-    path: str
+    identity: FileIdentity
+    codec: str
     offset: int
     spatial_shape: tuple[int, int, int]
     n_volumes: int
@@ -61,35 +65,23 @@ class VolumeReader:
         return int(np.prod(self.spatial_shape)) * np.dtype(self.disk_dtype).itemsize
 
     @property
+    def path(self) -> str:
+        return self.identity.path
+
+    @property
     def compressed(self) -> bool:
-        return self.path.endswith(".gz")
+        """Whether reads must go front to back to be cheap (a gzip file)."""
+        return codec_named(self.codec).sequential
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Volumes ``start .. stop`` as a Fortran-ordered array, scaled, in native byte order."""
         n = stop - start
         raw = np.empty(int(np.prod(self.spatial_shape)) * n, dtype=np.dtype(self.disk_dtype))
         byte_offset = self.offset + start * self.volume_nbytes
-        if self.compressed:
-            read_gzip_range(self.path, byte_offset, raw)
-        else:
-            self._pread(byte_offset, raw)
+        codec_named(self.codec).read_into(self.identity, byte_offset, raw, to_end=stop == self.n_volumes)
         raw = raw.reshape((*self.spatial_shape, n), order="F")
         scaled = apply_read_scaling(raw, *_cast_scaling(self.slope, self.inter))
         return scaled.astype(self.dtype, copy=False)
-
-    def _pread(self, byte_offset: int, out: np.ndarray) -> None:
-        view = memoryview(out).cast("B")
-        with open(self.path, "rb", buffering=0) as f:
-            fd, done = f.fileno(), 0
-            while done < len(view):
-                got = os.preadv(fd, [view[done:]], byte_offset + done)
-                if got == 0:
-                    raise CorruptImageError(
-                        f"{self.path}: the file ends at byte {byte_offset + done} but its header "
-                        f"declares voxel data up to byte {byte_offset + len(view)}; the file is "
-                        "truncated. Re-create or re-download it."
-                    )
-                done += got
 
 
 class LazyVolumes:

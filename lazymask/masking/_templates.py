@@ -18,7 +18,7 @@ import xarray as xr
 from lazymask.exceptions import ImageFileNotFoundError, ParameterError
 from lazymask.image._inputs import as_image, is_image_list
 from lazymask.image._resample import check_same_grid, resample_array
-from lazymask.io import get_affine
+from lazymask.io import file_identity, get_affine
 from lazymask.masking._cache import cache_key, cache_location, load_entry, store_entry
 from lazymask.masking._compute import post_process_mask
 from lazymask.masking._volumes import mask_dataarray
@@ -91,11 +91,6 @@ def load_template(mask_type: str = "whole-brain", template=None) -> tuple[np.nda
     return values, image.affine
 
 
-def _file_identity(path: str) -> tuple:
-    stat = os.stat(path)
-    return (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-
-
 def compute_brain_mask(
     target_img,
     threshold=0.5,
@@ -150,7 +145,7 @@ def compute_brain_mask(
     target = as_image(target_img, "target_img")
     shape, affine = tuple(target.shape[:3]), get_affine(target)
     location = cache_location(memory)
-    key = cache_key("brain", str(_file_identity(path)), shape=shape, affine=affine.tolist(),
+    key = cache_key("brain", str(tuple(file_identity(path))), shape=shape, affine=affine.tolist(),
                     threshold=threshold, connected=connected, opening=opening)
     cached = load_entry(location, key)
     if cached is not None:

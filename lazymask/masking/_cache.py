@@ -1,8 +1,8 @@
 """The ``memory`` parameter: caching computed masks on disk, keyed on what the input is.
 
 A key is a hash of the function's name, its parameters and the input's identity: for an image
-opened from files, the dask name ``open_nifti`` gives it (path, size and modification time of each
-file); for in-memory data, a hash of the values. No image object is pickled. An entry is an
+opened from files, the dask name ``open_nifti`` gives it (each file's :func:`lazymask.io.file_identity`:
+path, size, modification and change times, inode); for in-memory data, a hash of the values. No image object is pickled. An entry is an
 ``.npz`` file (mask or mean, and the affine) under ``<location>/lazymask_masking/``, written through
 lazymask's one staged-write protocol (:func:`lazymask.io.staged_path`); an unreadable entry is
 recomputed and replaced.

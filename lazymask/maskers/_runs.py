@@ -18,6 +18,6 @@ def per_run(values, n_runs: int, name: str) -> list:
     if values is None:
         return [None] * n_runs
     if not isinstance(values, list | tuple) or len(values) != n_runs:
-        found = f"{len(values)} entries" if isinstance(values, list | tuple) else f"a {type(values).__name__}"
-        raise ParameterError(f"{name} is {found} but imgs has {n_runs} runs; pass a list with one entry per run.")
+        found = f"has {len(values)} entries" if isinstance(values, list | tuple) else f"is a {type(values).__name__}"
+        raise ParameterError(f"{name} {found} but imgs has {n_runs} runs; pass a list with one entry per run.")
     return list(values)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -51,9 +48,10 @@ def clean(
     Lazy input: cleaning needs whole time series, so **time is rechunked to a single chunk**.
     Feature chunks are kept as they came when a whole-time block of them stays under 32 MiB,
     otherwise features are rechunked to blocks of about 24 MiB. Nothing is computed until asked.
-    Numpy input is cleaned in blocks of columns on as many threads as there are cores. While a
-    block is being cleaned, BLAS is limited to one thread (process-wide; restored afterwards),
-    because its thread pool makes the kernel's thin matrix products many times slower.
+    Numpy input is cleaned in blocks of columns in the calling thread (lazymask starts no pool of
+    its own; pass a dask array to clean on the dask scheduler's workers). While a block is
+    cleaned, BLAS is limited to one thread (process-wide; restored afterwards), because its
+    thread pool makes the kernel's thin matrix products many times slower.
 
     Parameters
     ----------
@@ -131,27 +129,26 @@ def clean(
 
 
 def _clean_numpy(signals: np.ndarray, plan: CleanPlan, confounds) -> np.ndarray:
-    """Run the kernel over batches of columns, on as many threads as cores, into one output."""
+    """Run the kernel over batches of columns, in the calling thread, into one output.
+
+    No pool is started here: parallelism is the caller's (a dask scheduler runs the lazy path).
+    """
     dtype = float_dtype(signals.dtype)
     out = np.empty((plan.n_output, signals.shape[1]), dtype=dtype)
     batch = max(1, EAGER_BLOCK_BYTES // (max(signals.shape[0], 1) * dtype.itemsize))
-    starts = range(0, signals.shape[1], batch)
-
-    def clean_columns(start):
-        columns = slice(start, start + batch)
-        out[:, columns] = clean_block(signals[:, columns], plan, confounds)
-
     with single_threaded_blas():  # held across blocks: limited once, restored once
-        if len(starts) == 1:
-            clean_columns(0)
-        else:
-            with ThreadPoolExecutor(max_workers=min(len(starts), os.cpu_count() or 1)) as pool:
-                list(pool.map(clean_columns, starts))
+        for start in range(0, signals.shape[1], batch):
+            columns = slice(start, start + batch)
+            out[:, columns] = clean_block(signals[:, columns], plan, confounds)
     return out
 
 
 def _as_dataarray(cleaned, original: xr.DataArray, plan: CleanPlan) -> xr.DataArray:
+    """``cleaned`` labelled as ``original`` was, its time coordinates subset to the kept volumes."""
     time_dim = original.dims[0]
-    coords = original.coords.to_dataset().isel({time_dim: plan.output_rows}).coords
+    coords = {}
+    for name, coord in original.coords.items():
+        if time_dim in coord.dims:
+            coord = coord.isel({time_dim: plan.output_rows})
+        coords[name] = coord.variable
     return xr.DataArray(cleaned, dims=original.dims, coords=coords, attrs=dict(original.attrs), name=original.name)
-

@@ -9,15 +9,12 @@ import xarray as xr
 from lazymask.signal._clean import clean_block
 from lazymask.signal._confounds import load_confounds
 from lazymask.signal._inputs import time_feature_data
-from lazymask.signal._lazy import MAX_BLOCK_BYTES, clean_dask
+from lazymask import config
+from lazymask.signal._lazy import clean_dask
 from lazymask.signal._params import CleanPlan, float_dtype, make_plan
 from lazymask.signal._threads import single_threaded_blas
 
 __all__ = ["clean"]
-
-#: Columns per kernel call on numpy input: the same bound as the lazy path's blocks.
-EAGER_BLOCK_BYTES = MAX_BLOCK_BYTES
-
 
 def clean(
     signals,
@@ -135,7 +132,7 @@ def _clean_numpy(signals: np.ndarray, plan: CleanPlan, confounds) -> np.ndarray:
     """
     dtype = float_dtype(signals.dtype)
     out = np.empty((plan.n_output, signals.shape[1]), dtype=dtype)
-    batch = max(1, EAGER_BLOCK_BYTES // (max(signals.shape[0], 1) * dtype.itemsize))
+    batch = max(1, config.get("clean_max_block_bytes") // (max(signals.shape[0], 1) * dtype.itemsize))
     with single_threaded_blas():  # held across blocks: limited once, restored once
         for start in range(0, signals.shape[1], batch):
             columns = slice(start, start + batch)

@@ -8,5 +8,6 @@ Examples
 """
 
 from lazymask.datasets._demo import DemoRun, load_demo
+from lazymask.datasets._synthetic import LazyRun, lazy_synthetic_run
 
-__all__ = ["DemoRun", "load_demo"]
+__all__ = ["DemoRun", "load_demo", "LazyRun", "lazy_synthetic_run"]

@@ -210,7 +210,7 @@ def test_every_computation_of_a_masker_runs_on_the_workers(client, no_local_sche
         save_signals(signals, tmp_path / "out.zarr", masker=masker)
     executed = set(_EXECUTED)
     assert any("synthetic" in name for name in executed)  # the voxels were made on the workers
-    assert any("mask_block" in name for name in executed)
+    assert any("mask_only_block" in name for name in executed)
     assert any("clean_block" in name for name in executed)
     assert ("p2p" in " ".join(executed)) == (budget is not None)
 

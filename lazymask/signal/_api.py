@@ -44,7 +44,10 @@ def clean(
 
     Lazy input: cleaning needs whole time series, so **time is rechunked to a single chunk**.
     Feature chunks are kept as they came when a whole-time block of them stays under 32 MiB,
-    otherwise features are rechunked to blocks of about 24 MiB. Nothing is computed until asked.
+    otherwise features are rechunked to blocks of about 32 MiB (``lazymask.config``'s
+    ``clean_max_block_bytes`` and ``clean_target_block_bytes``); the regroup from time chunks to
+    such blocks stays within ``memory_budget`` (in memory, or through disk). Nothing is computed
+    until asked.
     Numpy input is cleaned in blocks of columns in the calling thread (lazymask starts no pool of
     its own; pass a dask array to clean on the dask scheduler's workers). While a block is
     cleaned, BLAS is limited to one thread (process-wide; restored afterwards), because its

@@ -6,7 +6,9 @@ images do) this is the one all-to-all step, which goes through
 :func:`~lazymask.signal._regroup.whole_time_blocks` (in memory within
 ``lazymask.config.get("memory_budget")``, else through disk). Feature chunks are kept as they came
 when a whole-time block of them stays under ``config.get("clean_max_block_bytes")``; otherwise
-features are re-chunked so that a block holds about ``config.get("clean_target_block_bytes")``.
+features are re-chunked so that a block holds about ``config.get("clean_target_block_bytes")``
+(by default what a stored zarr chunk holds, so that ``save_signals`` writes the blocks as they
+are, without a further rechunk).
 The output has one time chunk and the same feature chunks as the cleaned blocks.
 """
 

@@ -11,9 +11,11 @@ with ``save_signals``; each case in its own process (``benchmarks/_harness.py``)
   <= 2 GB and the time per volume within 20 % of the 1200-volume run's;
 * ``cluster``: 1200 volumes on ``LocalCluster(n_workers=2, threads_per_worker=1,
   memory_limit="1GiB")``: no worker may be paused for memory, restarted or killed (checked from
-  the workers' identities and logs); the workers' peak RSS is reported too.
+  the workers' identities and logs); the workers' peak RSS is reported too. The workers share
+  this machine's disk, so the regroup goes through the on-disk intermediate; ``--p2p`` forces
+  dask's P2P rechunk instead (with buffers sized for 1 GiB workers, ``P2P_SMALL_WORKERS``).
 
-    python -m benchmarks.bench_scale [--big-gb 30] [--skip-big] [--skip-cluster]
+    python -m benchmarks.bench_scale [--big-gb 30] [--skip-big] [--skip-cluster] [--p2p]
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ SHAPE = (91, 109, 91)
 T_R = 2.0
 MASKER = {"detrend": True, "standardize": "zscore_sample", "low_pass": 0.1, "high_pass": 0.01, "t_r": T_R}
 VOLUME_BYTES = SHAPE[0] * SHAPE[1] * SHAPE[2] * 4
+P2P_SMALL_WORKERS = {"distributed.p2p.comm.buffer": "128MiB", "distributed.p2p.storage.buffer": "64MiB"}
 PAUSE_OR_LOSS = ("pausing worker", "paused", "restarting worker", "exceeded", "killed", "memory budget")
 
 
@@ -67,11 +70,16 @@ def threads_case(n_volumes: int) -> dict:
 
 
 @preload("lazymask.maskers", "lazymask.datasets", "distributed")
-def cluster_case(n_volumes: int) -> dict:
+def cluster_case(n_volumes: int, p2p: bool = False) -> dict:
     from distributed import Client, LocalCluster
 
+    import dask
+
     scratch = _scratch()
-    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="1GiB", processes=True,
+    # --p2p: P2P's defaults buffer up to 1 GiB of shards per worker, as much as these workers have;
+    # smaller buffers for them (the workers read these settings when the cluster starts).
+    with dask.config.set({**P2P_SMALL_WORKERS, "array.rechunk.method": "p2p"} if p2p else {}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="1GiB", processes=True,
                       dashboard_address=":0", local_directory=str(scratch / "workers")) as cluster, \
             Client(cluster) as client:
         before = {w["id"] for w in client.scheduler_info(n_workers=-1)["workers"].values()}
@@ -95,6 +103,7 @@ def main(argv=None) -> None:
     parser.add_argument("--big-gb", type=float, default=30.0, help="voxel data of the big run, in GB")
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--skip-cluster", action="store_true")
+    parser.add_argument("--p2p", action="store_true", help="cluster case: force dask's P2P rechunk")
     args = parser.parse_args(argv)
     rows, lines = [], []
     reference = measure("benchmarks.bench_scale:threads_case", n_volumes=1200)
@@ -110,7 +119,7 @@ def main(argv=None) -> None:
         lines.append(f"{n_big} vols: {big['result']['seconds_per_volume'] * 1e3:.1f} ms/volume "
                      f"({ratio:.2f}x the 1200-volume run's), peak RSS {big['peak_rss_gb']:.2f} GB")
     if not args.skip_cluster:
-        cluster = measure("benchmarks.bench_scale:cluster_case", n_volumes=1200)
+        cluster = measure("benchmarks.bench_scale:cluster_case", n_volumes=1200, p2p=args.p2p)
         rows.append(pair("1200 vols, LocalCluster(2 x 1 GiB)", cluster, None, target="no pause/restart/kill"))
         result = cluster["result"]
         lines.append(f"cluster: workers unchanged {result['workers_unchanged']}, incidents {result['incidents']}, "

@@ -14,9 +14,14 @@ planned from shapes, chunks and settings only (:func:`regroup_method`, a pure fu
   against 1.03 GB and 26 s through disk; at 200 volumes (175 MB of signals) 0.70 GB and 8.0 s in
   memory against 0.52 GB and 5.1 s through disk: the in-memory regroup only pays for small signals.
 * ``"p2p"``: over budget, and the graph will run on a ``distributed`` client (the scheduler dask
-  would use is a client's when the graph is built): dask's peer-to-peer rechunk, which spills to
-  the workers' disks.
-* ``"disk"``: over budget, on a local scheduler (sync, threads, processes): an on-disk intermediate.
+  would use is a client's when the graph is built) whose workers are not all on this machine (or
+  dask's ``array.rechunk.method`` is ``"p2p"``): dask's peer-to-peer rechunk, which spills to the
+  workers' disks.
+* ``"disk"``: over budget, on a local scheduler (sync, threads, processes) or on a cluster whose
+  workers all run on this machine (a ``LocalCluster``: they see the same disk): an on-disk
+  intermediate. Measured on ``LocalCluster(2 workers x 1 GiB)``, 1200 volumes x 207k voxels
+  band-passed to zarr: 62 ms/volume with workers peaking at 0.28 GB, against 83 ms/volume and
+  0.85-0.89 GB (workers paused at 80 % memory) for P2P.
   Each time chunk is cut into feature pieces written as ``.npy`` files (each written whole, by one
   task, so tasks never share a file); once every piece is written (one barrier task), each
   whole-time block reads its column of pieces back, concatenates them and deletes them. Memory:
@@ -43,7 +48,8 @@ import numpy as np
 from lazymask import config
 from lazymask.exceptions import LazymaskError
 
-__all__ = ["whole_time_blocks", "regroup_method", "distributed_client", "memory_budget", "REGROUP_FRACTION"]
+__all__ = ["whole_time_blocks", "regroup_method", "distributed_client", "workers_share_this_disk", "memory_budget",
+           "REGROUP_FRACTION"]
 
 #: The in-memory regroup is used when the signals take at most this fraction of the memory budget
 #: (it holds the signals and its pieces of them at once: ~1.5x the signals' bytes above the rest).
@@ -61,6 +67,23 @@ def distributed_client():
     return owner if isinstance(owner, Client) else None
 
 
+def workers_share_this_disk(client) -> bool:
+    """Whether every worker of ``client`` runs on this machine (so they all see its temporary directory)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    local = {"127.0.0.1", "localhost", "::1", socket.gethostname()}
+    try:
+        local.add(socket.gethostbyname(socket.gethostname()))
+    except OSError:  # pragma: no cover - no resolvable hostname
+        pass
+    for address in client.scheduler_info(n_workers=-1)["workers"]:
+        parts = urlsplit(address)
+        if parts.scheme != "inproc" and parts.hostname not in local:
+            return False
+    return True
+
+
 def memory_budget(client=None) -> int:
     """The memory budget: the setting, capped by the smallest worker's memory limit on distributed."""
     budget = config.get("memory_budget")
@@ -73,30 +96,33 @@ def memory_budget(client=None) -> int:
 
 
 def regroup_method(shape: tuple[int, int], time_chunks: tuple[int, ...], itemsize: int, budget: int,
-                   on_distributed: bool) -> str:
+                   remote_workers: bool) -> str:
     """Which path :func:`whole_time_blocks` takes: ``"none"``, ``"memory"``, ``"p2p"`` or ``"disk"``.
 
     Examples
     --------
-    >>> regroup_method((100, 219_000), (20,) * 5, 4, budget=2 * 2**30, on_distributed=False)
+    >>> regroup_method((100, 219_000), (20,) * 5, 4, budget=2 * 2**30, remote_workers=False)
     'memory'
-    >>> regroup_method((1200, 219_000), (20,) * 60, 4, budget=2 * 2**30, on_distributed=False)
+    >>> regroup_method((1200, 219_000), (20,) * 60, 4, budget=2 * 2**30, remote_workers=False)
     'disk'
-    >>> regroup_method((1200, 219_000), (20,) * 60, 4, budget=2 * 2**30, on_distributed=True)
+    >>> regroup_method((1200, 219_000), (20,) * 60, 4, budget=2 * 2**30, remote_workers=True)
     'p2p'
     """
     if len(time_chunks) <= 1:
         return "none"
     if shape[0] * shape[1] * itemsize <= budget * REGROUP_FRACTION:
         return "memory"
-    return "p2p" if on_distributed else "disk"
+    return "p2p" if remote_workers else "disk"
 
 
 def whole_time_blocks(signals: da.Array, columns: tuple[int, ...], itemsize: int) -> da.Array:
     """``signals`` rechunked to ``{0: -1, 1: columns}`` within the memory budget (see the module)."""
     target = {0: -1, 1: columns}
     client = distributed_client() if signals.numblocks[0] > 1 else None
-    method = regroup_method(signals.shape, signals.chunks[0], itemsize, memory_budget(client), client is not None)
+    remote = client is not None and (
+        dask.config.get("array.rechunk.method", None) == "p2p" or not workers_share_this_disk(client)
+    )
+    method = regroup_method(signals.shape, signals.chunks[0], itemsize, memory_budget(client), remote)
     if method in ("none", "memory"):
         return signals.rechunk(target)
     if method == "p2p":

@@ -81,7 +81,8 @@ def clean(
         ``"butterworth"``: zero-phase Butterworth filter with ``low_pass``/``high_pass``;
         ``"cosine"``: DCT drift regressors up to ``high_pass`` added to the confounds.
     low_pass, high_pass : float, optional
-        Cutoff frequencies in Hz (below the Nyquist frequency ``0.5 / t_r``).
+        Cutoff frequencies in Hz. A cutoff at or above the Nyquist frequency ``0.5 / t_r`` is
+        lowered to just below it with a warning, as nilearn does.
     t_r : float, default=2.5
         Repetition time in seconds (needed by both filters and by interpolation).
     ensure_finite : bool, default=False
@@ -101,8 +102,14 @@ def clean(
     Raises
     ------
     lazymask.exceptions.ParameterError
-        For an unknown option, cutoffs at or above Nyquist, filtering without ``t_r``, confounds,
-        runs or sample masks of the wrong length or out of range.
+        For an unknown option, filtering without ``t_r``, a run shorter than the Butterworth
+        filter's padding, confounds (or an empty confounds file), runs or sample masks of the wrong
+        length or out of range — all when the graph is built.
+
+    Warns
+    -----
+    UserWarning
+        A cutoff at or above Nyquist (lowered, as in nilearn).
 
     Examples
     --------

@@ -78,9 +78,8 @@ def threads_case(n_volumes: int) -> dict:
 
 @preload("lazymask.maskers", "lazymask.datasets", "distributed")
 def cluster_case(n_volumes: int, p2p: bool = False) -> dict:
-    from distributed import Client, LocalCluster
-
     import dask
+    from distributed import Client, LocalCluster
 
     scratch = _scratch()
     # --p2p: P2P's defaults buffer up to 1 GiB of shards per worker, as much as these workers have;

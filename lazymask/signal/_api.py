@@ -6,10 +6,10 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from lazymask import config
 from lazymask.signal._clean import clean_block
 from lazymask.signal._confounds import load_confounds
 from lazymask.signal._inputs import time_feature_data
-from lazymask import config
 from lazymask.signal._lazy import clean_dask
 from lazymask.signal._params import CleanPlan, float_dtype, make_plan
 from lazymask.signal._threads import single_threaded_blas

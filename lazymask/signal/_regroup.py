@@ -34,6 +34,7 @@ planned from shapes, chunks and settings only (:func:`regroup_method`, a pure fu
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -48,8 +49,14 @@ import numpy as np
 from lazymask import config
 from lazymask.exceptions import LazymaskError
 
-__all__ = ["whole_time_blocks", "regroup_method", "distributed_client", "workers_share_this_disk", "memory_budget",
-           "REGROUP_FRACTION"]
+__all__ = [
+    "REGROUP_FRACTION",
+    "distributed_client",
+    "memory_budget",
+    "regroup_method",
+    "whole_time_blocks",
+    "workers_share_this_disk",
+]
 
 #: The in-memory regroup is used when the signals take at most this fraction of the memory budget
 #: (it holds the signals and its pieces of them at once: ~1.5x the signals' bytes above the rest).
@@ -172,7 +179,7 @@ def _write_pieces(chunk: np.ndarray, scratch: _Scratch, edges: tuple[int, ...], 
     time_chunk = block_info[0]["chunk-location"][0]
     directory = scratch.path
     os.makedirs(directory, exist_ok=True)
-    for block, (start, stop) in enumerate(zip(edges[:-1], edges[1:])):
+    for block, (start, stop) in enumerate(itertools.pairwise(edges)):
         path = _piece_path(directory, time_chunk, block)
         partial = f"{path}.{uuid.uuid4().hex}.partial"
         with open(partial, "wb") as stream:

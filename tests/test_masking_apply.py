@@ -92,10 +92,12 @@ def test_round_trip_of_a_lazy_dataarray(data):
 def test_building_computes_nothing_and_reads_no_voxel(data):
     mask = nib.load(data["mask"])
     mask = nib.Nifti1Image(np.asanyarray(mask.dataobj), mask.affine)  # in memory: reads count the run only
-    with raise_if_dask_computes(), count_voxel_reads() as reads:
+    # the mask itself is read (a small volume, on the user's scheduler: once per call), never the run
+    with raise_if_dask_computes(max_computes=2) as scheduler, count_voxel_reads() as reads:
         signals = apply_mask(data["int16"], mask, smoothing_fwhm=4)
         unmask(signals, mask)
     assert reads.calls == 0
+    assert scheduler.total_computes == 2
 
 
 @pytest.mark.parametrize("chunks", [1, 4, -1])

@@ -284,8 +284,6 @@ BAD_INPUT = [
     ({"confounds": [np.zeros(N_TIME), np.zeros(3)]}, ParameterError, r"confounds\[1\] has 3 rows"),
     ({"low_pass": 0.1, "t_r": None}, ParameterError, r"needs the repetition time; got t_r=None"),
     ({"filter": "cosine", "high_pass": None}, ParameterError, r"filter='cosine' needs"),
-    ({"low_pass": 0.3, "t_r": T_R}, ParameterError, r"low_pass=0.3 Hz is at or above the Nyquist frequency 0.25"),
-    ({"high_pass": 0.25, "t_r": T_R}, ParameterError, r"high_pass=0.25 Hz is at or above the Nyquist"),
     ({"low_pass": 0.01, "high_pass": 0.1}, ParameterError, r"high_pass \(0.1 Hz\) must be below low_pass"),
     ({"sample_mask": np.array([0, 5, 80])}, SampleMaskError, r"out of range: \[80\]; indices must be in \[0, 79\]"),
     ({"sample_mask": np.ones(70, bool)}, SampleMaskError, r"boolean mask of shape \(70,\)"),
@@ -298,6 +296,11 @@ BAD_INPUT = [
     ({"butterworth__orders": 3}, ParameterError, r"unknown keyword argument 'butterworth__orders'"),
     ({"confounds": "/nonexistent/confounds.tsv"}, ParameterError, r"does not exist"),
     ({"confounds": np.full((N_TIME, 1), np.nan)}, ParameterError, r"non-finite value"),
+    ({"low_pass": 0.1, "butterworth__padlen": N_TIME}, ParameterError,
+     r"order 5 \(low_pass=0.1 Hz, t_r=2.5 s\) pads each series by 80 time points and needs more than 80, but "
+     r"the signals have 80 time point\(s\) to filter\. Use a longer run, a smaller butterworth__padlen"),
+    ({"low_pass": 0.1, "high_pass": 0.01, "t_r": T_R, "runs": np.repeat([0, 1], [70, 10])}, ParameterError,
+     r"pads each series by 33 time points .* but run 2 of 2 has 10 time point\(s\)"),
 ]
 
 
@@ -358,3 +361,64 @@ def test_blas_threads_are_restored_after_cleaning(signals, confounds):
     clean(da.from_array(signals, chunks=(80, 4)), confounds=confounds).compute(scheduler="threads")
     after = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info() if lib["user_api"] == "blas"]
     assert after == before
+
+
+# --- parity with nilearn where lazymask used to be stricter (issue 14) -----------------------------
+
+NYQUIST_CASES = {
+    "low_pass above Nyquist": {"low_pass": 0.3},
+    "high_pass at Nyquist": {"high_pass": 0.25},
+    "band-pass, low_pass above Nyquist": {"low_pass": 0.3, "high_pass": 0.01},
+    "both cutoffs above Nyquist": {"low_pass": 0.4, "high_pass": 0.3},
+}
+
+
+@pytest.mark.parametrize("case", list(NYQUIST_CASES))
+def test_cutoff_above_nyquist_warns_and_matches_nilearn(case, signals):
+    kwargs = {**NYQUIST_CASES[case], "t_r": T_R}
+    expected = nilearn_clean(signals, **kwargs)
+    with pytest.warns(UserWarning, match=r"at or above the Nyquist frequency 0.25 Hz of t_r=2.0 s.*lowered to 0.2499"):
+        eager = clean(signals, **kwargs)
+    lazy = lazymask_clean(da.from_array(signals, chunks=(13, 5)), **kwargs).compute()
+    assert_float32_close(eager, expected)
+    assert_float32_close(lazy, expected)
+
+
+def test_both_cutoffs_above_nyquist_leave_the_signals_unfiltered(signals):
+    with pytest.warns(UserWarning, match=r"the band-pass is empty: the signals are not filtered"):
+        cleaned = clean(signals, low_pass=0.4, high_pass=0.3, t_r=T_R)
+    np.testing.assert_allclose(cleaned, clean(signals, t_r=T_R), rtol=1e-12)
+
+
+def test_dataarray_without_coordinates(signals, confounds):
+    bare = xr.DataArray(da.from_array(signals, chunks=(20, 8)), dims=("time", "voxel"))
+    cleaned = clean(bare, confounds=confounds, sample_mask=kept_mask([3, 4]))
+    assert cleaned.dims == ("time", "voxel") and not cleaned.coords
+    assert_float32_close(cleaned.compute(), nilearn_clean(signals, confounds=confounds, sample_mask=kept_mask([3, 4])))
+
+
+def test_dataarray_with_a_non_dimension_time_coordinate(signals):
+    labelled = xr.DataArray(signals, dims=("time", "voxel"), coords={"acq": ("time", np.arange(N_TIME) * 2.0)})
+    cleaned = clean(labelled, sample_mask=kept_mask([0, 1]))
+    np.testing.assert_array_equal(cleaned["acq"], np.arange(2, N_TIME) * 2.0)
+
+
+def test_a_run_shorter_than_the_filter_padding_is_refused_before_any_compute():
+    short = da.zeros((10, 4), chunks=(5, 4))
+    with raise_if_dask_computes(), pytest.raises(
+        ParameterError, match=r"pads each series by 33 time points and needs more than 33, but the signals have 10"
+    ):
+        clean(short, low_pass=0.1, high_pass=0.01, t_r=T_R)
+
+
+def test_a_short_run_filters_when_the_padding_fits(signals):
+    kwargs = {"low_pass": 0.1, "t_r": T_R, "butterworth__padlen": 9}
+    assert_float32_close(clean(signals[:10], **kwargs), nilearn_clean(signals[:10], **kwargs))
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"])
+def test_an_empty_confounds_file_is_named(content, signals, tmp_path):
+    path = tmp_path / "desc-confounds_timeseries.tsv"
+    path.write_text(content)
+    with pytest.raises(ParameterError, match=r"confounds file '.*desc-confounds_timeseries.tsv' is empty"):
+        clean(signals, confounds=path)

@@ -68,7 +68,7 @@ def test_bad_parameters(kwargs, match, series):
 
 @pytest.mark.parametrize(("n_time", "chunks", "expected"), [
     (1200, (1000, 1000), (1000, 1000)),  # small whole-time blocks: kept as they came
-    (1200, (50000,), (5242,) * 9 + (2822,)),  # one huge block: ~24 MiB blocks
+    (1200, (50000,), (6990,) * 7 + (1070,)),  # one huge block: ~32 MiB blocks (a zarr chunk's)
     (100, (7, 7, 3), (7, 7, 3)),
 ])
 def test_feature_chunks(n_time, chunks, expected):

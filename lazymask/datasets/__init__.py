@@ -11,5 +11,7 @@ Examples
 from lazymask.datasets._demo import DemoRun, load_demo
 from lazymask.datasets._epi import make_masked_epi, make_raw_epi
 from lazymask.datasets._fmriprep import make_fmriprep_dataset
+from lazymask.datasets._synthetic import LazyRun, lazy_synthetic_run
 
-__all__ = ["DemoRun", "load_demo", "make_fmriprep_dataset", "make_masked_epi", "make_raw_epi"]
+__all__ = ["DemoRun", "LazyRun", "lazy_synthetic_run", "load_demo", "make_fmriprep_dataset", "make_masked_epi",
+           "make_raw_epi"]

@@ -298,3 +298,114 @@ def synthetic_run(grid: Grid, n_volumes: int = 150, t_r: float = 2.0, seed: int 
         block_volumes=block_volumes,
         activation_centres=centres,
     )
+
+
+# -- a lazy run of any length, made chunk by chunk (no file) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class LazyRun:
+    """A lazy synthetic 4D run, its brain mask and repetition time (see :func:`lazy_synthetic_run`)."""
+
+    func: object  # xarray.DataArray (i, j, k, time), dask-backed
+    mask: object  # xarray.DataArray (i, j, k), int8
+    t_r: float
+
+
+def lazy_synthetic_run(shape=(91, 109, 91), n_volumes: int = 1200, chunks: int | None = None, seed: int = 0,
+                       t_r: float = 2.0, dtype="float32") -> LazyRun:
+    """A 4D run of any length that exists only as a dask graph: each time chunk is made on demand.
+
+    The run is an ellipsoidal "brain" (intensity about 800, with a smooth spatial variation) on a
+    dim background, with a slow oscillation, a linear drift and Gaussian noise. Every volume is a
+    deterministic function of ``(shape, seed, volume index)``, so the values do not depend on
+    ``chunks`` and a chunk costs its own generation only (a few ms per 2 mm volume): runs larger
+    than memory (tens of GB) can be processed without a file. To keep generation cheap, each
+    volume's noise is a window, at a random offset drawn per volume, of one pool of Gaussian
+    values (drawn once per chunk from ``seed``): noise at a voxel is not independent across time,
+    which does not matter for what this run is for (exercising the pipeline at scale).
+
+    Parameters
+    ----------
+    shape : tuple of 3 int, default=(91, 109, 91)
+        Spatial shape (the default is the 2 mm MNI grid).
+    n_volumes : int, default=1200
+        Number of volumes.
+    chunks : int, optional
+        Volumes per chunk; by default whole volumes adding up to ``lazymask.config``'s
+        ``auto_chunk_bytes``.
+    seed : int, default=0
+        Seed of the noise.
+    t_r : float, default=2.0
+        Repetition time in seconds.
+    dtype : numpy dtype, default="float32"
+
+    Returns
+    -------
+    LazyRun
+        ``func`` (a dask-backed ``(i, j, k, time)`` DataArray, Fortran-ordered chunks as NIfTI
+        files give), ``mask`` (the ellipsoid, int8) and ``t_r``.
+
+    Examples
+    --------
+    >>> run = lazy_synthetic_run(shape=(10, 12, 10), n_volumes=30, chunks=8)
+    >>> run.func.shape, run.func.data.chunks[3], int(run.mask.sum())
+    ((10, 12, 10, 30), (8, 8, 8, 6), 272)
+    >>> bool((run.func[..., 5:7].values == lazy_synthetic_run(shape=(10, 12, 10), n_volumes=30).func[..., 5:7].values).all())
+    True
+    """
+    import dask.array as da
+
+    from lazymask import config
+    from lazymask.io import image_dataarray
+
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 3 or min(shape) < 1 or int(n_volumes) < 1:
+        from lazymask.exceptions import ParameterError
+
+        raise ParameterError(f"shape must be 3 positive ints and n_volumes positive; got {shape!r} and {n_volumes!r}.")
+    dtype = np.dtype(dtype)
+    volume_bytes = int(np.prod(shape)) * dtype.itemsize
+    if chunks is None:
+        chunks = max(1, config.get("auto_chunk_bytes") // volume_bytes)
+    time_chunks = da.core.normalize_chunks(int(chunks), (int(n_volumes),))[0]
+    template = da.empty((int(n_volumes),), chunks=(time_chunks,), dtype=np.int8)
+    data = template.map_blocks(
+        _synthetic_volumes, shape=shape, seed=int(seed), t_r=float(t_r), out_dtype=dtype,
+        new_axis=[0, 1, 2], chunks=(*((n,) for n in shape), time_chunks), dtype=dtype,
+        meta=np.empty((0, 0, 0, 0), dtype), name=f"lazy-synthetic-run-{seed}",
+    )
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = -np.asarray(shape) + 1.0
+    func = image_dataarray(data, affine, t_r=float(t_r), name="lazy_synthetic_run")
+    mask = image_dataarray(_synthetic_brain(shape).astype(np.int8), affine, name="mask")
+    return LazyRun(func=func, mask=mask, t_r=float(t_r))
+
+
+def _synthetic_brain(shape) -> np.ndarray:
+    """The ellipsoid (True inside) spanning about 76 % of each axis of ``shape``."""
+    axes = [(np.arange(n) - (n - 1) / 2) / max(0.38 * n, 0.5) for n in shape]
+    radius = axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2 + axes[2][None, None, :] ** 2
+    return radius <= 1.0
+
+
+#: Extra Gaussian values in the noise pool beyond one volume: the range of the per-volume offsets.
+_POOL_EXTRA = 1 << 16
+
+
+def _synthetic_volumes(template: np.ndarray, shape, seed: int, t_r: float, out_dtype, block_info=None) -> np.ndarray:
+    start, stop = block_info[None]["array-location"][3]
+    n_voxels = int(np.prod(shape))
+    brain = _synthetic_brain(shape)
+    ramp = np.linspace(0.9, 1.1, shape[0], dtype=np.float32)[:, None, None]
+    baseline = np.where(brain, 800.0 * ramp, 20.0).astype(np.float32)
+    pool = np.random.default_rng(seed).standard_normal(n_voxels + _POOL_EXTRA, dtype=np.float32)
+    pool *= np.float32(12.0)
+    out = np.empty((*shape, stop - start), dtype=out_dtype, order="F")
+    for t in range(start, stop):
+        offset = int(np.random.default_rng([seed, t]).integers(_POOL_EXTRA))
+        noise = pool[offset : offset + n_voxels].reshape(shape, order="F")
+        drift = 1.0 + 0.02 * np.sin(2 * np.pi * 0.03 * t * t_r) + 1e-5 * t
+        np.multiply(baseline, np.float32(drift), out=out[..., t - start])
+        out[..., t - start] += noise
+    return out

@@ -57,6 +57,17 @@ def mask_block(block, voxel_index, out_dtype, affine=None, fwhm=None, ensure_fin
     return signals[0] if squeeze else signals
 
 
+def _mask_only_block(nested, **kwargs):
+    """:func:`mask_block` of the one block along the contracted ``i, j, k`` (one chunk each).
+
+    The blockwise call does not ask dask to concatenate along them: its concatenation copies even
+    a single block, into C order, and the Fortran view of the volumes would then be a second copy.
+    """
+    while isinstance(nested, list):
+        (nested,) = nested
+    return mask_block(nested, **kwargs)
+
+
 def apply_mask(imgs, mask_img, dtype="f", smoothing_fwhm=None, ensure_finite=True) -> xr.DataArray:
     """Voxel time series inside a mask, as a lazy ``(time, voxel)`` DataArray.
 
@@ -105,10 +116,10 @@ def apply_mask(imgs, mask_img, dtype="f", smoothing_fwhm=None, ensure_finite=Tru
     kwargs = dict(voxel_index=voxel_index, out_dtype=out_dtype, affine=get_affine(image), fwhm=fwhm,
                   ensure_finite=ensure_finite)
     if data.ndim == 4:
-        signals = da.blockwise(mask_block, "tv", data, "ijkt", new_axes={"v": n_voxels}, concatenate=True,
+        signals = da.blockwise(_mask_only_block, "tv", data, "ijkt", new_axes={"v": n_voxels},
                                dtype=out_dtype, meta=np.empty((0, 0), dtype=out_dtype), **kwargs)
     else:
-        signals = da.blockwise(mask_block, "v", data, "ijk", new_axes={"v": n_voxels}, concatenate=True,
+        signals = da.blockwise(_mask_only_block, "v", data, "ijk", new_axes={"v": n_voxels},
                                dtype=out_dtype, meta=np.empty((0,), dtype=out_dtype), **kwargs)
     return _signals_dataarray(signals, mask, image)
 

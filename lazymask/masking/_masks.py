@@ -277,7 +277,7 @@ def intersect_masks(mask_imgs, threshold=0.5, connected=True) -> xr.DataArray:
     check_intersection_threshold(threshold)
     images = [as_image(img, f"mask_imgs[{i}]", ndim=(3,)) for i, img in enumerate(_image_list(mask_imgs, "mask_imgs"))]
     check_same_grid(images, "mask_imgs")
-    values = dask.compute(*[image.data for image in images], scheduler="sync")
+    values = dask.compute(*[image.data for image in images])
     masks = [check_binary_mask(v, f"mask_imgs[{i}]", allow_empty=True) for i, v in enumerate(values)]
     return mask_dataarray(intersect_arrays(masks, threshold, connected), get_affine(images[0]))
 

@@ -37,12 +37,12 @@ def finish_mean(mean: np.ndarray, affine, target_affine, target_shape, smooth) -
 def read_small(image: xr.DataArray) -> np.ndarray:
     """The values of a small image (a mask, a template) at graph-build time.
 
-    Uses the synchronous scheduler: a mask is one small volume, read here once, so that the graph
-    built on it has its shape; the large data are never touched.
+    A mask is one small volume, read here once (on the user's scheduler, as every computation
+    is), so that the graph built on it has its shape; the large data are never touched.
     """
     data = image.data
     if isinstance(data, da.Array):
-        (data,) = dask.compute(data, scheduler="sync")
+        (data,) = dask.compute(data)
     return np.asarray(data)
 
 

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import dask.array as da
 import numpy as np
 import xarray as xr
 
+from lazymask import config
 from lazymask.signal._clean import clean_block
 from lazymask.signal._confounds import load_confounds
 from lazymask.signal._inputs import time_feature_data
-from lazymask.signal._lazy import MAX_BLOCK_BYTES, clean_dask
+from lazymask.signal._lazy import clean_dask
 from lazymask.signal._params import CleanPlan, float_dtype, make_plan
 from lazymask.signal._threads import single_threaded_blas
 
 __all__ = ["clean"]
-
-#: Columns per kernel call on numpy input: the same bound as the lazy path's blocks.
-EAGER_BLOCK_BYTES = MAX_BLOCK_BYTES
-
 
 def clean(
     signals,
@@ -50,10 +44,14 @@ def clean(
 
     Lazy input: cleaning needs whole time series, so **time is rechunked to a single chunk**.
     Feature chunks are kept as they came when a whole-time block of them stays under 32 MiB,
-    otherwise features are rechunked to blocks of about 24 MiB. Nothing is computed until asked.
-    Numpy input is cleaned in blocks of columns on as many threads as there are cores. While a
-    block is being cleaned, BLAS is limited to one thread (process-wide; restored afterwards),
-    because its thread pool makes the kernel's thin matrix products many times slower.
+    otherwise features are rechunked to blocks of about 32 MiB (``lazymask.config``'s
+    ``clean_max_block_bytes`` and ``clean_target_block_bytes``); the regroup from time chunks to
+    such blocks stays within ``memory_budget`` (in memory, or through disk). Nothing is computed
+    until asked.
+    Numpy input is cleaned in blocks of columns in the calling thread (lazymask starts no pool of
+    its own; pass a dask array to clean on the dask scheduler's workers). While a block is
+    cleaned, BLAS is limited to one thread (process-wide; restored afterwards), because its
+    thread pool makes the kernel's thin matrix products many times slower.
 
     Parameters
     ----------
@@ -83,7 +81,8 @@ def clean(
         ``"butterworth"``: zero-phase Butterworth filter with ``low_pass``/``high_pass``;
         ``"cosine"``: DCT drift regressors up to ``high_pass`` added to the confounds.
     low_pass, high_pass : float, optional
-        Cutoff frequencies in Hz (below the Nyquist frequency ``0.5 / t_r``).
+        Cutoff frequencies in Hz. A cutoff at or above the Nyquist frequency ``0.5 / t_r`` is
+        lowered to just below it with a warning, as nilearn does.
     t_r : float, default=2.5
         Repetition time in seconds (needed by both filters and by interpolation).
     ensure_finite : bool, default=False
@@ -103,8 +102,14 @@ def clean(
     Raises
     ------
     lazymask.exceptions.ParameterError
-        For an unknown option, cutoffs at or above Nyquist, filtering without ``t_r``, confounds,
-        runs or sample masks of the wrong length or out of range.
+        For an unknown option, filtering without ``t_r``, a run shorter than the Butterworth
+        filter's padding, confounds (or an empty confounds file), runs or sample masks of the wrong
+        length or out of range — all when the graph is built.
+
+    Warns
+    -----
+    UserWarning
+        A cutoff at or above Nyquist (lowered, as in nilearn).
 
     Examples
     --------
@@ -131,27 +136,26 @@ def clean(
 
 
 def _clean_numpy(signals: np.ndarray, plan: CleanPlan, confounds) -> np.ndarray:
-    """Run the kernel over batches of columns, on as many threads as cores, into one output."""
+    """Run the kernel over batches of columns, in the calling thread, into one output.
+
+    No pool is started here: parallelism is the caller's (a dask scheduler runs the lazy path).
+    """
     dtype = float_dtype(signals.dtype)
     out = np.empty((plan.n_output, signals.shape[1]), dtype=dtype)
-    batch = max(1, EAGER_BLOCK_BYTES // (max(signals.shape[0], 1) * dtype.itemsize))
-    starts = range(0, signals.shape[1], batch)
-
-    def clean_columns(start):
-        columns = slice(start, start + batch)
-        out[:, columns] = clean_block(signals[:, columns], plan, confounds)
-
+    batch = max(1, config.get("clean_max_block_bytes") // (max(signals.shape[0], 1) * dtype.itemsize))
     with single_threaded_blas():  # held across blocks: limited once, restored once
-        if len(starts) == 1:
-            clean_columns(0)
-        else:
-            with ThreadPoolExecutor(max_workers=min(len(starts), os.cpu_count() or 1)) as pool:
-                list(pool.map(clean_columns, starts))
+        for start in range(0, signals.shape[1], batch):
+            columns = slice(start, start + batch)
+            out[:, columns] = clean_block(signals[:, columns], plan, confounds)
     return out
 
 
 def _as_dataarray(cleaned, original: xr.DataArray, plan: CleanPlan) -> xr.DataArray:
+    """``cleaned`` labelled as ``original`` was, its time coordinates subset to the kept volumes."""
     time_dim = original.dims[0]
-    coords = original.coords.to_dataset().isel({time_dim: plan.output_rows}).coords
+    coords = {}
+    for name, coord in original.coords.items():
+        if time_dim in coord.dims:
+            coord = coord.isel({time_dim: plan.output_rows})
+        coords[name] = coord.variable
     return xr.DataArray(cleaned, dims=original.dims, coords=coords, attrs=dict(original.attrs), name=original.name)
-

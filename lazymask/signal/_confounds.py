@@ -111,6 +111,13 @@ def _read_table(path: Path) -> np.ndarray:
         raise ParameterError(f"confounds file {str(path)!r} does not exist.")
     with path.open() as stream:
         first_line = stream.readline().strip()
+        while not first_line and stream.tell() < path.stat().st_size:
+            first_line = stream.readline().strip()
+    if not first_line:
+        raise ParameterError(
+            f"confounds file {str(path)!r} is empty (no header, no values); pass a CSV/TSV file with "
+            "one row per time point (fMRIPrep's *_desc-confounds_timeseries.tsv), or confounds=None."
+        )
     separator = next((s for s in "\t,;" if s in first_line), r"\s+")
     fields = first_line.split() if separator == r"\s+" else first_line.split(separator)
     tokens = [field.strip().strip('"') for field in fields]

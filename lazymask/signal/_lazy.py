@@ -1,11 +1,15 @@
 """Lazy cleaning: the numpy kernel mapped over ``(all time, some features)`` blocks of a dask array.
 
 Contract: :func:`clean_dask` builds a graph and computes nothing. Cleaning needs whole time series,
-so time is made one chunk (a rechunk when the input comes chunked along time, as a masker's
-time-chunks of images do). Feature chunks are kept as they came when a whole-time block of them
-stays under :data:`MAX_BLOCK_BYTES`; otherwise features are re-chunked so that a block holds about
-:data:`TARGET_BLOCK_BYTES`. The output has one time chunk and the same feature chunks as the
-cleaned blocks.
+so time is made one chunk: when the input comes chunked along time (as a masker's time-chunks of
+images do) this is the one all-to-all step, which goes through
+:func:`~lazymask.signal._regroup.whole_time_blocks` (in memory within
+``lazymask.config.get("memory_budget")``, else through disk). Feature chunks are kept as they came
+when a whole-time block of them stays under ``config.get("clean_max_block_bytes")``; otherwise
+features are re-chunked so that a block holds about ``config.get("clean_target_block_bytes")``
+(by default what a stored zarr chunk holds, so that ``save_signals`` writes the blocks as they
+are, without a further rechunk).
+The output has one time chunk and the same feature chunks as the cleaned blocks.
 """
 
 from __future__ import annotations
@@ -13,21 +17,20 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
+from lazymask import config
 from lazymask.signal._clean import clean_block
 from lazymask.signal._params import CleanPlan, float_dtype
+from lazymask.signal._regroup import whole_time_blocks
 
-__all__ = ["clean_dask", "feature_chunks", "MAX_BLOCK_BYTES", "TARGET_BLOCK_BYTES"]
-
-# Small blocks: the kernel makes a few copies of a block (float conversion, detrend, filter in
-# float64, projection), two threads at once; 32 MiB blocks measured both faster and ~40 % lighter
-# than 128 MiB ones on a 1200-volume whole-brain run (benchmarks/bench_maskers.py).
-MAX_BLOCK_BYTES = 32 * 2**20
-TARGET_BLOCK_BYTES = 24 * 2**20
+__all__ = ["clean_dask", "feature_chunks"]
 
 
 def feature_chunks(n_time: int, chunks: tuple[int, ...], itemsize: int,
-                   max_bytes: int = MAX_BLOCK_BYTES, target_bytes: int = TARGET_BLOCK_BYTES) -> tuple[int, ...]:
+                   max_bytes: int | None = None, target_bytes: int | None = None) -> tuple[int, ...]:
     """Feature chunks for whole-time blocks: ``chunks`` if they fit ``max_bytes``, else ~``target_bytes``.
+
+    ``max_bytes`` and ``target_bytes`` default to lazymask.config's ``clean_max_block_bytes`` and
+    ``clean_target_block_bytes``.
 
     Examples
     --------
@@ -36,6 +39,8 @@ def feature_chunks(n_time: int, chunks: tuple[int, ...], itemsize: int,
     >>> feature_chunks(1200, (50000,), 4, max_bytes=2**27, target_bytes=96 * 2**20)
     (20971, 20971, 8058)
     """
+    max_bytes = config.get("clean_max_block_bytes") if max_bytes is None else max_bytes
+    target_bytes = config.get("clean_target_block_bytes") if target_bytes is None else target_bytes
     n_features = sum(chunks)
     if not chunks or max(chunks) * n_time * itemsize <= max_bytes:
         return tuple(chunks)
@@ -46,8 +51,9 @@ def feature_chunks(n_time: int, chunks: tuple[int, ...], itemsize: int,
 def clean_dask(signals: da.Array, plan: CleanPlan, confounds=None) -> da.Array:
     """Lazily clean a ``(time, features)`` dask array with the kernel, block by block."""
     dtype = float_dtype(signals.dtype)
-    columns = feature_chunks(signals.shape[0], signals.chunks[1], max(dtype.itemsize, signals.dtype.itemsize))
-    signals = signals.rechunk({0: -1, 1: columns})
+    itemsize = max(dtype.itemsize, signals.dtype.itemsize)
+    columns = feature_chunks(signals.shape[0], signals.chunks[1], itemsize)
+    signals = whole_time_blocks(signals, columns, itemsize)
     meta = np.empty((0, 0), dtype=dtype)
     if confounds is None:
         return signals.map_blocks(

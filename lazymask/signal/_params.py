@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lazymask.exceptions import ParameterError
+from lazymask.signal._filters import butterworth_sos
 
 __all__ = ["CleanPlan", "RunPlan", "SampleMaskError", "make_plan", "float_dtype"]
 
@@ -94,9 +95,13 @@ def make_plan(
         if not isinstance(value, (bool, np.bool_)):
             raise ParameterError(f"{name} must be True or False; got {value!r}.")
     filter_type, low_pass, high_pass, t_r = _check_filter(filter, low_pass, high_pass, t_r)
+    butterworth = _butterworth_options(kwargs)
+    run_plans = _run_plans(n_time, runs, sample_mask)
+    if filter_type == "butterworth":
+        _check_filter_length(run_plans, low_pass, high_pass, t_r, butterworth, bool(extrapolate))
     return CleanPlan(
         n_time=n_time,
-        runs=_run_plans(n_time, runs, sample_mask),
+        runs=run_plans,
         detrend=bool(detrend),
         standardize=_check_standardize(standardize),
         standardize_confounds=bool(standardize_confounds),
@@ -106,7 +111,7 @@ def make_plan(
         t_r=t_r,
         ensure_finite=bool(ensure_finite),
         extrapolate=bool(extrapolate),
-        butterworth=_butterworth_options(kwargs),
+        butterworth=butterworth,
     )
 
 
@@ -154,20 +159,75 @@ def _check_filter(filter, low_pass, high_pass, t_r):
             f"Butterworth filtering (low_pass={low_pass!r}, high_pass={high_pass!r}) needs the "
             "repetition time; got t_r=None. Pass t_r in seconds."
         )
-    nyquist = 0.5 / t_r
-    for name, value in [("low_pass", low_pass), ("high_pass", high_pass)]:
-        if value is not None and value >= nyquist:
-            raise ParameterError(
-                f"{name}={value} Hz is at or above the Nyquist frequency {nyquist:g} Hz of "
-                f"t_r={t_r} s; pass a cutoff below {nyquist:g} Hz (or None to disable it)."
-            )
     if low_pass is not None and high_pass is not None and high_pass >= low_pass:
         raise ParameterError(
             f"high_pass ({high_pass} Hz) must be below low_pass ({low_pass} Hz) for a band-pass "
             "filter; swap them or drop one."
         )
-    as_float = lambda v: None if v is None else float(v)  # noqa: E731
-    return "butterworth", as_float(low_pass), as_float(high_pass), float(t_r)
+    low_pass, high_pass = (_below_nyquist(name, value, float(t_r))
+                           for name, value in [("low_pass", low_pass), ("high_pass", high_pass)])
+    if low_pass is not None and low_pass == high_pass:
+        warnings.warn(
+            "Both cutoffs were lowered to just below the Nyquist frequency, so the band-pass is "
+            "empty: the signals are not filtered (as nilearn does). Check t_r, low_pass and high_pass.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return None, None, None, float(t_r)
+    return "butterworth", low_pass, high_pass, float(t_r)
+
+
+def _below_nyquist(name: str, value, t_r: float) -> float | None:
+    """``value`` as a float; at or above Nyquist, lowered to just below it with a warning (nilearn's rule).
+
+    nilearn 0.14 lowers such a cutoff to ``nyquist * (1 - 10 * eps(float32))`` and filters with it.
+    """
+    if value is None:
+        return None
+    nyquist = 0.5 / t_r
+    if value < nyquist:
+        return float(value)
+    lowered = nyquist - nyquist * 10 * float(np.finfo(np.float32).eps)
+    warnings.warn(
+        f"{name}={value} Hz is at or above the Nyquist frequency {nyquist:g} Hz of t_r={t_r} s, which "
+        f"a digital filter cannot handle; it is lowered to {lowered!r} Hz, as nilearn does. Pass a "
+        f"cutoff below {nyquist:g} Hz (or None to disable it).",
+        UserWarning,
+        stacklevel=6,
+    )
+    return lowered
+
+
+def _check_filter_length(runs, low_pass, high_pass, t_r: float, options: dict, extrapolate: bool) -> None:
+    """Raise now, with the numbers, when a run is too short for the zero-phase filter's padding.
+
+    ``sosfiltfilt`` pads each series by ``padlen`` points at both ends (by default 3 times the
+    filter's number of taps) and needs more points than that; scipy says so only when the filter
+    runs ("padlen" error, at compute time).
+    """
+    order = options.get("order", 5)
+    padtype = options.get("padtype", "odd")
+    padlen = options.get("padlen")
+    if padtype is None:
+        return
+    if padlen is None:
+        sos = butterworth_sos(t_r, low_pass, high_pass, order)
+        taps = 2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
+        padlen = 3 * taps
+    for i, run in enumerate(runs):
+        n_filtered = len(run.rows)
+        if run.kept is not None and not extrapolate:
+            n_filtered = int(run.kept[-1] - run.kept[0] + 1)
+        if n_filtered <= padlen:
+            where = f"run {i + 1} of {len(runs)} has" if len(runs) > 1 else "the signals have"
+            cutoffs = ", ".join(f"{n}={v:g} Hz" for n, v in [("low_pass", low_pass), ("high_pass", high_pass)] if v is not None)
+            raise ParameterError(
+                f"a Butterworth filter of order {order} ({cutoffs}, t_r={t_r:g} s) pads each series by "
+                f"{padlen} time points and needs more than {padlen}, but {where} {n_filtered} time "
+                "point(s) to filter. Use a longer run, a smaller butterworth__padlen (below "
+                f"{n_filtered}) or butterworth__padtype=None, a lower butterworth__order, or no "
+                "low_pass/high_pass."
+            )
 
 
 def _butterworth_options(kwargs: dict) -> dict:

@@ -9,8 +9,8 @@ asked:
    (sum, ramp-weighted sum, sum of squares);
 2. the threshold: the ``100 - percentile`` percentile of those over features; a feature is kept
    when its mean of squares is above it;
-3. the Gram matrix ``X[:, kept] @ X[:, kept].T`` (a matrix product reduced over feature chunks),
-   detrended on both sides (detrending is a projection ``D``: ``D X X^T D``);
+3. the Gram matrix ``X[:, kept] @ X[:, kept].T`` (a matrix product of the kept columns only,
+   reduced over feature chunks), detrended on both sides (detrending is a projection ``D``: ``D X X^T D``);
 4. its leading eigenvectors.
 
 The data are used by steps 1 and 3, so a lazy input is read twice per compute unless persisted.
@@ -102,11 +102,28 @@ def _lazy(series: da.Array, n_confounds: int, percentile: float, detrend: bool) 
     kept = mean_squares.rechunk(-1).map_blocks(
         _above_percentile, percentile, dtype=bool, meta=np.empty((0,), bool)
     ).rechunk(series.chunks[1])
-    gram = ((as64 * kept[None, :]) @ as64.T).rechunk(-1)
+    gram = _kept_gram(as64, kept).rechunk(-1)
     return gram.map_blocks(
         _finish_gram, detrend, n_confounds, series.dtype, dtype=series.dtype, meta=np.empty((0, 0), series.dtype),
         chunks=((n_time,), (min(n_confounds, n_time),)),
     )
+
+
+def _kept_gram(as64: da.Array, kept: da.Array) -> da.Array:
+    """``X[:, kept] @ X[:, kept].T`` from the kept columns only (the others never enter a product).
+
+    One piece per pair of time chunks and feature chunk, summed over feature chunks (a tree
+    reduction), as dask's matmul is built; each piece selects its block's kept columns first.
+    """
+    pieces = da.blockwise(
+        _gram_piece, "ijk", as64, "ik", as64, "jk", kept, "k",
+        adjust_chunks={"k": 1}, dtype=np.float64, meta=np.empty((0, 0, 0), np.float64),
+    )
+    return pieces.sum(axis=2)
+
+
+def _gram_piece(left: np.ndarray, right: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    return (left[:, kept] @ right[:, kept].T)[:, :, None]
 
 
 def _finish_gram(gram: np.ndarray, detrend: bool, n_confounds: int, dtype) -> np.ndarray:

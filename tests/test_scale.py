@@ -105,7 +105,7 @@ def test_intermediate_lives_in_the_temporary_directory_and_is_removed(signals, c
         first = cleaned.compute()
         (directory,) = tmp_path.iterdir()
         assert directory.name.startswith("lazymask-regroup-")
-        assert list(directory.iterdir()) == []  # every piece was deleted once read
+        assert list(directory.iterdir())  # pieces are kept while the graph lives (a retried read finds them)
         np.testing.assert_array_equal(cleaned.compute(scheduler="threads"), first)  # computable again
         derived = cleaned * 2  # the graph is still referenced: the directory stays
         del cleaned

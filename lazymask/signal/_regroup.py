@@ -24,10 +24,11 @@ planned from shapes, chunks and settings only (:func:`regroup_method`, a pure fu
   0.85-0.89 GB (workers paused at 80 % memory) for P2P.
   Each time chunk is cut into feature pieces written as ``.npy`` files (each written whole, by one
   task, so tasks never share a file); once every piece is written (one barrier task), each
-  whole-time block reads its column of pieces back, concatenates them and deletes them. Memory:
+  whole-time block reads its column of pieces back and concatenates them. Pieces are kept until the
+  graph is dropped, so a read task retried after a lost worker finds them again. Memory:
   about one time chunk per writing task and one block per reading task, whatever the run length.
   The directory lives under dask's ``temporary-directory`` setting (else the system's temporary
-  directory), is named ``lazymask-regroup-*``, loses its pieces as they are read, and is removed
+  directory), is named ``lazymask-regroup-*``, holds one copy of the signals on disk, and is removed
   when the returned array is garbage collected or the process exits. Computing the result again
   writes the pieces again.
 """
@@ -189,7 +190,7 @@ def _write_pieces(chunk: np.ndarray, scratch: _Scratch, edges: tuple[int, ...], 
 
 
 def _read_block(template: np.ndarray, barrier, scratch: _Scratch, n_time_chunks: int, block_info=None) -> np.ndarray:
-    """Concatenate one feature block's pieces along time; delete them once read."""
+    """Concatenate one feature block's pieces along time (kept on disk: a retried task reads them again)."""
     block = block_info[0]["chunk-location"][1]
     directory = scratch.path
     paths = [_piece_path(directory, t, block) for t in range(n_time_chunks)]
@@ -198,9 +199,7 @@ def _read_block(template: np.ndarray, barrier, scratch: _Scratch, n_time_chunks:
     except FileNotFoundError as error:
         raise LazymaskError(
             f"the on-disk intermediate of signal.clean lost a piece ({error.filename}): its directory "
-            f"{directory!r} was removed or the same result was computed twice at once; compute it "
+            f"{directory!r} was removed while the result was being computed; compute it "
             "again (or raise lazymask.config's memory_budget to regroup in memory)."
         ) from error
-    for path in paths:
-        os.remove(path)
     return np.concatenate(parts, axis=0)

@@ -64,7 +64,7 @@ def count_voxel_reads():
 
     Yields a :class:`ReadCounter`; ``counter.calls == 0`` proves that nothing read voxels.
     """
-    from lazymask.io._reader import VolumeReader
+    from lazymask.io import VolumeReader
 
     counter = ReadCounter()
     original = VolumeReader.read

@@ -72,8 +72,8 @@ def _imports(module: str, path: Path, *, module_level: bool = False):
             else:
                 target = node.module or ""
             yield node.lineno, target
-            for alias in node.names:  # ``from lazymask.image import _resample``
-                if alias.name.startswith("_"):
+            for alias in node.names:  # ``from lazymask import maskers``, ``from lazymask.image import _resample``
+                if target == "lazymask" or alias.name.startswith("_"):
                     yield node.lineno, f"{target}.{alias.name}"
 
 
@@ -134,8 +134,10 @@ def test_the_walker_finds_what_it_must(tmp_path):
     source = tmp_path / "mod.py"
     source.write_text("from lazymask.io import Grid\n"
                       "def f():\n    from lazymask.image._resample import resample_array\n"
-                      "    from ..maskers import NiftiMasker\n")
+                      "    from ..maskers import NiftiMasker\n"
+                      "    from lazymask import reporting\n")
     found = list(_imports("lazymask.masking.mod", source))
     assert (3, "lazymask.image._resample") in found
     assert (4, "lazymask.maskers") in found
+    assert (5, "lazymask.reporting") in found
     assert list(_imports("lazymask.masking.mod", source, module_level=True)) == [(1, "lazymask.io")]

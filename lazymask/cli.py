@@ -33,6 +33,8 @@ import numpy as np
 
 from lazymask.exceptions import LazymaskError, ParameterError
 
+__all__ = ["main"]
+
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 
 

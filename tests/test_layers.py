@@ -4,7 +4,7 @@ Walks every import statement in ``lazymask/`` (module level and inside functions
 (1) an import of another package's private module (``lazymask.image._resample`` from
 ``lazymask.maskers``), (2) an import from a higher layer (DESIGN.md's order) unless it is one of
 the documented exceptions of :data:`UPWARD_EXCEPTIONS`, and (3) a masker imported by ``datasets``
-or ``testing``.
+or ``testing``, and (4) a name taken from another package that its ``__all__`` does not list.
 """
 
 import ast
@@ -141,3 +141,35 @@ def test_the_walker_finds_what_it_must(tmp_path):
     assert (4, "lazymask.maskers") in found
     assert (5, "lazymask.reporting") in found
     assert list(_imports("lazymask.masking.mod", source, module_level=True)) == [(1, "lazymask.io")]
+
+
+def _exported(unit: str) -> set[str] | None:
+    """The ``__all__`` of ``lazymask.<unit>`` (read from its source), or None when it has none."""
+    path = PACKAGE / unit / "__init__.py"
+    path = path if path.exists() else PACKAGE / f"{unit}.py"
+    for node in ast.parse(path.read_text()).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if any(getattr(target, "id", None) == "__all__" for target in targets):
+            return set(ast.literal_eval(node.value))
+    return None
+
+
+def test_names_taken_from_another_package_are_in_its_all():
+    found = []
+    for module, path in _modules():
+        unit = _unit(module)
+        if unit == "__init__":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                    and node.module.count(".") == 1 and node.module.startswith("lazymask.")):
+                continue
+            other = node.module.split(".")[1]
+            if other == unit:
+                continue
+            exported = _exported(other)
+            for alias in node.names:
+                if exported is None or alias.name not in exported:
+                    found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} imports {alias.name} from "
+                                 f"{node.module}, which its __all__ does not list")
+    assert not found, "\n".join(found)

@@ -49,6 +49,14 @@ def _atomic_save(img, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _random_brain_voxels(n: int, seed: int):
+    """The brain, its voxel indices, ``n`` of them drawn without replacement, and the generator (for more draws)."""
+    brain = brain_mask()
+    inside = np.argwhere(brain)
+    rng = np.random.default_rng(seed)
+    return brain, inside, inside[rng.choice(len(inside), n, replace=False)], rng
+
+
 def ensure_parcellation(n_parcels: int = N_PARCELS) -> Path:
     """Voronoi parcellation of the brain from ``n_parcels`` seeded random points (int16 labels 1..n)."""
     path = DATA_DIR / f"bench-v1_parcels{n_parcels}_2mm.nii.gz"
@@ -56,10 +64,7 @@ def ensure_parcellation(n_parcels: int = N_PARCELS) -> Path:
         return path
     from scipy.spatial import cKDTree
 
-    brain = brain_mask()
-    inside = np.argwhere(brain)
-    rng = np.random.default_rng(400)
-    centres = inside[rng.choice(len(inside), n_parcels, replace=False)]
+    _, inside, centres, _ = _random_brain_voxels(n_parcels, seed=400)
     _, nearest = cKDTree(centres).query(inside)
     labels = np.zeros(SHAPE, dtype=np.int16)
     labels[tuple(inside.T)] = nearest + 1
@@ -72,10 +77,7 @@ def ensure_maps(n_maps: int) -> Path:
     path = DATA_DIR / f"bench-v1_maps{n_maps}_2mm.nii"
     if path.exists():
         return path
-    brain = brain_mask()
-    inside = np.argwhere(brain)
-    rng = np.random.default_rng(1024)
-    centres = inside[rng.choice(len(inside), n_maps, replace=False)]
+    brain, _, centres, rng = _random_brain_voxels(n_maps, seed=1024)
     half = int(np.ceil(BLOB_SIGMA_VOXELS * np.sqrt(2 * np.log(20))))
     offsets = np.arange(-half, half + 1)
     box = np.exp(-(offsets[:, None, None] ** 2 + offsets[None, :, None] ** 2 + offsets[None, None, :] ** 2)

@@ -33,6 +33,8 @@ import numpy as np
 
 from lazymask.exceptions import LazymaskError, ParameterError
 
+__all__ = ["main"]
+
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 
 
@@ -79,9 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     convert.set_defaults(run=_run_convert)
 
     _add_extract(commands)
-    from lazymask.archive import _cli as archive_cli  # the archive command lives with the archive
+    from lazymask.archive import add_archive_command  # the archive command lives with the archive
 
-    archive_cli.add_parser(commands)
+    add_archive_command(commands)
 
     check = commands.add_parser("verify", help="check a zarr store chunk by chunk (exit 0 ok, 2 with the problem)")
     check.add_argument("store", metavar="STORE", help="a zarr store written by lazymask (or a NIfTI-Zarr image)")

@@ -44,6 +44,21 @@ def raise_if_dask_computes(max_computes: int = 0):
         yield scheduler
 
 
+def chunk_scheduler_cases(chunkings=(1, 7, -1), on_processes=7):
+    """The ``(chunks, scheduler)`` pairs of an invariance test.
+
+    Every chunking on the threaded and the synchronous schedulers, and one (``on_processes``) on
+    the process pool: spawning workers is slow, and one chunking is enough to show it.
+
+    Examples
+    --------
+    >>> chunk_scheduler_cases((1, 7))
+    [(1, 'threads'), (1, 'sync'), (7, 'threads'), (7, 'processes'), (7, 'sync')]
+    """
+    return [(chunks, scheduler) for chunks in chunkings for scheduler in ("threads", "processes", "sync")
+            if scheduler != "processes" or chunks == on_processes]
+
+
 class ReadCounter:
     """Counts the voxel reads of :class:`lazymask.io._reader.VolumeReader` (calls and volumes)."""
 
@@ -64,7 +79,7 @@ def count_voxel_reads():
 
     Yields a :class:`ReadCounter`; ``counter.calls == 0`` proves that nothing read voxels.
     """
-    from lazymask.io._reader import VolumeReader
+    from lazymask.io import VolumeReader
 
     counter = ReadCounter()
     original = VolumeReader.read

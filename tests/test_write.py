@@ -14,7 +14,7 @@ import lazymask
 from lazymask.exceptions import DimensionError, ParameterError
 from lazymask.io import _write
 from lazymask.io._write import nifti_header, to_nibabel, to_nifti
-from lazymask.testing import fake_fmri, raise_if_dask_computes
+from lazymask.testing import chunk_scheduler_cases, fake_fmri, raise_if_dask_computes
 
 SHAPE = (20, 24, 20)
 N_VOLUMES = 30
@@ -93,16 +93,13 @@ def test_chunk_and_scheduler_invariance(tmp_path, ext):
     source = _source(tmp_path)
     reference = np.asanyarray(nib.load(source).dataobj)
     outputs = {}
-    for chunks in (1, 7, -1):
-        for scheduler in ("threads", "processes", "sync"):
-            if scheduler == "processes" and chunks != 7:
-                continue  # spawning workers is slow; one chunking is enough to show it
-            target = tmp_path / f"out_{chunks}_{scheduler}{ext}"
-            with dask.config.set(scheduler=scheduler):
-                to_nifti(lazymask.open_nifti(source, chunks=chunks), target)
-            np.testing.assert_array_equal(np.asanyarray(nib.load(target).dataobj), reference)
-            content = target.read_bytes()
-            outputs.setdefault(chunks, set()).add(gzip.decompress(content) if ext == ".nii.gz" else content)
+    for chunks, scheduler in chunk_scheduler_cases():
+        target = tmp_path / f"out_{chunks}_{scheduler}{ext}"
+        with dask.config.set(scheduler=scheduler):
+            to_nifti(lazymask.open_nifti(source, chunks=chunks), target)
+        np.testing.assert_array_equal(np.asanyarray(nib.load(target).dataobj), reference)
+        content = target.read_bytes()
+        outputs.setdefault(chunks, set()).add(gzip.decompress(content) if ext == ".nii.gz" else content)
     assert all(len(files) == 1 for files in outputs.values())  # the same file content on every scheduler
 
 

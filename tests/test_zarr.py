@@ -29,7 +29,7 @@ from lazymask.io._zarr import (
     staged_group,
     to_zarr,
 )
-from lazymask.testing import fake_fmri, raise_if_dask_computes
+from lazymask.testing import chunk_scheduler_cases, fake_fmri, raise_if_dask_computes
 
 SHAPE = (20, 24, 20)
 N_VOLUMES = 30
@@ -296,18 +296,15 @@ def test_attrs_must_be_json(tmp_path):
 # -- invariance -----------------------------------------------------------------------------------
 def test_chunk_and_scheduler_invariance(tmp_path, nifti_path):
     reference = np.asanyarray(nib.load(nifti_path).dataobj)
-    for chunks in (1, 7, -1):
-        for scheduler in ("threads", "processes", "sync"):
-            if scheduler == "processes" and chunks != 7:
-                continue  # spawning workers is slow; one chunking is enough to show it
-            store = tmp_path / f"s_{chunks}_{scheduler}.zarr"
-            with dask.config.set(scheduler=scheduler):
-                to_zarr(_image(nifti_path, chunks), store)
-                to_zarr(_voxel_signals(chunks=(chunks if chunks > 0 else 30, 40)), store, group="signals")
-                back = open_zarr(store).values
-                signals = open_zarr(store, group="signals").values
-            np.testing.assert_array_equal(back, reference)
-            np.testing.assert_array_equal(signals, _voxel_signals().values)
+    for chunks, scheduler in chunk_scheduler_cases():
+        store = tmp_path / f"s_{chunks}_{scheduler}.zarr"
+        with dask.config.set(scheduler=scheduler):
+            to_zarr(_image(nifti_path, chunks), store)
+            to_zarr(_voxel_signals(chunks=(chunks if chunks > 0 else 30, 40)), store, group="signals")
+            back = open_zarr(store).values
+            signals = open_zarr(store, group="signals").values
+        np.testing.assert_array_equal(back, reference)
+        np.testing.assert_array_equal(signals, _voxel_signals().values)
 
 
 # -- NIfTI-Zarr stores from other tools (niizarr) -------------------------------------------------

@@ -8,7 +8,8 @@ with ``xarray.open_datatree(store, engine="zarr")``.
 """
 
 from lazymask.archive._build import build_archive
+from lazymask.archive._cli import add_parser as add_archive_command
 from lazymask.archive._open import Archive, open_archive
 from lazymask.interfaces import find_runs
 
-__all__ = ["Archive", "build_archive", "find_runs", "open_archive"]
+__all__ = ["Archive", "add_archive_command", "build_archive", "find_runs", "open_archive"]

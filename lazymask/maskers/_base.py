@@ -60,10 +60,7 @@ from sklearn.utils._param_validation import InvalidParameterError as _SklearnInv
 
 from lazymask import exceptions
 from lazymask.exceptions import DimensionError, ParameterError
-from lazymask.image import mean_img
-from lazymask.image._inputs import as_image
-from lazymask.image._resample import resample_img
-from lazymask.image._smooth import smooth_img
+from lazymask.image import as_image, mean_img, resample_img, smooth_img
 from lazymask.io import Grid, as_dask, get_affine, get_t_r
 from lazymask.signal import clean, high_variance_confounds
 

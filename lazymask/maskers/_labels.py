@@ -28,7 +28,7 @@ from lazymask.maskers._region_base import (
     load_volume,
     resample_nearest,
 )
-from lazymask.masking._volumes import load_mask, mask_dataarray
+from lazymask.masking import load_mask, mask_dataarray
 from lazymask.regions import labels_expansion, labels_operator, signals_to_image, warn_keep_masked_labels
 
 __all__ = ["NiftiLabelsMasker", "MultiNiftiLabelsMasker", "look_up_table"]

@@ -13,8 +13,7 @@ import xarray as xr
 from sklearn.utils._param_validation import StrOptions
 
 from lazymask.exceptions import ImageMismatchError, ParameterError
-from lazymask.image import resample_img
-from lazymask.image._inputs import as_image
+from lazymask.image import as_image, resample_img
 from lazymask.io import Grid, get_affine
 from lazymask.maskers._region_base import (
     Extraction,
@@ -24,7 +23,7 @@ from lazymask.maskers._region_base import (
     image_grid,
     resample_nearest,
 )
-from lazymask.masking._volumes import load_mask, mask_dataarray
+from lazymask.masking import load_mask, mask_dataarray
 from lazymask.regions import (
     MAPS_PER_READ,
     maps_expansion,

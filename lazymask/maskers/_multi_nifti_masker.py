@@ -11,11 +11,9 @@ from __future__ import annotations
 import warnings
 
 from lazymask.exceptions import ParameterError
-from lazymask.image._inputs import as_image, is_image_list
-from lazymask.image._resample import check_same_grid
+from lazymask.image import as_image, check_same_grid, is_image_list
 from lazymask.io import get_affine, image_dataarray
-from lazymask.masking import mask_strategy, mask_strategy_arguments
-from lazymask.masking._strategies import accepted_arguments
+from lazymask.masking import accepted_arguments, mask_strategy, mask_strategy_arguments
 from lazymask.maskers._runs import per_run
 from lazymask.maskers._nifti_masker import NiftiMasker
 

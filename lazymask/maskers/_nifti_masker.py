@@ -17,12 +17,16 @@ import xarray as xr
 from sklearn.utils._param_validation import StrOptions
 
 from lazymask.exceptions import ImageMismatchError, ParameterError
-from lazymask.image._inputs import as_image
-from lazymask.image._mean import time_mean_volume
-from lazymask.image._resample import check_resample_inputs, resample_array
+from lazymask.image import as_image, check_resample_inputs, resample_array, time_mean_volume
 from lazymask.io import get_affine, image_dataarray
-from lazymask.masking import MASK_STRATEGIES, apply_mask, mask_strategy, mask_strategy_arguments, unmask
-from lazymask.masking._volumes import load_mask
+from lazymask.masking import (
+    MASK_STRATEGIES,
+    apply_mask,
+    load_mask,
+    mask_strategy,
+    mask_strategy_arguments,
+    unmask,
+)
 from lazymask.maskers._base import BaseMasker, OrderedOptions
 
 

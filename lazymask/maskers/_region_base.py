@@ -26,13 +26,11 @@ from typing import ClassVar
 import numpy as np
 import xarray as xr
 
-from lazymask.image import mean_img
-from lazymask.image._inputs import as_image
-from lazymask.image._resample import resample_array
+from lazymask.image import as_image, mean_img, resample_array
 from lazymask.io import Grid, get_affine
 from lazymask.maskers._base import BaseMasker
 from lazymask.maskers._runs import per_run
-from lazymask.masking._volumes import read_small
+from lazymask.masking import read_small
 from lazymask.regions import STRATEGIES, region_signals, signals_dataarray
 
 __all__ = ["STRATEGIES", "Extraction", "MultiMixin", "RegionMasker", "load_volume", "resample_nearest"]

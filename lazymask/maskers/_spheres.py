@@ -16,7 +16,7 @@ from sklearn.utils._param_validation import Interval
 from lazymask.exceptions import ParameterError
 from lazymask.io import Grid
 from lazymask.maskers._region_base import Extraction, RegionMasker, image_grid, resample_nearest
-from lazymask.masking._volumes import load_mask, mask_dataarray
+from lazymask.masking import load_mask, mask_dataarray
 from lazymask.regions import sphere_expansion, sphere_membership, sphere_operator, signals_to_image
 
 __all__ = ["NiftiSpheresMasker", "sphere_membership"]

@@ -9,8 +9,15 @@ from lazymask.masking._masks import (
     compute_multi_epi_mask,
     intersect_masks,
 )
-from lazymask.masking._strategies import MASK_STRATEGIES, MaskStrategy, mask_strategy, mask_strategy_arguments
+from lazymask.masking._strategies import (
+    MASK_STRATEGIES,
+    MaskStrategy,
+    accepted_arguments,
+    mask_strategy,
+    mask_strategy_arguments,
+)
 from lazymask.masking._templates import compute_brain_mask, compute_multi_brain_mask, load_template
+from lazymask.masking._volumes import load_mask, mask_dataarray, read_small
 
 __all__ = [
     "MASK_STRATEGIES",
@@ -28,4 +35,9 @@ __all__ = [
     "mask_strategy",
     "mask_strategy_arguments",
     "unmask",
+    # building blocks for the layers above
+    "accepted_arguments",
+    "load_mask",
+    "mask_dataarray",
+    "read_small",
 ]

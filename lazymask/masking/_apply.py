@@ -15,8 +15,7 @@ import numpy as np
 import xarray as xr
 
 from lazymask.exceptions import ParameterError
-from lazymask.image._inputs import as_image
-from lazymask.image._smooth import normalize_fwhm, smooth_array
+from lazymask.image import as_image, normalize_fwhm, smooth_array
 from lazymask.io import get_affine, image_dataarray
 from lazymask.masking._volumes import check_mask_matches, load_mask
 

@@ -13,8 +13,7 @@ import numpy as np
 import xarray as xr
 
 from lazymask.exceptions import ImageMismatchError, ParameterError
-from lazymask.image._inputs import as_image, is_image_list
-from lazymask.image._resample import check_same_grid
+from lazymask.image import as_image, check_same_grid, is_image_list
 from lazymask.io import get_affine
 from lazymask.masking._compute import (
     background_mask_from_mean,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import dask
 import numpy as np
 
-from lazymask.image._inputs import as_image
+from lazymask.image import as_image
 from lazymask.io import get_affine
 from lazymask.masking._cache import cache_key, cache_location, image_identity, load_entry, store_entry
 from lazymask.masking._volumes import finish_mean, lazy_mean

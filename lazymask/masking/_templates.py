@@ -16,8 +16,7 @@ import numpy as np
 import xarray as xr
 
 from lazymask.exceptions import ImageFileNotFoundError, ParameterError
-from lazymask.image._inputs import as_image, is_image_list
-from lazymask.image._resample import check_same_grid, resample_array
+from lazymask.image import as_image, check_same_grid, is_image_list, resample_array
 from lazymask.io import file_identity, get_affine
 from lazymask.masking._cache import cache_key, cache_location, load_entry, store_entry
 from lazymask.masking._compute import post_process_mask

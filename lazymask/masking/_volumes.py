@@ -8,10 +8,7 @@ import numpy as np
 import xarray as xr
 
 from lazymask.exceptions import ImageMismatchError
-from lazymask.image._inputs import as_image
-from lazymask.image._mean import time_mean_volume
-from lazymask.image._resample import resample_array
-from lazymask.image._smooth import smooth_array
+from lazymask.image import as_image, resample_array, smooth_array, time_mean_volume
 from lazymask.io import get_affine, image_dataarray
 from lazymask.masking._compute import check_binary_mask
 

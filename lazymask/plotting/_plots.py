@@ -98,6 +98,17 @@ def _new_display(frame: Volume, cut_volume: Volume, *, display_mode, cut_coords,
     return display
 
 
+def _overlay_display(img, name: str, bg_img, **display) -> tuple[Volume, Volume | None, Display]:
+    """``img`` as a volume, its background (None without one) and a display framed by the background.
+
+    The cuts are chosen on ``img`` (``display`` holds :func:`_new_display`'s keywords).
+    """
+    volume = img if isinstance(img, Volume) else load_volume(img, name)
+    background = _background(bg_img)
+    frame = background if background is not None else volume
+    return volume, background, _new_display(frame, volume, **display)
+
+
 def _finish(display: Display, title, output_file):
     if title:
         display.title(title)
@@ -161,12 +172,10 @@ def plot_img(img, cut_coords=None, output_file=None, display_mode="ortho", figur
     ['x', 'y', 'z']
     >>> display.close()
     """
-    volume = load_volume(img, "img")
-    background = _background(bg_img)
-    frame = background if background is not None else volume
-    display = _new_display(frame, volume, display_mode=display_mode, cut_coords=cut_coords, threshold=threshold,
-                           figure=figure, axes=axes, black_bg=black_bg, annotate=annotate, draw_cross=draw_cross,
-                           colorbar=colorbar, cbar_tick_format=cbar_tick_format, radiological=radiological)
+    volume, background, display = _overlay_display(
+        img, "img", bg_img, display_mode=display_mode, cut_coords=cut_coords, threshold=threshold, figure=figure,
+        axes=axes, black_bg=black_bg, annotate=annotate, draw_cross=draw_cross, colorbar=colorbar,
+        cbar_tick_format=cbar_tick_format, radiological=radiological)
     if background is not None:
         display.add_image(background, cmap="gray", vmin=_value_range(background)[0],
                           vmax=_value_range(background)[1])
@@ -257,13 +266,11 @@ def plot_roi(roi_img, bg_img=MNI152TEMPLATE, cut_coords=None, output_file=None, 
     if view_type not in ("continuous", "contours"):
         raise ParameterError(f"view_type={view_type!r}: expected 'continuous' or 'contours'.")
     roi = load_volume(roi_img, "roi_img")
-    background = _background(bg_img)
-    black = True if black_bg == "auto" else bool(black_bg)
-    frame = background if background is not None else roi
-    display = _new_display(frame, roi, display_mode=display_mode, cut_coords=cut_coords, threshold=threshold,
-                           figure=figure, axes=axes, black_bg=black, annotate=annotate, draw_cross=draw_cross,
-                           colorbar=colorbar and _is_labels(roi), cbar_tick_format=cbar_tick_format,
-                           radiological=radiological)
+    roi, background, display = _overlay_display(
+        roi, "roi_img", bg_img, display_mode=display_mode, cut_coords=cut_coords, threshold=threshold,
+        figure=figure, axes=axes, black_bg=True if black_bg == "auto" else bool(black_bg), annotate=annotate,
+        draw_cross=draw_cross, colorbar=colorbar and _is_labels(roi), cbar_tick_format=cbar_tick_format,
+        radiological=radiological)
     _draw_background(display, background, dim)
     values = np.asarray(roi.data, dtype=float)
     shown = values[np.isfinite(values) & (values > threshold)]
@@ -330,13 +337,11 @@ def plot_stat_map(stat_map_img, bg_img=MNI152TEMPLATE, cut_coords=None, output_f
     [3.0, 3.0, 3.0]
     >>> display.close()
     """
-    stat = load_volume(stat_map_img, "stat_map_img")
-    background = _background(bg_img)
-    black = True if black_bg == "auto" else bool(black_bg)
-    frame = background if background is not None else stat
-    display = _new_display(frame, stat, display_mode=display_mode, cut_coords=cut_coords, threshold=threshold,
-                           figure=figure, axes=axes, black_bg=black, annotate=annotate, draw_cross=draw_cross,
-                           colorbar=colorbar, cbar_tick_format=cbar_tick_format, radiological=radiological)
+    stat, background, display = _overlay_display(
+        stat_map_img, "stat_map_img", bg_img, display_mode=display_mode, cut_coords=cut_coords,
+        threshold=threshold, figure=figure, axes=axes, black_bg=True if black_bg == "auto" else bool(black_bg),
+        annotate=annotate, draw_cross=draw_cross, colorbar=colorbar, cbar_tick_format=cbar_tick_format,
+        radiological=radiological)
     _draw_background(display, background, dim)
     values = np.asarray(stat.data, dtype=float)
     values = values[np.isfinite(values)]

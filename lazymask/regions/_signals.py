@@ -24,9 +24,9 @@ import numpy as np
 import xarray as xr
 
 from lazymask.exceptions import ParameterError
-from lazymask.image._inputs import as_image
+from lazymask.image import as_image
 from lazymask.io import Grid, as_dask, image_dataarray
-from lazymask.masking._volumes import read_small
+from lazymask.masking import read_small
 from lazymask.regions._labels import labels_expansion, labels_operator, warn_keep_masked_labels
 from lazymask.regions._maps import maps_expansion, maps_matrix, masked_maps_operator, warn_keep_masked_maps
 from lazymask.regions._operators import STRATEGIES, Expansion, _Operator

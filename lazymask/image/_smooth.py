@@ -82,8 +82,12 @@ def gaussian_operator(n: int, sigma: float) -> np.ndarray:
     return gaussian_filter1d(np.eye(n), sigma, axis=0)
 
 
-def operator_bands(operator: np.ndarray, dtype, rows: int = BAND_ROWS) -> list[tuple[slice, slice, np.ndarray]]:
-    """``(output rows, input columns, weights)`` covering the non-zero part of ``operator``."""
+def operator_bands(operator: np.ndarray, dtype, rows: int | None = None) -> list[tuple[slice, slice, np.ndarray]]:
+    """``(output rows, input columns, weights)`` covering the non-zero part of ``operator``.
+
+    ``rows`` output rows per band (default :data:`BAND_ROWS`); all rows are covered.
+    """
+    rows = BAND_ROWS if rows is None else rows
     bands = []
     for start in range(0, operator.shape[0], rows):
         block = operator[start : start + rows]

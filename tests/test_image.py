@@ -178,7 +178,7 @@ def test_smooth_img_builds_a_graph_and_reads_one_chunk_per_task(runs):
     assert reads.calls == 0
     assert len(listed) == 2
     with count_voxel_reads() as reads:
-        smoothed.isel(time=slice(0, 3)).values
+        smoothed.isel(time=slice(0, 3)).compute()
     assert reads.volumes == 3  # the first chunk only
 
 

@@ -15,6 +15,7 @@ from lazymask.io._meta import (
     image_dataarray,
 )
 from lazymask.io._nifti import open_nifti
+from lazymask.io._runcache import clear_run_cache, persist_within_budget, run_cache_entries
 from lazymask.io._write import to_nibabel, to_nifti
 from lazymask.io._staging import Found, check_target, found_unless, staged_path
 from lazymask.io._zarr import (
@@ -61,4 +62,7 @@ __all__ = [
     "inspect_store",
     "require_root",
     "normalise_group",
+    "clear_run_cache",
+    "persist_within_budget",
+    "run_cache_entries",
 ]

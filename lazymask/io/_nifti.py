@@ -33,6 +33,7 @@ from lazymask.io._codecs import SNIFF_BYTES, codec_for
 from lazymask.io._identity import file_identity
 from lazymask.io._meta import image_dataarray
 from lazymask.io._reader import LazyVolumes, VolumeReader
+from lazymask.io._runcache import current_settings, read_volumes
 
 # ``chunks="auto"``: whole volumes adding up to at most config.get("auto_chunk_bytes") (30 MiB).
 # Measured on a 2 mm int16 run of 1200 volumes (mean over time, benchmarks/bench_io.py's
@@ -449,7 +450,10 @@ def lazy_volumes_array(volumes: LazyVolumes, time_chunks: tuple[int, ...]) -> da
     token that the previous chunk's read leaves (the token holds no data). Whatever order dask picks
     for the rest of the graph, a ``.nii.gz`` is then decompressed once, front to back, one core
     decompressing while the others compute on the chunks already read (DESIGN.md, "Reading").
+    With the run cache on (``config.get("cache_dir")``, read here, at graph build), gzip reads go
+    through :mod:`lazymask.io._runcache`.
     """
+    cache = current_settings() if any(reader.compressed for reader in volumes.readers) else None
     # the readers hold their files' identities: a replaced file never reuses a graph key
     name = "open-nifti-" + dask.base.tokenize(volumes.readers, time_chunks, volumes.squeeze_time)
     token_name = "gzip-order-" + name.removeprefix("open-nifti-")
@@ -459,7 +463,7 @@ def lazy_volumes_array(volumes: LazyVolumes, time_chunks: tuple[int, ...]) -> da
         key = (name,) + (0,) * n_spatial + (() if volumes.squeeze_time else (index,))
         compressed = volumes.compressed_readers(start, start + length)
         after = (token_name, index - 1) if compressed & previous_compressed else None
-        graph[key] = (_read_chunk, volumes, start, start + length, after)
+        graph[key] = (_read_chunk, volumes, start, start + length, after, cache)
         graph[(token_name, index)] = (_order_token, key)
         previous_compressed, start = compressed, start + length
     chunks = tuple((n,) for n in volumes.shape[:3]) + (() if volumes.squeeze_time else (time_chunks,))
@@ -467,8 +471,8 @@ def lazy_volumes_array(volumes: LazyVolumes, time_chunks: tuple[int, ...]) -> da
     return da.Array(layer, name, chunks=chunks, meta=np.empty((0,) * volumes.ndim, dtype=volumes.dtype))
 
 
-def _read_chunk(volumes: LazyVolumes, start: int, stop: int, _after) -> np.ndarray:
-    block = volumes.read(start, stop)
+def _read_chunk(volumes: LazyVolumes, start: int, stop: int, _after, cache=None) -> np.ndarray:
+    block = read_volumes(volumes, start, stop, cache)
     return block[..., 0] if volumes.squeeze_time else block
 
 

@@ -64,7 +64,7 @@ from lazymask.image import mean_img
 from lazymask.image._inputs import as_image
 from lazymask.image._resample import resample_img
 from lazymask.image._smooth import smooth_img
-from lazymask.io import Grid, as_dask, get_affine, get_t_r
+from lazymask.io import Grid, as_dask, get_affine, get_t_r, persist_within_budget
 from lazymask.signal import clean, high_variance_confounds
 
 __all__ = [
@@ -279,11 +279,16 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, **fit_params):
         """``fit(imgs)`` then ``transform(imgs, ...)``: the mask is computed, signals stay lazy.
 
-        The images are opened once for both steps (headers only); computing the result then
-        reads the data once more for the extraction.
+        The images are opened once for both steps (headers only). When ``fit`` reads the data
+        (a mask computed from the mean) and the run fits in ``config.get("memory_budget")``, the
+        run is decoded once, kept (persisted on the active scheduler) and both the mean and the
+        extraction use it: one decompression. Otherwise the extraction reads the data again (from
+        the run cache when it is on, see :mod:`lazymask.io._runcache`).
         """
         self._validate_parameters()
         image = imgs if imgs is None else self._open(imgs)
+        if image is not None and self._fit_reads_data():
+            image = persist_within_budget([image])[0]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*mask was given at masker creation.*")
             self.fit(image, y, **fit_params)
@@ -291,6 +296,10 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
 
     def _open(self, imgs):
         return as_image(imgs, "imgs", ndim=(3, 4))
+
+    def _fit_reads_data(self) -> bool:
+        """Hook: whether ``fit`` reads the images' voxels (then ``fit_transform`` keeps them within budget)."""
+        return False
 
     def _transform_one(self, imgs, confounds, sample_mask, *, add_hv_first: bool, cast: bool) -> xr.DataArray:
         image = self._open(imgs)

@@ -1,7 +1,8 @@
 """MultiNiftiMasker: one mask for several runs, a lazy DataArray per run.
 
 ``fit`` computes every run's mean in one ``dask.compute`` (the scheduler reads the runs
-concurrently) and intersects the per-run masks as nilearn's ``compute_multi_*_mask`` do;
+concurrently; ``fit_transform`` first keeps, in one ``dask.persist``, the runs that fit in the
+memory budget, so each is decompressed once) and intersects the per-run masks as nilearn's ``compute_multi_*_mask`` do;
 ``transform`` returns a list of lazy DataArrays, so ``dask.compute(*signals)`` (or
 :func:`lazymask.maskers.save_signals` per run) lets the scheduler work on all runs at once.
 """
@@ -13,7 +14,7 @@ import warnings
 from lazymask.exceptions import ParameterError
 from lazymask.image._inputs import as_image, is_image_list
 from lazymask.image._resample import check_same_grid
-from lazymask.io import get_affine, image_dataarray
+from lazymask.io import get_affine, image_dataarray, persist_within_budget
 from lazymask.masking import mask_strategy, mask_strategy_arguments
 from lazymask.masking._strategies import accepted_arguments
 from lazymask.maskers._runs import per_run
@@ -137,9 +138,15 @@ class MultiNiftiMasker(NiftiMasker):
         ]
 
     def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, **fit_params):
-        """``fit(imgs)`` then ``transform(imgs, ...)`` (each run opened once, headers only)."""
+        """``fit(imgs)`` then ``transform(imgs, ...)`` (each run opened once, headers only).
+
+        As :meth:`NiftiMasker.fit_transform`: runs within ``config.get("memory_budget")`` (taken
+        in order) are decoded once, all in one ``dask.persist``, for the masks' means and the extraction.
+        """
         self._validate_parameters()
         opened = [self._open(img) for img in imgs] if is_image_list(imgs) else imgs
+        if isinstance(opened, list) and self._fit_reads_data():
+            opened = persist_within_budget(opened)  # all runs decoded at once, each once
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*mask was given at masker creation.*")
             self.fit(opened, y, **fit_params)

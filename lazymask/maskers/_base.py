@@ -580,11 +580,13 @@ def whole_image_series(img4d: xr.DataArray) -> da.Array:
     """Every voxel's time series as a lazy ``(time, voxel)`` array (Fortran voxel order), blockwise."""
     data = as_dask(img4d).rechunk({0: -1, 1: -1, 2: -1})
     n_voxels = int(np.prod(data.shape[:3]))
-    return da.blockwise(_volumes_as_rows, "tv", data, "ijkt", new_axes={"v": n_voxels}, concatenate=True,
+    return da.blockwise(_volumes_as_rows, "tv", data, "ijkt", new_axes={"v": n_voxels}, concatenate=False,
                         dtype=data.dtype, meta=np.empty((0, 0), dtype=data.dtype))
 
 
 def _volumes_as_rows(block: np.ndarray) -> np.ndarray:
+    while isinstance(block, list):  # one chunk per spatial axis: unwrap (dask's concatenation copies to C order)
+        (block,) = block
     return block.reshape(-1, block.shape[3], order="F").T
 
 

@@ -55,12 +55,40 @@ def isal_case(path: str) -> dict:
     return {"bytes": total}
 
 
+def _summary(signals) -> dict:
+    """bench_maskers' summary (strided sample, sums), with the sums accumulated in float64 chunk by
+    chunk (no float64 copy of the signals): both sides are reduced the same way."""
+    import dask
+
+    sample = signals[:: max(1, signals.shape[0] // 13), :: max(1, signals.shape[1] // 17)]
+    sample, total, squares = dask.compute(sample, abs(signals).sum(dtype=np.float64),
+                                          (signals * signals).sum(dtype=np.float64))
+    return {"sample": np.asarray(sample).ravel().tolist(), "sum_abs": float(total), "sum_squares": float(squares),
+            "shape": list(signals.shape), "dtype": str(signals.dtype)}
+
+
 @preload("lazymask.maskers")
 def lazymask_nifti_case(path: str, setting: str, n_time: int, cache_dir: str | None = None) -> dict:
     from lazymask import config
+    from lazymask.maskers import NiftiMasker
 
     with config.set(cache_dir=cache_dir):
-        return bench_maskers.lazymask_case(path, setting, n_time)
+        masker = NiftiMasker(**bench_maskers._masker_kwargs(setting))
+        signals = masker.fit_transform(path, confounds=bench_maskers._confounds(setting, n_time))
+        return _summary(signals.data)
+
+
+@preload("nilearn.maskers")
+def nilearn_nifti_case(path: str, setting: str, n_time: int) -> dict:
+    import warnings
+
+    from nilearn.maskers import NiftiMasker
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        masker = NiftiMasker(**bench_maskers._masker_kwargs(setting))
+        signals = masker.fit_transform(path, confounds=bench_maskers._confounds(setting, n_time))
+    return _summary(signals)
 
 
 @preload("lazymask.maskers")
@@ -109,7 +137,7 @@ def main(quick: bool = False, nilearn: bool = True) -> list[dict]:
     for setting in ("a", "b", "c", "d"):
         ours = measure(f"{here}:lazymask_nifti_case", repeat=2, path=path, setting=setting, n_time=n_time)
         run_reference = nilearn and (setting in "ab" or not quick)
-        reference = (measure("benchmarks.bench_maskers:nilearn_case", path=path, setting=setting, n_time=n_time)
+        reference = (measure(f"{here}:nilearn_nifti_case", path=path, setting=setting, n_time=n_time)
                      if run_reference else None)
         add(f"NiftiMasker ({setting})", ours, reference, TARGETS.get(setting), NILEARN_TARGETS.get(setting))
     ours = measure(f"{here}:lazymask_labels_case", repeat=2, path=path)

@@ -35,6 +35,13 @@ def _write(path: Path, seed: int = 0, n_time: int = N_TIME) -> np.ndarray:
     return data
 
 
+def _chained(img) -> bool:
+    """Whether the image's read tasks wait for the previous chunk's read (the gzip order chain)."""
+    graph = dict(img.data.__dask_graph__())
+    reads = [task for key, task in graph.items() if isinstance(key, tuple) and key[0].startswith("open-nifti-")]
+    return any(task[4] is not None for task in reads)
+
+
 @pytest.fixture
 def cache(tmp_path):
     directory = tmp_path / "cache"
@@ -72,9 +79,12 @@ def test_first_pass_fills_later_passes_read_the_cache(tmp_path, cache):
     (entry,) = run_cache_entries(cache)
     assert entry["source"] == str(tmp_path / "run.nii.gz") and entry["bytes"] > 0
     np.testing.assert_array_equal(mean, data.mean(axis=3))
+    assert _chained(img)
     for chunks in ("auto", 7, -1, (1, 23)):  # any chunking reads the same entry, bit-identical
         with count_voxel_reads() as reads:
-            values = open_nifti(tmp_path / "run.nii.gz", chunks=chunks).values
+            cached = open_nifti(tmp_path / "run.nii.gz", chunks=chunks)
+            assert not _chained(cached)  # a complete entry at build time: reads in any order, in parallel
+            values = cached.values
         assert reads.calls == 0
         assert values.dtype == data.dtype
         np.testing.assert_array_equal(values, data)
@@ -129,7 +139,8 @@ def test_a_damaged_entry_is_dropped_and_the_file_read(tmp_path, cache):
             values = open_nifti(path).values
     assert reads.volumes > 0
     np.testing.assert_array_equal(values, data)
-    # the pass that read the file wrote a fresh entry
+    assert run_cache_entries(cache) == []  # the damaged entry is gone
+    open_nifti(path).values  # the next whole pass writes a fresh one
     (fresh,) = run_cache_entries(cache)
     with count_voxel_reads() as reads:
         np.testing.assert_array_equal(open_nifti(path).values, data)

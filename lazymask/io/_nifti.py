@@ -33,7 +33,7 @@ from lazymask.io._codecs import SNIFF_BYTES, codec_for
 from lazymask.io._identity import file_identity
 from lazymask.io._meta import image_dataarray
 from lazymask.io._reader import LazyVolumes, VolumeReader
-from lazymask.io._runcache import current_settings, read_volumes
+from lazymask.io._runcache import all_cached, current_settings, read_volumes
 
 # ``chunks="auto"``: whole volumes adding up to at most config.get("auto_chunk_bytes") (30 MiB).
 # Measured on a 2 mm int16 run of 1200 volumes (mean over time, benchmarks/bench_io.py's
@@ -451,9 +451,10 @@ def lazy_volumes_array(volumes: LazyVolumes, time_chunks: tuple[int, ...]) -> da
     for the rest of the graph, a ``.nii.gz`` is then decompressed once, front to back, one core
     decompressing while the others compute on the chunks already read (DESIGN.md, "Reading").
     With the run cache on (``config.get("cache_dir")``, read here, at graph build), gzip reads go
-    through :mod:`lazymask.io._runcache`.
+    through :mod:`lazymask.io._runcache`; files whose entry is complete at build time are not chained.
     """
     cache = current_settings() if any(reader.compressed for reader in volumes.readers) else None
+    chained = not all_cached(volumes, cache)  # a file in the run cache reads in any order, in parallel
     # the readers hold their files' identities: a replaced file never reuses a graph key
     name = "open-nifti-" + dask.base.tokenize(volumes.readers, time_chunks, volumes.squeeze_time)
     token_name = "gzip-order-" + name.removeprefix("open-nifti-")
@@ -462,7 +463,7 @@ def lazy_volumes_array(volumes: LazyVolumes, time_chunks: tuple[int, ...]) -> da
     for index, length in enumerate(time_chunks):
         key = (name,) + (0,) * n_spatial + (() if volumes.squeeze_time else (index,))
         compressed = volumes.compressed_readers(start, start + length)
-        after = (token_name, index - 1) if compressed & previous_compressed else None
+        after = (token_name, index - 1) if chained and compressed & previous_compressed else None
         graph[key] = (_read_chunk, volumes, start, start + length, after, cache)
         graph[(token_name, index)] = (_order_token, key)
         previous_compressed, start = compressed, start + length

@@ -143,6 +143,17 @@ class _CachedReader:
         return block
 
 
+def all_cached(volumes: LazyVolumes, settings: CacheSettings | None) -> bool:
+    """Whether every gzip file of ``volumes`` has a complete entry now (metadata only: no voxel read).
+
+    Then reads need not go front to back (:func:`lazymask.io._nifti.lazy_volumes_array` drops their
+    chain and the scheduler reads chunks in parallel); an entry deleted meanwhile only costs speed.
+    """
+    compressed = [reader for reader in volumes.readers if reader.compressed]
+    return settings is not None and bool(compressed) and all(
+        _open_entry(settings, entry_key(reader), reader) is not None for reader in compressed)
+
+
 def entry_key(reader: VolumeReader) -> str:
     """The name of the cache entry of ``reader``'s file: a hash of its identity and header layout."""
     return hashlib.sha1(json.dumps(_description(reader), sort_keys=True).encode()).hexdigest()

@@ -231,3 +231,15 @@ def test_multi_masker_reads_each_run_once(tmp_path):
     assert reads.volumes == 2 * N_TIME
     for got, want in zip(values, expected, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_an_unwritable_cache_warns_and_reads_the_file(tmp_path):
+    path = tmp_path / "run.nii.gz"
+    data = _write(path)
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the cache would go")
+    with config.set(cache_dir=blocker, auto_chunk_bytes=CHUNK):
+        with pytest.warns(RuntimeWarning, match=r"lazymask run cache: cannot write .*read without the cache"):
+            values = open_nifti(path).values
+    np.testing.assert_array_equal(values, data)
+    assert blocker.read_text() == "a file where the cache would go"

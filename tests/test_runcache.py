@@ -38,7 +38,8 @@ def _write(path: Path, seed: int = 0, n_time: int = N_TIME) -> np.ndarray:
 def _chained(img) -> bool:
     """Whether the image's read tasks wait for the previous chunk's read (the gzip order chain)."""
     graph = dict(img.data.__dask_graph__())
-    reads = [task for key, task in graph.items() if isinstance(key, tuple) and key[0].startswith("open-nifti-")]
+    reads = [task for key, task in graph.items() if isinstance(key, tuple)
+             and key[0].startswith(("open-nifti-", "gzip-read-")) and task[0].__name__.startswith("_read_chunk")]
     return any(task[4] is not None for task in reads)
 
 

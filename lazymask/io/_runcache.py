@@ -117,11 +117,29 @@ def read_volumes(volumes: LazyVolumes, start: int, stop: int, settings: CacheSet
     return LazyVolumes(readers, squeeze_time=volumes.squeeze_time).read(start, stop)
 
 
-class _CachedReader:
-    """A :class:`VolumeReader` whose reads come from the cache entry when there is one, else tee into it."""
+def read_volumes_deferring_tee(volumes: LazyVolumes, start: int, stop: int,
+                               settings: CacheSettings) -> tuple[np.ndarray, list]:
+    """As :func:`read_volumes`, but the volumes read from files are returned for :func:`write_tee`
+    instead of written here: the graph runs the next chunk's decompression while this one is
+    compressed into the cache (the gzip order chain waits for the read, not for the cache write)."""
+    pending: list = []
+    readers = [_CachedReader(reader, settings, pending) if reader.compressed else reader
+               for reader in volumes.readers]
+    return LazyVolumes(readers, squeeze_time=volumes.squeeze_time).read(start, stop), pending
 
-    def __init__(self, reader: VolumeReader, settings: CacheSettings):
-        self._reader, self._settings = reader, settings
+
+def write_tee(settings: CacheSettings, pending: list) -> None:
+    """Write what :func:`read_volumes_deferring_tee` read from files into their staging entries."""
+    for key, reader, start, stop, block in pending:
+        _tee(settings, key, reader, start, stop, block)
+
+
+class _CachedReader:
+    """A :class:`VolumeReader` whose reads come from the cache entry when there is one, else tee into it
+    (now, or later through ``pending``)."""
+
+    def __init__(self, reader: VolumeReader, settings: CacheSettings, pending: list | None = None):
+        self._reader, self._settings, self._pending = reader, settings, pending
 
     def __getattr__(self, name):
         return getattr(self._reader, name)
@@ -139,7 +157,10 @@ class _CachedReader:
                 warnings.warn(f"lazymask run cache: {error} The entry was deleted; reading {reader.path} "
                               "itself instead.", RuntimeWarning, stacklevel=2)
         block = reader.read(start, stop)
-        _tee(self._settings, key, reader, start, stop, block)
+        if self._pending is None:
+            _tee(self._settings, key, reader, start, stop, block)
+        else:
+            self._pending.append((key, reader, start, stop, block))
         return block
 
 

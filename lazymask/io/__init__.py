@@ -16,6 +16,7 @@ from lazymask.io._meta import (
 )
 from lazymask.io._nifti import open_nifti
 from lazymask.io._reader import VolumeReader
+from lazymask.io._runcache import clear_run_cache, persist_within_budget, run_cache_entries
 from lazymask.io._write import to_nibabel, to_nifti
 from lazymask.io._staging import Found, check_target, found_unless, staged_path
 from lazymask.io._zarr import (
@@ -63,4 +64,7 @@ __all__ = [
     "require_root",
     "normalise_group",
     "VolumeReader",
+    "clear_run_cache",
+    "persist_within_budget",
+    "run_cache_entries",
 ]

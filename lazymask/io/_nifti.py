@@ -33,6 +33,7 @@ from lazymask.io._codecs import SNIFF_BYTES, codec_for
 from lazymask.io._identity import file_identity
 from lazymask.io._meta import image_dataarray
 from lazymask.io._reader import LazyVolumes, VolumeReader
+from lazymask.io._runcache import all_cached, current_settings, read_volumes, read_volumes_deferring_tee, write_tee
 
 # ``chunks="auto"``: whole volumes adding up to at most config.get("auto_chunk_bytes") (30 MiB).
 # Measured on a 2 mm int16 run of 1200 volumes (mean over time, benchmarks/bench_io.py's
@@ -449,27 +450,48 @@ def lazy_volumes_array(volumes: LazyVolumes, time_chunks: tuple[int, ...]) -> da
     token that the previous chunk's read leaves (the token holds no data). Whatever order dask picks
     for the rest of the graph, a ``.nii.gz`` is then decompressed once, front to back, one core
     decompressing while the others compute on the chunks already read (DESIGN.md, "Reading").
+    With the run cache on (``config.get("cache_dir")``, read here, at graph build), gzip reads go
+    through :mod:`lazymask.io._runcache`; files whose entry is complete at build time are not chained.
     """
+    cache = current_settings() if any(reader.compressed for reader in volumes.readers) else None
+    chained = not all_cached(volumes, cache)  # a file in the run cache reads in any order, in parallel
     # the readers hold their files' identities: a replaced file never reuses a graph key
     name = "open-nifti-" + dask.base.tokenize(volumes.readers, time_chunks, volumes.squeeze_time)
     token_name = "gzip-order-" + name.removeprefix("open-nifti-")
     n_spatial = 3
+    tee_name = "gzip-read-" + name.removeprefix("open-nifti-")
     graph, previous_compressed, start = {}, set(), 0
     for index, length in enumerate(time_chunks):
         key = (name,) + (0,) * n_spatial + (() if volumes.squeeze_time else (index,))
         compressed = volumes.compressed_readers(start, start + length)
-        after = (token_name, index - 1) if compressed & previous_compressed else None
-        graph[key] = (_read_chunk, volumes, start, start + length, after)
-        graph[(token_name, index)] = (_order_token, key)
+        after = (token_name, index - 1) if chained and compressed & previous_compressed else None
+        if cache is not None and chained and compressed:
+            # filling the run cache: the chunk's key writes it, the next read waits only for this read
+            graph[(tee_name, index)] = (_read_chunk_deferring_tee, volumes, start, start + length, after, cache)
+            graph[key] = (_write_tee, (tee_name, index), volumes.squeeze_time, cache)
+            graph[(token_name, index)] = (_order_token, (tee_name, index))
+        else:
+            graph[key] = (_read_chunk, volumes, start, start + length, after, cache)
+            graph[(token_name, index)] = (_order_token, key)
         previous_compressed, start = compressed, start + length
     chunks = tuple((n,) for n in volumes.shape[:3]) + (() if volumes.squeeze_time else (time_chunks,))
     layer = HighLevelGraph.from_collections(name, graph, dependencies=[])
     return da.Array(layer, name, chunks=chunks, meta=np.empty((0,) * volumes.ndim, dtype=volumes.dtype))
 
 
-def _read_chunk(volumes: LazyVolumes, start: int, stop: int, _after) -> np.ndarray:
-    block = volumes.read(start, stop)
+def _read_chunk(volumes: LazyVolumes, start: int, stop: int, _after, cache=None) -> np.ndarray:
+    block = read_volumes(volumes, start, stop, cache)
     return block[..., 0] if volumes.squeeze_time else block
+
+
+def _read_chunk_deferring_tee(volumes: LazyVolumes, start: int, stop: int, _after, cache):
+    return read_volumes_deferring_tee(volumes, start, stop, cache)
+
+
+def _write_tee(read: tuple, squeeze_time: bool, cache) -> np.ndarray:
+    block, pending = read
+    write_tee(cache, pending)
+    return block[..., 0] if squeeze_time else block
 
 
 def _order_token(_block) -> None:

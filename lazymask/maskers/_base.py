@@ -61,7 +61,7 @@ from sklearn.utils._param_validation import InvalidParameterError as _SklearnInv
 from lazymask import exceptions
 from lazymask.exceptions import DimensionError, ParameterError
 from lazymask.image import as_image, mean_img, resample_img, smooth_img
-from lazymask.io import Grid, as_dask, get_affine, get_t_r
+from lazymask.io import Grid, as_dask, get_affine, get_t_r, persist_within_budget
 from lazymask.signal import clean, high_variance_confounds
 
 __all__ = [
@@ -276,11 +276,16 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, **fit_params):
         """``fit(imgs)`` then ``transform(imgs, ...)``: the mask is computed, signals stay lazy.
 
-        The images are opened once for both steps (headers only); computing the result then
-        reads the data once more for the extraction.
+        The images are opened once for both steps (headers only). When ``fit`` reads the data
+        (a mask computed from the mean) and the run fits in ``config.get("memory_budget")``, the
+        run is decoded once, kept (persisted on the active scheduler) and both the mean and the
+        extraction use it: one decompression. Otherwise the extraction reads the data again (from
+        the run cache when it is on, see :mod:`lazymask.io._runcache`).
         """
         self._validate_parameters()
         image = imgs if imgs is None else self._open(imgs)
+        if image is not None and self._fit_reads_data():
+            image = persist_within_budget([image])[0]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*mask was given at masker creation.*")
             self.fit(image, y, **fit_params)
@@ -288,6 +293,10 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
 
     def _open(self, imgs):
         return as_image(imgs, "imgs", ndim=(3, 4))
+
+    def _fit_reads_data(self) -> bool:
+        """Hook: whether ``fit`` reads the images' voxels (then ``fit_transform`` keeps them within budget)."""
+        return False
 
     def _transform_one(self, imgs, confounds, sample_mask, *, add_hv_first: bool, cast: bool) -> xr.DataArray:
         image = self._open(imgs)
@@ -568,11 +577,13 @@ def whole_image_series(img4d: xr.DataArray) -> da.Array:
     """Every voxel's time series as a lazy ``(time, voxel)`` array (Fortran voxel order), blockwise."""
     data = as_dask(img4d).rechunk({0: -1, 1: -1, 2: -1})
     n_voxels = int(np.prod(data.shape[:3]))
-    return da.blockwise(_volumes_as_rows, "tv", data, "ijkt", new_axes={"v": n_voxels}, concatenate=True,
+    return da.blockwise(_volumes_as_rows, "tv", data, "ijkt", new_axes={"v": n_voxels}, concatenate=False,
                         dtype=data.dtype, meta=np.empty((0, 0), dtype=data.dtype))
 
 
 def _volumes_as_rows(block: np.ndarray) -> np.ndarray:
+    while isinstance(block, list):  # one chunk per spatial axis: unwrap (dask's concatenation copies to C order)
+        (block,) = block
     return block.reshape(-1, block.shape[3], order="F").T
 
 

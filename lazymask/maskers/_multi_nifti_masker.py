@@ -1,7 +1,8 @@
 """MultiNiftiMasker: one mask for several runs, a lazy DataArray per run.
 
 ``fit`` computes every run's mean in one ``dask.compute`` (the scheduler reads the runs
-concurrently) and intersects the per-run masks as nilearn's ``compute_multi_*_mask`` do;
+concurrently; ``fit_transform`` first keeps, in one ``dask.persist``, the runs that fit in the
+memory budget, so each is decompressed once) and intersects the per-run masks as nilearn's ``compute_multi_*_mask`` do;
 ``transform`` returns a list of lazy DataArrays, so ``dask.compute(*signals)`` (or
 :func:`lazymask.maskers.save_signals` per run) lets the scheduler work on all runs at once.
 """
@@ -12,7 +13,7 @@ import warnings
 
 from lazymask.exceptions import ParameterError
 from lazymask.image import as_image, check_same_grid, is_image_list
-from lazymask.io import get_affine, image_dataarray
+from lazymask.io import get_affine, image_dataarray, persist_within_budget
 from lazymask.masking import accepted_arguments, mask_strategy, mask_strategy_arguments
 from lazymask.maskers._runs import per_run
 from lazymask.maskers._nifti_masker import NiftiMasker
@@ -135,9 +136,15 @@ class MultiNiftiMasker(NiftiMasker):
         ]
 
     def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, **fit_params):
-        """``fit(imgs)`` then ``transform(imgs, ...)`` (each run opened once, headers only)."""
+        """``fit(imgs)`` then ``transform(imgs, ...)`` (each run opened once, headers only).
+
+        As :meth:`NiftiMasker.fit_transform`: runs within ``config.get("memory_budget")`` (taken
+        in order) are decoded once, all in one ``dask.persist``, for the masks' means and the extraction.
+        """
         self._validate_parameters()
         opened = [self._open(img) for img in imgs] if is_image_list(imgs) else imgs
+        if isinstance(opened, list) and self._fit_reads_data():
+            opened = persist_within_budget(opened)  # all runs decoded at once, each once
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*mask was given at masker creation.*")
             self.fit(opened, y, **fit_params)

@@ -1,8 +1,10 @@
 """NiftiMasker: voxel signals inside a brain mask, as a lazy ``(time, voxel)`` DataArray.
 
-Reads per ``fit_transform`` of a run (a mask computed from the data, ``reports=True``): one pass
-for the mean (it gives both the mask and the report's background image) and one for the
-extraction; nilearn decompresses a ``.nii.gz`` about 2.5 times. With ``high_variance_confounds``
+Reads per ``fit_transform`` of a run (a mask computed from the data, ``reports=True``): one
+decompression. The run is decoded once and kept in memory when it fits the memory budget
+(``lazymask.config``), and both the mean (it gives both the mask and the report's background image)
+and the extraction use it; a larger run is read twice, the second time from the run cache when it is
+on (:mod:`lazymask.io._runcache`). nilearn decompresses a ``.nii.gz`` about 2.5 times. With ``high_variance_confounds``
 add two passes (the variance reduction and the Gram matrix over all voxels).
 """
 
@@ -202,6 +204,9 @@ class NiftiMasker(BaseMasker):
     def _mean_images(self, images, means):
         """Stand-ins for the fitted images: their means, when the mask is computed from means."""
         return image_dataarray(means[0], get_affine(images))
+
+    def _fit_reads_data(self) -> bool:
+        return self._uses_mean()
 
     def _uses_mean(self) -> bool:
         return self.mask_img is None and mask_strategy(self.mask_strategy).uses_mean

@@ -1,0 +1,195 @@
+"""Benchmark: masker cases against the physical limit, ONE ISA-L decompression of the same file (issue 13).
+
+For a 200-volume 2 mm int16 ``.nii.gz`` (``benchmarks.data.ensure_run``), each case in its own
+process (``benchmarks/_harness.py``), in one run so that the machine's speed cancels out:
+
+* ``isal``: one ISA-L decompression of the file (streamed, output discarded): the unit;
+* NiftiMasker ``mask_strategy="epi"``: (a) no cleaning; (b) detrend, ``zscore_sample``, 6
+  confounds; (c) (b) + band-pass 0.01-0.1 Hz; (d) (c) + 6 mm smoothing (the settings of
+  ``benchmarks/bench_maskers.py``);
+* NiftiLabelsMasker, 400 parcels, ``mean`` (``benchmarks/bench_regions.py``'s atlas);
+* the run cache (``lazymask.config`` ``cache_dir``): a first job (a) with the cache on and empty
+  (it decompresses and fills the cache), then a second job (a) and a second job with another masker
+  (labels) on the same file, each in a new process, reading the cache.
+
+It prints each case's time; its ratio to one ISA-L decompression of the file measured just before
+and just after the case (the machine is shared: a unit measured minutes apart would not cancel the
+load out); its ratio to nilearn (same case; nilearn's (c)/(d) band-pass voxel by voxel, ~75 s each,
+and run only with ``--nilearn-bandpass``); the load average; and checks lazymask's output equal to
+nilearn's (and the cached jobs' outputs equal to the uncached ones).
+
+    python -m benchmarks.bench_speed [--quick] [--no-nilearn] [--nilearn-bandpass]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+from benchmarks import bench_maskers, bench_regions
+from benchmarks._harness import RESULTS, measure, preload
+from benchmarks.data import DATA_DIR, ensure_run
+
+TARGETS = {"a": 1.6, "b": 1.8, "c": 2.2, "labels": 1.3}
+NILEARN_TARGETS = {"a": 0.2, "b": 0.2, "c": 0.04, "d": 0.04}
+_STEP = 4 << 20
+
+
+# -- cases (each in its own process) ----------------------------------------------------------------
+@preload("isal.isal_zlib")
+def isal_case(path: str) -> dict:
+    """One ISA-L decompression of the whole file, streamed (what a single pass cannot beat)."""
+    from isal import isal_zlib
+
+    decompressor, total = isal_zlib.decompressobj(wbits=31), 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            data = decompressor.decompress(block, _STEP)
+            total += len(data)
+            while decompressor.unconsumed_tail:
+                data = decompressor.decompress(decompressor.unconsumed_tail, _STEP)
+                total += len(data)
+    return {"bytes": total}
+
+
+def _summary(signals) -> dict:
+    """bench_maskers' summary (strided sample, sums), with the sums accumulated in float64 chunk by
+    chunk (no float64 copy of the signals): both sides are reduced the same way."""
+    import dask
+
+    sample = signals[:: max(1, signals.shape[0] // 13), :: max(1, signals.shape[1] // 17)]
+    sample, total, squares = dask.compute(sample, abs(signals).sum(dtype=np.float64),
+                                          (signals * signals).sum(dtype=np.float64))
+    return {"sample": np.asarray(sample).ravel().tolist(), "sum_abs": float(total), "sum_squares": float(squares),
+            "shape": list(signals.shape), "dtype": str(signals.dtype)}
+
+
+@preload("lazymask.maskers", "distributed")  # every first dask.compute imports distributed (dask.base.get_scheduler)
+def lazymask_nifti_case(path: str, setting: str, n_time: int, cache_dir: str | None = None) -> dict:
+    from lazymask import config
+    from lazymask.maskers import NiftiMasker
+
+    with config.set(cache_dir=cache_dir):
+        masker = NiftiMasker(**bench_maskers._masker_kwargs(setting))
+        signals = masker.fit_transform(path, confounds=bench_maskers._confounds(setting, n_time))
+        return _summary(signals.data)
+
+
+@preload("nilearn.maskers")
+def nilearn_nifti_case(path: str, setting: str, n_time: int) -> dict:
+    import warnings
+
+    from nilearn.maskers import NiftiMasker
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        masker = NiftiMasker(**bench_maskers._masker_kwargs(setting))
+        signals = masker.fit_transform(path, confounds=bench_maskers._confounds(setting, n_time))
+    return _summary(signals)
+
+
+@preload("lazymask.maskers", "distributed")  # every first dask.compute imports distributed (dask.base.get_scheduler)
+def lazymask_labels_case(path: str, cache_dir: str | None = None) -> dict:
+    from lazymask import config
+
+    with config.set(cache_dir=cache_dir):
+        return bench_regions.lazymask_case(path, "labels", strategy="mean")
+
+
+@preload("nilearn.maskers")
+def nilearn_labels_case(path: str) -> dict:
+    return bench_regions.nilearn_case(path, "labels", strategy="mean")
+
+
+# -- driver -----------------------------------------------------------------------------------------
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main(quick: bool = False, nilearn: bool = True, nilearn_bandpass: bool = False) -> list[dict]:
+    n_time = 40 if quick else 200
+    copied = DATA_DIR / f"bench-v1_2mm_{n_time}vols_bold.nii.gz"  # a .nii.gz alone (its .nii deleted) is enough
+    path = str(copied if copied.exists() else ensure_run(n_time, True))
+    bench_regions.ensure_parcellation()
+    here = "benchmarks.bench_speed"
+    load_before = _load()
+    rows = []
+
+    def timed(target, **params):
+        """The case, with one ISA-L decompression of the file measured just before and just after it:
+        the machine is shared, so each ratio uses the unit measured next to it."""
+        before = measure(f"{here}:isal_case", path=path)["seconds"]
+        ours = measure(target, **params)
+        after = measure(f"{here}:isal_case", path=path)["seconds"]
+        return {**ours, "isal_seconds": (before + after) / 2, "load": _load()}
+
+    def add(case, ours, reference=None, target=None, nilearn_target=None, extra=""):
+        row = {"case": case, "seconds": ours["seconds"], "isal_seconds": ours["isal_seconds"],
+               "x_isal": ours["seconds"] / ours["isal_seconds"], "rss_gb": ours["peak_rss_gb"], "target": target,
+               "nilearn_target": nilearn_target, "load": ours["load"]}
+        if reference is not None:
+            row["nilearn_seconds"] = reference["seconds"]
+            row["x_nilearn"] = ours["seconds"] / reference["seconds"]
+            row["check"] = bench_maskers._same(ours["result"], reference["result"]) if "sum_squares" in reference[
+                "result"] else f"equal: {bench_regions._same(ours['result'], reference['result'])}"
+        row["extra"] = extra
+        rows.append(row)
+        _print_row(row)
+
+    print(f"== speed: {n_time}-volume .nii.gz ({os.path.getsize(path) / 1e6:.0f} MB), load average {load_before}",
+          flush=True)
+    for setting in ("a", "b", "c", "d"):
+        ours = timed(f"{here}:lazymask_nifti_case", path=path, setting=setting, n_time=n_time)
+        run_reference = nilearn and (setting in "ab" or nilearn_bandpass)
+        reference = (measure(f"{here}:nilearn_nifti_case", path=path, setting=setting, n_time=n_time)
+                     if run_reference else None)
+        add(f"NiftiMasker ({setting})", ours, reference, TARGETS.get(setting), NILEARN_TARGETS.get(setting))
+    labels = timed(f"{here}:lazymask_labels_case", path=path)
+    reference = measure(f"{here}:nilearn_labels_case", path=path) if nilearn else None
+    add("NiftiLabelsMasker 400 parcels mean", labels, reference, TARGETS["labels"])
+
+    cache_dir = tempfile.mkdtemp(prefix="bench-speed-cache-")
+    try:
+        first = timed(f"{here}:lazymask_nifti_case", path=path, setting="a", n_time=n_time, cache_dir=cache_dir)
+        add("(a) first job, cache on (fills it)", first)
+        second = timed(f"{here}:lazymask_nifti_case", path=path, setting="a", n_time=n_time, cache_dir=cache_dir)
+        add("(a) second job, same file, cache on", second,
+            extra=f"{second['seconds'] / first['seconds']:.2f}x the first (target <= 0.5x); "
+                  f"same output: {second['result'] == first['result']}")
+        other = timed(f"{here}:lazymask_labels_case", path=path, cache_dir=cache_dir)
+        add("labels, another job on the file, cache on", other,
+            extra=f"{other['seconds'] / labels['seconds']:.2f}x labels without the cache; "
+                  f"same output: {other['result'] == labels['result']}")
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    print(f"load average before {load_before}, after {_load()} (2 cores, shared)", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "speed.json").write_text(__import__("json").dumps(
+        {"rows": rows, "load_before": load_before, "load_after": _load(), "time": time.ctime()}, indent=2, default=str))
+    return rows
+
+
+def _print_row(row: dict) -> None:
+    target = f" (target <= {row['target']}x)" if row.get("target") else ""
+    text = (f"{row['case']:<42} {row['seconds']:6.2f} s  {row['x_isal']:5.2f}x ISA-L ({row['isal_seconds']:.2f} s)"
+            f"{target}  load {row['load']}")
+    if "x_nilearn" in row:
+        nt = f" (target <= {row['nilearn_target']}x)" if row.get("nilearn_target") else ""
+        text += f"  {row['x_nilearn']:5.2f}x nilearn ({row['nilearn_seconds']:.1f} s){nt}  {row['check']}"
+    if row.get("extra"):
+        text += f"  {row['extra']}"
+    print(text, flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="40 volumes; nilearn without band-pass")
+    parser.add_argument("--no-nilearn", action="store_true", help="lazymask cases and the ISA-L unit only")
+    parser.add_argument("--nilearn-bandpass", action="store_true", help="also nilearn's (c) and (d) (minutes each)")
+    arguments = parser.parse_args()
+    main(arguments.quick, not arguments.no_nilearn, arguments.nilearn_bandpass)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lazymask.exceptions import ParameterError
+from lazymask.signal._filters import butterworth_sos
 
 __all__ = ["CleanPlan", "RunPlan", "SampleMaskError", "make_plan", "float_dtype"]
 
@@ -94,7 +95,7 @@ def make_plan(
         if not isinstance(value, (bool, np.bool_)):
             raise ParameterError(f"{name} must be True or False; got {value!r}.")
     filter_type, low_pass, high_pass, t_r = _check_filter(filter, low_pass, high_pass, t_r)
-    return CleanPlan(
+    plan = CleanPlan(
         n_time=n_time,
         runs=_run_plans(n_time, runs, sample_mask),
         detrend=bool(detrend),
@@ -108,6 +109,43 @@ def make_plan(
         extrapolate=bool(extrapolate),
         butterworth=_butterworth_options(kwargs),
     )
+    if plan.filter == "butterworth":
+        _check_filter_length(plan)
+    return plan
+
+
+def _filtered_length(run: RunPlan, extrapolate: bool) -> int:
+    """Points the Butterworth filter sees for ``run`` (censored volumes are interpolated first)."""
+    if run.kept is None or extrapolate or not len(run.kept):
+        return len(run.rows)
+    return int(run.kept[-1] - run.kept[0] + 1)
+
+
+def _check_filter_length(plan: CleanPlan) -> None:
+    """Refuse, before any data is read, a run shorter than the zero-phase filter's padding.
+
+    ``scipy.signal.sosfiltfilt`` pads each end by ``padlen`` points (by default three times the
+    filter's length) and fails at compute time when a run is not longer than that.
+    """
+    options = dict(plan.butterworth)
+    if options.get("padtype", "odd") is None:
+        return
+    order = options.get("order", 5)
+    sos = butterworth_sos(plan.t_r, plan.low_pass, plan.high_pass, order)
+    padlen = options.get("padlen")
+    if padlen is None:
+        padlen = 3 * (2 * len(sos) + 1 - min((sos[:, 2] == 0).sum(), (sos[:, 5] == 0).sum()))
+    for i, run in enumerate(plan.runs):
+        n_points = _filtered_length(run, plan.extrapolate)
+        if n_points <= padlen:
+            where = f"run {i + 1} of {len(plan.runs)}" if len(plan.runs) > 1 else "the signal"
+            raise ParameterError(
+                f"the Butterworth filter (low_pass={plan.low_pass}, high_pass={plan.high_pass}, "
+                f"order {order}) pads each end by padlen={int(padlen)} time points, but {where} has "
+                f"{n_points} time point(s); it needs more than {int(padlen)}. Use a longer run, "
+                "butterworth__padlen (or a lower butterworth__order), filter='cosine' for a "
+                "high-pass, or no low_pass/high_pass."
+            )
 
 
 def _check_standardize(standardize) -> str | None:

@@ -142,6 +142,47 @@ def test_different_arguments_are_refused(built, dataset):
         build_archive(dataset, store, NiftiMasker(), confounds_strategy="simple", progress=False)
 
 
+def test_subject_filters_build_an_archive_piece_by_piece(built, dataset, tmp_path):
+    """Other subjects=/sessions= filters on an archive add runs: the index is the union of the calls."""
+    store = tmp_path / "pieces.zarr"
+    build_archive(dataset, store, _labels_masker(dataset), confounds_strategy="simple", progress=False,
+                  subjects="02")
+    assert list(open_archive(store).runs["group"]) == GROUPS[2:4]
+    build_archive(dataset, store, _labels_masker(dataset), confounds_strategy="simple", progress=False,
+                  subjects=["01", "03"])
+    _assert_same_archive(store, built[0])  # the same archive as one build of every run
+
+
+def _second_space(dataset, tmp_path) -> Path:
+    """A copy of the dataset where every run also exists in space T1w (same data, other files)."""
+    copy = shutil.copytree(dataset, tmp_path / "two_spaces")
+    for path in list(copy.rglob("*space-MNI152NLin2009cAsym_res-2_*")):
+        shutil.copy(path, path.with_name(path.name.replace("space-MNI152NLin2009cAsym_res-2", "space-T1w")))
+    return copy
+
+
+def test_a_filter_that_would_replace_or_rename_runs_is_refused(dataset, tmp_path):
+    copy = _second_space(dataset, tmp_path)
+    store = tmp_path / "mni.zarr"
+    build_archive(copy, store, _labels_masker(dataset), confounds_strategy="simple", progress=False,
+                  space="MNI152NLin2009cAsym", subjects="03")
+    before = _tree(store)
+    # another space: the same group names, other files -> would overwrite the MNI runs
+    with pytest.raises(ParameterError, match=r"(?s)other arguments:.*group 'sub-03/task-rest_run-1': the archive has "
+                                             r"'.*space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz', this call "
+                                             r"'.*space-T1w_desc-preproc_bold.nii.gz'"):
+        build_archive(copy, store, _labels_masker(dataset), confounds_strategy="simple", progress=False,
+                      space="T1w", subjects="03")
+    # no space filter: both spaces, so the groups are named with their space -> the same file, another name
+    with pytest.raises(ParameterError, match=r"(?s)'.*space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz': the "
+                                             r"archive holds it as group 'sub-03/task-rest_run-1', this call as "
+                                             r"'sub-03/task-rest_run-1_space-MNI152NLin2009cAsym_res-2'"):
+        build_archive(copy, store, _labels_masker(dataset), confounds_strategy="simple", progress=False,
+                      subjects="03")
+    after = _tree(store)
+    assert after["root"] == before["root"] and sorted(after["runs"]) == sorted(before["runs"])
+
+
 def test_refuses_a_store_it_did_not_write(dataset, tmp_path):
     other = tmp_path / "mine"
     other.mkdir()

@@ -14,6 +14,13 @@ Contract
 * Resumable: a run whose group is complete and verified (:func:`~lazymask.archive._layout._verify_run`)
   and whose sources did not change is skipped; the others are (re)done. A store built with another
   masker, other parameters or other confounds is refused with the differences listed.
+* Other ``find_runs`` filters on an existing archive: the index is the union of the runs of every
+  call, so ``subjects=``/``sessions=``/``task=`` subsets build an archive piece by piece (every run
+  is processed by the same masker, parameters and confounds: the archive stays one consistent
+  dataset). What would replace or duplicate data is refused with the runs listed: a group whose
+  file differs from the archive's (another ``space``/``res``, another dataset) or a file the
+  archive already holds under another group name (its name gains ``space-``/``res-`` when the
+  filter lets several spaces of one run in).
 * Scheduling: each run is one task of the ACTIVE scheduler (its chunks are computed inside that
   task, one after another, so a ``.nii.gz`` is decompressed once, on one worker). With a
   ``distributed`` client (given, or the default one) runs are submitted, at most as many in flight
@@ -178,8 +185,25 @@ def _difference(old: dict, new: dict) -> list[str]:
     return lines
 
 
+def _run_conflicts(old_runs: list[dict], new_runs: list[dict]) -> list[str]:
+    """Where this call's runs contradict the archive's index: a group from another file, or a file
+    under another group name (another ``space``/``res`` filter, another dataset)."""
+    by_group = {row["group"]: row.get("bold") for row in old_runs}
+    by_bold = {row.get("bold"): row["group"] for row in old_runs}
+    lines = []
+    for row in new_runs:
+        group, bold = row["group"], row.get("bold")
+        if group in by_group and by_group[group] != bold:
+            lines.append(f"group {group!r}: the archive has {by_group[group]!r}, this call {bold!r}")
+        elif bold in by_bold and by_bold[bold] != group:
+            lines.append(f"{bold!r}: the archive holds it as group {by_bold[bold]!r}, this call as {group!r}")
+    return lines
+
+
 def _check_same_arguments(store, old: dict, new: dict) -> None:
     lines = _difference(old, new)
+    conflicts = _run_conflicts(old.get("runs", []), new["runs"])
+    lines += conflicts[:10] + ([f"... and {len(conflicts) - 10} more run(s)"] if len(conflicts) > 10 else [])
     if lines:
         raise ParameterError(
             f"the archive {_layout.describe(store)!r} was built with other arguments:\n  " + "\n  ".join(lines)
@@ -325,7 +349,7 @@ def build_archive(runs_or_bids_dir, store, masker, *, confounds_strategy=None, c
     failures = {}
     index = _index_rows(table)
     if old is not None:
-        _check_same_arguments(store, old, record)
+        _check_same_arguments(store, old, {**record, "runs": index})
         failures = old["failures"]
         known = {row["group"]: row for row in old.get("runs", [])}
         known.update({row["group"]: row for row in index})

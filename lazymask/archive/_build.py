@@ -28,8 +28,9 @@ Contract
   graph from the worker (``worker_client``), at most as many runs in flight as the cluster has
   worker threads (back-pressure through ``as_completed``); with a local scheduler the runs go
   one after the other. Memory therefore depends on the number of workers, not on the number of
-  runs. (Measured against the former one-task-per-run with a nested synchronous compute,
-  benchmarks/bench_archive_scheduling.py: see the commit.)
+  runs. (Measured against the former one task per run with a nested synchronous compute in
+  benchmarks/bench_archive_scheduling.py: the same time for many short runs, faster for a long
+  run; see docs/archive.md.)
 * A run that fails is recorded (``status == "failed"`` in :attr:`Archive.runs`, with its error),
   warned about, and retried by the next invocation; it does not stop the others.
 """

@@ -142,6 +142,47 @@ def test_different_arguments_are_refused(built, dataset):
         build_archive(dataset, store, NiftiMasker(), confounds_strategy="simple", progress=False)
 
 
+def test_subject_filters_build_an_archive_piece_by_piece(built, dataset, tmp_path):
+    """Other subjects=/sessions= filters on an archive add runs: the index is the union of the calls."""
+    store = tmp_path / "pieces.zarr"
+    build_archive(dataset, store, _labels_masker(dataset), confounds_strategy="simple", progress=False,
+                  subjects="02")
+    assert list(open_archive(store).runs["group"]) == GROUPS[2:4]
+    build_archive(dataset, store, _labels_masker(dataset), confounds_strategy="simple", progress=False,
+                  subjects=["01", "03"])
+    _assert_same_archive(store, built[0])  # the same archive as one build of every run
+
+
+def _second_space(dataset, tmp_path) -> Path:
+    """A copy of the dataset where every run also exists in space T1w (same data, other files)."""
+    copy = shutil.copytree(dataset, tmp_path / "two_spaces")
+    for path in list(copy.rglob("*space-MNI152NLin2009cAsym_res-2_*")):
+        shutil.copy(path, path.with_name(path.name.replace("space-MNI152NLin2009cAsym_res-2", "space-T1w")))
+    return copy
+
+
+def test_a_filter_that_would_replace_or_rename_runs_is_refused(dataset, tmp_path):
+    copy = _second_space(dataset, tmp_path)
+    store = tmp_path / "mni.zarr"
+    build_archive(copy, store, _labels_masker(dataset), confounds_strategy="simple", progress=False,
+                  space="MNI152NLin2009cAsym", subjects="03")
+    before = _tree(store)
+    # another space: the same group names, other files -> would overwrite the MNI runs
+    with pytest.raises(ParameterError, match=r"(?s)other arguments:.*group 'sub-03/task-rest_run-1': the archive has "
+                                             r"'.*space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz', this call "
+                                             r"'.*space-T1w_desc-preproc_bold.nii.gz'"):
+        build_archive(copy, store, _labels_masker(dataset), confounds_strategy="simple", progress=False,
+                      space="T1w", subjects="03")
+    # no space filter: both spaces, so the groups are named with their space -> the same file, another name
+    with pytest.raises(ParameterError, match=r"(?s)'.*space-MNI152NLin2009cAsym_res-2_desc-preproc_bold.nii.gz': the "
+                                             r"archive holds it as group 'sub-03/task-rest_run-1', this call as "
+                                             r"'sub-03/task-rest_run-1_space-MNI152NLin2009cAsym_res-2'"):
+        build_archive(copy, store, _labels_masker(dataset), confounds_strategy="simple", progress=False,
+                      subjects="03")
+    after = _tree(store)
+    assert after["root"] == before["root"] and sorted(after["runs"]) == sorted(before["runs"])
+
+
 def test_refuses_a_store_it_did_not_write(dataset, tmp_path):
     other = tmp_path / "mine"
     other.mkdir()
@@ -256,6 +297,33 @@ def test_cli_builds_resumes_and_reports(built, dataset, tmp_path):
     assert refused.returncode == 2 and "other arguments" in refused.stderr and "Traceback" not in refused.stderr
 
 
+def test_cli_submits_to_a_running_scheduler(built, dataset, tmp_path):
+    """--scheduler ADDRESS: the runs are tasks of that scheduler (seen in its log), the archive the same."""
+    distributed = pytest.importorskip("distributed")
+    store = tmp_path / "scheduler.zarr"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp",
+                                  dashboard_address=None) as cluster:  # tcp: reachable from the CLI's process
+        done = _cli(dataset, store, "--labels", dataset / "atlas-demo_dseg.nii.gz", "--lut",
+                    dataset / "atlas-demo_dseg.tsv", "--detrend", "--standardize", "zscore_sample",
+                    "--confounds-strategy", "simple", "--scheduler", cluster.scheduler_address, "--quiet")
+        keys = {str(entry[0]) for entry in cluster.scheduler.transition_log}
+    assert done.returncode == 0, done.stderr
+    assert {g for g in GROUPS if any(f"archive-run-{g}" in key for key in keys)} == set(GROUPS)
+    _assert_same_archive(store, built[0])
+
+
+def test_cli_scheduler_that_does_not_answer(dataset, tmp_path):
+    import socket
+
+    with socket.socket() as free:  # a port nobody listens on
+        free.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{free.getsockname()[1]}"
+    done = _cli(dataset, tmp_path / "a.zarr", "--scheduler", address, "--quiet")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"--scheduler {address}: no dask scheduler answers at that address" in done.stderr
+    assert not (tmp_path / "a.zarr").exists()
+
+
 def test_cli_exit_2_names_failed_runs(dataset, tmp_path):
     copy = shutil.copytree(dataset, tmp_path / "ds")
     bold = Path(find_runs(copy)["bold"].iloc[0])
@@ -279,3 +347,47 @@ def test_opening_and_selecting_compute_nothing(built):
         archive.runs
         archive.signals(group=GROUPS[0])
         archive.stack(subject=["01", "02"])
+
+
+# -- progress -------------------------------------------------------------------------------------------
+class _Terminal(__import__("io").StringIO):
+    def isatty(self):
+        return True
+
+
+def _slow_block(block):
+    time.sleep(0.05)
+    return block
+
+
+def test_progress_in_a_terminal_is_one_line_over_runs_and_the_current_runs_tasks():
+    import dask
+    import dask.array as da
+
+    from lazymask.archive._progress import ArchiveProgress
+
+    out = _Terminal()
+    bar = ArchiveProgress(2, out=out, dt=0.02)
+    with bar, dask.config.set(scheduler="threads"):
+        for group in ("sub-01/task-rest_run-1", "sub-02/task-rest_run-1"):
+            bar.start_run(group)
+            da.ones(40, chunks=2).map_blocks(_slow_block, dtype=float).sum().compute()
+            bar.run_done({"group": group, "error": None})
+    text = out.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n") and "\r" in text  # one line, redrawn in place
+    frames = text.strip().split("\r")
+    assert any("0/2 runs" in f and "sub-01/task-rest_run-1:" in f and "% of its tasks" in f for f in frames)
+    assert any("1/2 runs" in f and "sub-02/task-rest_run-1:" in f for f in frames)
+    percents = [int(f.split("|")[1].strip().rstrip("%")) for f in frames if f.startswith("archive [")]
+    assert percents == sorted(percents) and 0 < percents[len(percents) // 2] < 100  # advances within runs
+    assert frames[-1].startswith("archive [" + "#" * 30 + "] 2/2 runs | 100%")
+
+
+def test_progress_in_a_log_is_a_few_lines(dataset, tmp_path, capsys):
+    runs = find_runs(dataset, subjects=["01", "02"])
+    build_archive(runs, tmp_path / "log.zarr", _labels_masker(dataset), progress=True)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert 1 <= len(lines) <= 4 and "\r" not in "".join(lines)  # 25/50/75 % and the end, at most
+    assert lines[-1].startswith("archive [") and "4/4 runs | 100%" in lines[-1]
+    build_archive(runs, tmp_path / "quiet.zarr", _labels_masker(dataset), progress=False)
+    assert capsys.readouterr().err == ""

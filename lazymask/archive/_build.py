@@ -14,12 +14,23 @@ Contract
 * Resumable: a run whose group is complete and verified (:func:`~lazymask.archive._layout._verify_run`)
   and whose sources did not change is skipped; the others are (re)done. A store built with another
   masker, other parameters or other confounds is refused with the differences listed.
-* Scheduling: each run is one task of the ACTIVE scheduler (its chunks are computed inside that
-  task, one after another, so a ``.nii.gz`` is decompressed once, on one worker). With a
-  ``distributed`` client (given, or the default one) runs are submitted, at most as many in flight
-  as the cluster has worker threads; otherwise they are computed with ``dask.compute`` a window
-  at a time, the window being the local scheduler's number of workers (1 for ``sync``). Memory
-  therefore depends on the number of workers, not on the number of runs.
+* Other ``find_runs`` filters on an existing archive: the index is the union of the runs of every
+  call, so ``subjects=``/``sessions=``/``task=`` subsets build an archive piece by piece (every run
+  is processed by the same masker, parameters and confounds: the archive stays one consistent
+  dataset). What would replace or duplicate data is refused with the runs listed: a group whose
+  file differs from the archive's (another ``space``/``res``, another dataset) or a file the
+  archive already holds under another group name (its name gains ``space-``/``res-`` when the
+  filter lets several spaces of one run in).
+* Scheduling: the library picks no scheduler. Each run's graph (its mask pass, extraction and
+  write) is computed by the ACTIVE scheduler, its chunks in parallel; the reader chains a
+  ``.nii.gz``'s chunks in file order, so a file is decompressed about once. With a
+  ``distributed`` client (given, or the default one) each run is a task that submits its own
+  graph from the worker (``worker_client``), at most as many runs in flight as the cluster has
+  worker threads (back-pressure through ``as_completed``); with a local scheduler the runs go
+  one after the other. Memory therefore depends on the number of workers, not on the number of
+  runs. (Measured against the former one task per run with a nested synchronous compute in
+  benchmarks/bench_archive_scheduling.py: the same time for many short runs, faster for a long
+  run; see docs/archive.md.)
 * A run that fails is recorded (``status == "failed"`` in :attr:`Archive.runs`, with its error),
   warned about, and retried by the next invocation; it does not stop the others.
 """
@@ -39,6 +50,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from lazymask.archive import _layout
+from lazymask.archive._progress import ArchiveProgress
 from lazymask.exceptions import ParameterError
 from lazymask.interfaces import find_runs
 from lazymask.io import is_complete
@@ -104,31 +116,56 @@ def _run_masker(masker: BaseMasker, row: dict) -> BaseMasker:
 
 
 def _build_run(row: dict, store: str, masker: BaseMasker, confounds: dict | None, overwrite: bool) -> dict:
-    """Extract, clean and write one run; never raises (the error is returned for the report)."""
-    group = row["group"]
+    """Extract, clean and write one run; never raises (the error is returned for the report).
+
+    Its graph (the mask pass of ``fit``, then the extraction and the write) goes to the active
+    scheduler: called on a ``distributed`` worker (a run submitted as a task), the task secedes
+    from the worker's thread pool (``worker_client``) and submits the run's chunks to the cluster.
+    """
+    on_worker = _on_distributed_worker()
     try:
-        # one run = one task: its chunks are computed here, in order (no nested pool, no deadlock
-        # on a cluster whose worker threads all hold a run)
-        with dask.config.set(scheduler="sync"):
-            sources = _sources(row)
-            frame, sample_mask = None, None
-            if confounds is not None:
-                params = {**confounds, "strategy": tuple(confounds["strategy"])}
-                frame, sample_mask = confounds_from_table(row["confounds"], **params)
-            fitted = _run_masker(masker, row)
-            signals = fitted.fit_transform(row["bold"], confounds=frame, sample_mask=sample_mask)
-            signals.attrs["archive"] = _json({
-                "group": group,
-                "entities": {k: row.get(k) for k in _layout.ENTITY_COLUMNS if row.get(k) is not None},
-                "sources": sources,
-                "confounds_columns": [] if frame is None else list(frame.columns),
-                "sample_mask": None if sample_mask is None else np.asarray(sample_mask).tolist(),
-                "n_volumes": _n_volumes(row),
-            })
-            save_signals(signals, store, group, masker=fitted, overwrite=overwrite)
-        return {"group": group, "error": None}
+        if on_worker:
+            from distributed import worker_client
+
+            with worker_client():
+                _extract_and_write(row, store, masker, confounds, overwrite)
+        else:
+            _extract_and_write(row, store, masker, confounds, overwrite)
+        return {"group": row["group"], "error": None}
     except Exception as exc:  # noqa: BLE001 - reported per run, the others go on
-        return {"group": group, "error": f"{type(exc).__name__}: {exc}"}
+        return {"group": row["group"], "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _on_distributed_worker() -> bool:
+    if "distributed" not in sys.modules:
+        return False
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def _extract_and_write(row: dict, store: str, masker: BaseMasker, confounds: dict | None, overwrite: bool) -> None:
+    group = row["group"]
+    sources = _sources(row)
+    frame, sample_mask = None, None
+    if confounds is not None:
+        params = {**confounds, "strategy": tuple(confounds["strategy"])}
+        frame, sample_mask = confounds_from_table(row["confounds"], **params)
+    fitted = _run_masker(masker, row)
+    signals = fitted.fit_transform(row["bold"], confounds=frame, sample_mask=sample_mask)
+    signals.attrs["archive"] = _json({
+        "group": group,
+        "entities": {k: row.get(k) for k in _layout.ENTITY_COLUMNS if row.get(k) is not None},
+        "sources": sources,
+        "confounds_columns": [] if frame is None else list(frame.columns),
+        "sample_mask": None if sample_mask is None else np.asarray(sample_mask).tolist(),
+        "n_volumes": _n_volumes(row),
+    })
+    save_signals(signals, store, group, masker=fitted, overwrite=overwrite)
 
 
 def _n_volumes(row: dict) -> int:
@@ -178,34 +215,30 @@ def _difference(old: dict, new: dict) -> list[str]:
     return lines
 
 
+def _run_conflicts(old_runs: list[dict], new_runs: list[dict]) -> list[str]:
+    """Where this call's runs contradict the archive's index: a group from another file, or a file
+    under another group name (another ``space``/``res`` filter, another dataset)."""
+    by_group = {row["group"]: row.get("bold") for row in old_runs}
+    by_bold = {row.get("bold"): row["group"] for row in old_runs}
+    lines = []
+    for row in new_runs:
+        group, bold = row["group"], row.get("bold")
+        if group in by_group and by_group[group] != bold:
+            lines.append(f"group {group!r}: the archive has {by_group[group]!r}, this call {bold!r}")
+        elif bold in by_bold and by_bold[bold] != group:
+            lines.append(f"{bold!r}: the archive holds it as group {by_bold[bold]!r}, this call as {group!r}")
+    return lines
+
+
 def _check_same_arguments(store, old: dict, new: dict) -> None:
     lines = _difference(old, new)
+    conflicts = _run_conflicts(old.get("runs", []), new["runs"])
+    lines += conflicts[:10] + ([f"... and {len(conflicts) - 10} more run(s)"] if len(conflicts) > 10 else [])
     if lines:
         raise ParameterError(
             f"the archive {_layout.describe(store)!r} was built with other arguments:\n  " + "\n  ".join(lines)
             + "\nResume it with its own arguments, or build the new one into another store."
         )
-
-
-class _Progress:
-    """A one-line bar over runs on stderr (a terminal, or a Jupyter cell)."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self.done, self.failed = total, enabled and total > 0, 0, 0
-        # redraw one line in a terminal or a notebook; one line per run in a log file
-        self.redraw = sys.stderr.isatty() or "ipykernel" in sys.modules
-
-    def update(self, result: dict) -> None:
-        self.done += 1
-        self.failed += result["error"] is not None
-        if self.enabled:
-            width = 30
-            filled = int(width * self.done / self.total)
-            failed = f", {self.failed} failed" if self.failed else ""
-            last = self.done == self.total
-            print(f"{chr(13) if self.redraw else ''}archive [{'#' * filled}{' ' * (width - filled)}] "
-                  f"{self.done}/{self.total} runs{failed} - {result['group']}",
-                  end="\n" if last or not self.redraw else "", file=sys.stderr, flush=True)
 
 
 def _active_client(client):
@@ -221,24 +254,16 @@ def _active_client(client):
         return None
 
 
-def _local_slots() -> int:
-    scheduler = dask.config.get("scheduler", None)
-    if scheduler in ("sync", "synchronous", "single-threaded"):
-        return 1
-    return int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
-
-
-def _run_local(jobs, report) -> None:
-    window = _local_slots()
-    jobs = iter(jobs)
-    while batch := list(islice(jobs, window)):
-        tasks = [dask.delayed(_build_run, pure=False)(*job, dask_key_name=f"archive-run-{job[0]['group']}")
-                 for job in batch]
-        for result in dask.compute(*tasks):
-            report(result)
+def _run_local(jobs, report, bar) -> None:
+    """One run after the other, each run's graph computed by the active local scheduler."""
+    with bar:
+        for job in jobs:
+            bar.start_run(job[0]["group"])
+            report(_build_run(*job))
 
 
 def _run_distributed(client, jobs, report) -> None:
+    """Runs as tasks, at most as many in flight as the cluster has threads (each submits its chunks)."""
     from distributed import as_completed
 
     slots = max(1, sum(client.nthreads().values()))
@@ -325,7 +350,7 @@ def build_archive(runs_or_bids_dir, store, masker, *, confounds_strategy=None, c
     failures = {}
     index = _index_rows(table)
     if old is not None:
-        _check_same_arguments(store, old, record)
+        _check_same_arguments(store, old, {**record, "runs": index})
         failures = old["failures"]
         known = {row["group"]: row for row in old.get("runs", [])}
         known.update({row["group"]: row for row in index})
@@ -342,10 +367,10 @@ def build_archive(runs_or_bids_dir, store, masker, *, confounds_strategy=None, c
             failures.pop(group, None)
             continue
         todo.append((row, store, masker, record["confounds"], is_complete(store, group)))
-    bar = _Progress(len(todo), progress)
+    bar = ArchiveProgress(len(todo), progress)
 
     def report(result):
-        bar.update(result)
+        bar.run_done(result)
         if result["error"] is None:
             failures.pop(result["group"], None)
         else:
@@ -356,7 +381,7 @@ def build_archive(runs_or_bids_dir, store, masker, *, confounds_strategy=None, c
     if active is not None:
         _run_distributed(active, todo, report)
     else:
-        _run_local(todo, report)
+        _run_local(todo, report, bar)
     if failures:
         warnings.warn(f"{len(failures)} run(s) failed (run build_archive again to retry them):\n  "
                       + "\n  ".join(f"{g}: {e}" for g, e in sorted(failures.items())), stacklevel=2)

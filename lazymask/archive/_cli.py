@@ -70,7 +70,10 @@ def _masker(args):
     if args.seeds:
         import pandas as pd
 
-        table = pd.read_csv(args.seeds, sep=None, engine="python")
+        try:
+            table = pd.read_csv(args.seeds, sep=None, engine="python")
+        except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+            raise ParameterError(f"--seeds {args.seeds}: cannot read a table of x, y, z seeds ({exc}).") from exc
         columns = {c.lower(): c for c in table.columns}
         if not {"x", "y", "z"} <= set(columns):
             raise ParameterError(f"--seeds {args.seeds}: expected columns x, y, z (mm); found {list(table.columns)}.")
@@ -101,7 +104,11 @@ def run(args) -> int:
     if args.scheduler:
         from distributed import Client
 
-        client = Client(args.scheduler)
+        try:
+            client = Client(args.scheduler, timeout="10s")
+        except (OSError, ValueError, TypeError) as exc:
+            raise ParameterError(f"--scheduler {args.scheduler}: no dask scheduler answers at that address "
+                                 f"({type(exc).__name__}: {exc}); start one (dask scheduler) or fix the address.") from exc
     find_args = {k: v for k, v in (("space", args.space), ("task", args.task),
                                    ("subjects", args.participant_label)) if v is not None}
     try:

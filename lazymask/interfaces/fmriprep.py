@@ -114,7 +114,11 @@ def read_confounds_table(path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ImageFileNotFoundError(f"confounds file {str(path)!r} does not exist.")
-    table = pd.read_csv(path, sep="\t", encoding="utf-8")
+    try:
+        table = pd.read_csv(path, sep="\t", encoding="utf-8")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ParameterError(f"confounds file {str(path)!r} is not a readable fMRIPrep confounds table "
+                             f"({type(exc).__name__}: {exc}).") from exc
     if len(table.columns) and _looks_numeric(table.columns[0]):
         raise ParameterError(f"confounds file {str(path)!r} has no header row (fMRIPrep >= 1.2 writes one).")
     camel = [c for c in table.columns if any(ch.isupper() for ch in c) and "_" not in c and c[:1].islower()]

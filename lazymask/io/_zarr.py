@@ -129,7 +129,7 @@ def normalise_group(group) -> str:
 
 def _describe(store, group: str) -> str:
     where = str(store) if _is_path(store) else type(store).__name__
-    return f"zarr store {where!r}" + (f", group {group!r}," if group else "")
+    return f"zarr store {where!r}" + (f", group {group!r}" if group else "")
 
 
 def _attributes(document: dict | None, where: str) -> dict:

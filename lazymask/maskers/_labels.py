@@ -7,6 +7,7 @@ look-up table (``lut``: ``index`` and ``name`` columns) or the label values, as 
 
 from __future__ import annotations
 
+import csv
 import numbers
 import warnings
 from pathlib import Path
@@ -56,7 +57,11 @@ def check_integer_labels(values: np.ndarray, name: str = "labels_img") -> np.nda
 
 def _read_lut(lut) -> pd.DataFrame:
     if isinstance(lut, str | Path):
-        lut = pd.read_table(lut, sep=None, engine="python")
+        try:
+            lut = pd.read_table(lut, sep=None, engine="python")
+        except (OSError, csv.Error, pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+            raise ParameterError(f"lut={str(lut)!r}: cannot read a look-up table ({type(exc).__name__}: {exc}); "
+                                 "pass a TSV with columns 'index' and 'name', or a DataFrame.") from exc
     if not isinstance(lut, pd.DataFrame):
         raise ParameterError(f"lut: expected a DataFrame or the path of a TSV file, got {type(lut).__name__}.")
     missing = [column for column in ("index", "name") if column not in lut.columns]

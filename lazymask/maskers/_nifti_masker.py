@@ -232,6 +232,17 @@ class NiftiMasker(BaseMasker):
         mask_args = mask_strategy_arguments(function, self.mask_args, self.mask_strategy)
         return function(images, memory=self.memory, **mask_args)
 
+    def _empty_mask_message(self, on_before_resampling: bool) -> str:
+        """Say where the mask became empty: the given mask_img, the strategy, or the resampling."""
+        if on_before_resampling:
+            return (f"the mask is empty (no voxel on) after resampling to target_affine/target_shape "
+                    f"(target_shape={self.target_shape}); check that the target grid covers the mask.")
+        if self.mask_img is not None:
+            return "mask_img is empty (no voxel on); pass a mask with at least one voxel on."
+        return (f"the mask computed with mask_strategy={self.mask_strategy!r} and "
+                f"mask_args={self.mask_args!r} is empty (no voxel on); loosen mask_args (for 'epi': "
+                "lower_cutoff/upper_cutoff, opening) or pass mask_img.")
+
     def _set_mask(self, mask: np.ndarray, mask_affine) -> None:
         original = (mask, np.asarray(mask_affine, dtype=float))
         if self.target_affine is not None:
@@ -239,10 +250,7 @@ class NiftiMasker(BaseMasker):
                                                self.target_shape, interpolation="nearest")
             mask, mask_affine = resampled != 0, affine
         if not mask.any():
-            raise ParameterError(
-                "the mask is empty (no voxel on) after resampling to target_affine/target_shape; "
-                "check that the target grid covers the mask."
-            )
+            raise ParameterError(self._empty_mask_message(original[0].any()))
         self.mask_img_ = image_dataarray(mask.astype(np.int8), mask_affine, name="mask")
         self.affine_ = np.asarray(self.target_affine if self.target_affine is not None else mask_affine,
                                   dtype=float)

@@ -122,6 +122,11 @@ def _read_table(path: Path) -> np.ndarray:
     fields = first_line.split() if separator == r"\s+" else first_line.split(separator)
     tokens = [field.strip().strip('"') for field in fields]
     header = None if all(_is_number(t) for t in tokens) else 0
+    if not first_line:
+        raise ParameterError(
+            f"confounds file {str(path)!r} is empty (its first line holds no column); pass a "
+            "CSV/TSV with one row per volume, or confounds=None."
+        )
     frame = pd.read_csv(path, sep=separator, header=header, na_values=["n/a"], engine="python")
     return _numeric(frame, f"confounds file {str(path)!r}")
 

@@ -115,6 +115,7 @@ def make_plan(
     )
 
 
+
 def _check_standardize(standardize) -> str | None:
     if isinstance(standardize, (bool, np.bool_)) or standardize is None:
         return "zscore_sample" if standardize else None

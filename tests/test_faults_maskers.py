@@ -99,13 +99,12 @@ CASES = [
     # cleaning parameters the header already tells are impossible
     ("band-pass longer than a 10-volume run",
      lambda f: NiftiMasker(low_pass=0.1, high_pass=0.01, t_r=2.0, mask_img=f["mask"]).fit_transform(f["short"]),
-     ParameterError, r"Butterworth filter \(low_pass=0.1, high_pass=0.01, order 5\) pads each end by padlen=33 "
-                     r"time points, but the signal has 10 time point\(s\); it needs more than 33"),
+     ParameterError, r"Butterworth filter of order 5 \(low_pass=0.1 Hz, high_pass=0.01 Hz, t_r=2 s\) pads each "
+                     r"series by 33 time points and needs more than 33, but the signals have 10 time point\(s\)"),
     ("band-pass on a 3D image",
      lambda f: NiftiMasker(low_pass=0.1, t_r=2.0, mask_img=f["mask"]).fit_transform(f["vol3d"]),
-     ParameterError, r"padlen=\d+ time points, but the signal has 1 time point\(s\)"),
-    ("low_pass above Nyquist", lambda f: _epi(t_r=2, low_pass=0.5).fit_transform(f["run"]),
-     ParameterError, r"low_pass=0.5 Hz is at or above the Nyquist frequency 0.25 Hz of t_r=2 s"),
+     ParameterError, r"pads each series by \d+ time points and needs more than \d+, but the signals have 1 "
+                     r"time point\(s\)"),
     ("high_pass above low_pass", lambda f: _epi(t_r=2, low_pass=0.05, high_pass=0.1).fit_transform(f["run"]),
      ParameterError, r"high_pass \(0.1 Hz\) must be below low_pass \(0.05 Hz\)"),
     ("negative t_r", lambda f: _epi(t_r=-2, high_pass=0.01).fit_transform(f["run"]),
@@ -116,7 +115,7 @@ CASES = [
      LazymaskError, r"'smoothing_fwhm' parameter of NiftiMasker .*Got -3"),
     # confounds and sample masks
     ("empty confounds file", lambda f: _epi().fit_transform(f["run"], confounds=f["confounds_empty"]),
-     ParameterError, r"confounds file '.*empty.tsv' is empty \(its first line holds no column\)"),
+     ParameterError, r"confounds file '.*empty.tsv' is empty \(no header, no values\)"),
     ("confounds file with 20 rows for 24 volumes",
      lambda f: _epi().fit_transform(f["run"], confounds=f["confounds_20_rows"]),
      ParameterError, r"confounds \(file '.*confounds_20.tsv'\) has 20 rows but the signals have 24 time points"),
@@ -136,7 +135,7 @@ CASES = [
      ParameterError, r"is a boolean mask of shape \(5,\); a boolean mask needs one value per volume, shape \(24,\)"),
     ("one confounds entry for two runs",
      lambda f: MultiNiftiMasker(mask_strategy="epi").fit_transform([f["run"], f["run"]], confounds=[None]),
-     ParameterError, r"confounds is 1 entries but imgs has 2 runs"),
+     ParameterError, r"confounds has 1 entries but imgs has 2 runs"),
     # masks
     ("empty mask from mask_args, no target",
      lambda f: _epi(mask_args=dict(lower_cutoff=0.99, upper_cutoff=1.0)).fit(f["run"]),
@@ -220,7 +219,7 @@ def test_bad_input_is_a_clear_lazymask_error(files, call, error, message):
 def test_band_pass_check_is_made_at_graph_build_time(files):
     """The padding check reads no voxel: it fails while the graph is built, before any compute."""
     masker = NiftiMasker(low_pass=0.1, high_pass=0.01, t_r=2.0, mask_img=files["mask"]).fit()
-    with lazymask.testing.raise_if_dask_computes(), pytest.raises(ParameterError, match="padlen=33"):
+    with lazymask.testing.raise_if_dask_computes(), pytest.raises(ParameterError, match="pads each series by 33 time points"):
         masker.transform(files["short"])
 
 
@@ -232,7 +231,7 @@ def test_band_pass_padding_options_are_honoured(files):
     ours = lazymask.signal.clean(signals, low_pass=0.1, high_pass=0.01, t_r=2.0, butterworth__padlen=5)
     theirs = nilearn_clean(signals, low_pass=0.1, high_pass=0.01, t_r=2.0, butterworth__padlen=5)
     np.testing.assert_allclose(np.asarray(ours), theirs, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ParameterError, match=r"padlen=12 time points, but the signal has 10"):
+    with pytest.raises(ParameterError, match=r"pads each series by 12 time points and needs more than 12, but the signals have 10"):
         lazymask.signal.clean(signals, low_pass=0.1, t_r=2.0, butterworth__padlen=12)
 
 
@@ -241,7 +240,7 @@ def test_band_pass_with_censored_edges_counts_the_interpolated_span():
     signals = np.random.default_rng(4).standard_normal((40, 3))
     kept = np.zeros(40, bool)
     kept[20:30] = True
-    with pytest.raises(ParameterError, match=r"padlen=33 time points, but the signal has 10 time point"):
+    with pytest.raises(ParameterError, match=r"pads each series by 33 time points and needs more than 33, but the signals have 10 time point"):
         lazymask.signal.clean(signals, low_pass=0.1, high_pass=0.01, t_r=2.0, sample_mask=kept)
     lazymask.signal.clean(signals, low_pass=0.1, high_pass=0.01, t_r=2.0, sample_mask=kept, extrapolate=True)
 

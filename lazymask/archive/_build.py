@@ -44,7 +44,6 @@ import warnings
 from itertools import islice
 from pathlib import Path
 
-import dask
 import numpy as np
 import pandas as pd
 from sklearn.base import clone

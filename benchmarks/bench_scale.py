@@ -108,9 +108,12 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--big-gb", type=float, default=30.0, help="voxel data of the big run, in GB")
     parser.add_argument("--skip-big", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="the 1200-volume case only (no big run, no cluster)")
     parser.add_argument("--skip-cluster", action="store_true")
     parser.add_argument("--p2p", action="store_true", help="cluster case: force dask's P2P rechunk")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.skip_big = args.skip_cluster = True
     rows, lines = [], []
     reference = measure("benchmarks.bench_scale:threads_case", n_volumes=1200)
     rows.append(pair("1200 vols (4.3 GB), threads", reference, None, target="reference"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import platform
 import sys
@@ -30,6 +31,14 @@ def benchmark_modules() -> list[str]:
     return [f"benchmarks.{path.stem}" for path in sorted(BENCHMARKS.glob("bench_*.py"))]
 
 
+def _call_main(module, quick: bool):
+    """A benchmark's ``main``: ``main(quick)``, or ``main(argv)`` for those that parse their own options."""
+    parameters = list(inspect.signature(module.main).parameters)
+    if parameters and parameters[0] == "argv":
+        return module.main(["--quick"] if quick else [])
+    return module.main(quick)
+
+
 def run_all(quick: bool, only: list[str] | None = None) -> dict:
     """Run the benchmarks (all, or those whose module name contains one of ``only``)."""
     summary = {
@@ -45,7 +54,7 @@ def run_all(quick: bool, only: list[str] | None = None) -> dict:
         print(f"\n### {name}", flush=True)
         start = time.perf_counter()
         try:
-            rows = importlib.import_module(name).main(quick)
+            rows = _call_main(importlib.import_module(name), quick)
             entry = {"status": "ok", "rows": rows}
         except Exception:  # one broken benchmark must not hide the others
             traceback.print_exc()

@@ -284,12 +284,20 @@ def require_root(store, group: str = "") -> None:
         _require_intermediate(store, "/".join(parts[:depth]))
 
 
+def _create_intermediate(store, path: str) -> None:
+    """Create the group ``path``; one a concurrent writer created meanwhile (runs of an archive) is fine."""
+    try:
+        zarr.open_group(store, path=path, mode="a", zarr_format=3)
+    except zarr.errors.ContainsGroupError:
+        pass
+
+
 def _require_intermediate(store, path: str) -> None:
     where = _describe(store, path)
     if _is_path(store):
         local = Path(store) / path
         if not os.path.lexists(local):
-            zarr.open_group(str(store), path=path, mode="a", zarr_format=3)
+            _create_intermediate(str(store), path)
             return
         if local.is_symlink() or not local.is_dir() or not (local / "zarr.json").is_file():
             raise UnsafeTargetError(
@@ -301,7 +309,7 @@ def _require_intermediate(store, path: str) -> None:
     else:
         document = _node_document(store, path, where)
         if document is None:
-            zarr.open_group(store, path=path, mode="a", zarr_format=3)
+            _create_intermediate(store, path)
             return
     if document.get("node_type") != "group":
         raise UnsafeTargetError(f"{where} is a zarr {document.get('node_type')!r}, not a group; "

@@ -37,7 +37,8 @@ _DEFAULTS: dict[str, int | None] = {
     # re-cut into 32 MiB chunks peaked at 0.94 GB, 32 MiB blocks at 0.46 GB).
     "clean_max_block_bytes": 32 * MiB,
     "clean_target_block_bytes": 32 * MiB,
-    # Butterworth filtering: columns filtered in one vectorised sosfiltfilt call.
+    # Butterworth filtering: columns filtered in one vectorised sosfiltfilt call. This and the next
+    # are taken at import by the kernels (they run inside tasks, which read no settings).
     "filter_batch_bytes": 16 * MiB,
     # confound projections etc.: column batches of one numpy kernel call.
     "kernel_batch_bytes": 8 * MiB,

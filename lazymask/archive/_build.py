@@ -52,7 +52,7 @@ from lazymask.archive import _layout
 from lazymask.archive._progress import ArchiveProgress
 from lazymask.exceptions import ParameterError
 from lazymask.interfaces import find_runs
-from lazymask.io import is_complete
+from lazymask.io import is_complete, require_root
 from lazymask.interfaces.fmriprep import PRESETS, confounds_from_table, strategy_parameters
 from lazymask.maskers import BaseMasker, open_signals, save_signals
 
@@ -366,6 +366,8 @@ def build_archive(runs_or_bids_dir, store, masker, *, confounds_strategy=None, c
             failures.pop(group, None)
             continue
         todo.append((row, store, masker, record["confounds"], is_complete(store, group)))
+    for job in todo:  # parent groups (sub-01/ses-1) made here, before runs of one subject write at once
+        require_root(store, job[0]["group"])
     bar = ArchiveProgress(len(todo), progress)
 
     def report(result):

@@ -14,12 +14,11 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from lazymask import config
 from lazymask.exceptions import ParameterError
 from lazymask.image import as_image, normalize_fwhm, smooth_array
 from lazymask.io import get_affine, image_dataarray
 from lazymask.masking._volumes import check_mask_matches, load_mask
-
-CHUNK_BYTES = 64 * 2**20
 
 
 def fortran_voxel_index(mask: np.ndarray) -> np.ndarray:
@@ -193,7 +192,7 @@ def _as_signals(X, n_voxels: int) -> tuple[da.Array, float | None]:
     if not isinstance(X, da.Array):
         X = np.asanyarray(X)
         if X.ndim == 2:
-            rows = max(1, CHUNK_BYTES // max(1, n_voxels * X.dtype.itemsize * 8))
+            rows = max(1, config.get("mask_chunk_bytes") // max(1, n_voxels * X.dtype.itemsize * 8))
             X = da.from_array(X, chunks=(rows, -1))
         else:
             X = da.from_array(X)

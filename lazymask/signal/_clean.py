@@ -19,7 +19,13 @@ import numpy as np
 from scipy import linalg
 from scipy.interpolate import CubicSpline
 
-from lazymask.signal._filters import add_cosine_drift, butterworth_filter, butterworth_sos, cosine_drift
+from lazymask import config
+from lazymask.signal._filters import (
+    add_cosine_drift,
+    butterworth_filter,
+    butterworth_sos,
+    cosine_drift,
+)
 from lazymask.signal._params import CleanPlan, RunPlan, float_dtype
 from lazymask.signal._threads import single_threaded_blas
 
@@ -30,7 +36,7 @@ EPS = np.finfo(np.float64).eps
 
 #: Columns cleaned at a time inside a block: bounds the kernel's temporaries (a few copies of a
 #: batch, some in float64) whatever the block size.
-BATCH_BYTES = 8 * 2**20
+BATCH_BYTES = config.get("kernel_batch_bytes")  # the default: kernels run inside tasks, which read no settings
 
 
 def clean_block(block: np.ndarray, plan: CleanPlan, confounds: np.ndarray | None = None) -> np.ndarray:

@@ -12,10 +12,12 @@ import warnings
 import numpy as np
 from scipy import signal as sp_signal
 
+from lazymask import config
+
 __all__ = ["butterworth_sos", "butterworth_filter", "cosine_drift", "add_cosine_drift"]
 
 #: Columns filtered per ``sosfiltfilt`` call (bounds the float64 temporaries to ~80 MB at 1200 points).
-FILTER_BATCH_BYTES = 16 * 2**20
+FILTER_BATCH_BYTES = config.get("filter_batch_bytes")  # the default: kernels run inside tasks, which read no settings
 
 
 def butterworth_sos(t_r: float, low_pass: float | None, high_pass: float | None, order: int = 5) -> np.ndarray:

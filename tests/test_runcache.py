@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import dask
 import nibabel as nib
 import numpy as np
 import pytest
@@ -202,6 +203,36 @@ def test_fit_transform_decompresses_once_in_memory(tmp_path):
     assert reads.volumes == N_TIME
     np.testing.assert_array_equal(values, expected)
     np.testing.assert_array_equal(masker.mean_img_.values, reference.mean_img_.values)
+
+
+def test_fit_transform_averages_in_the_decoding_pass(tmp_path, monkeypatch):
+    """The mask's mean is summed in the compute that decodes the run (no pass of its own)."""
+    from dask.callbacks import Callback
+
+    from lazymask.image import _mean
+
+    path = tmp_path / "run.nii.gz"
+    nib.save(fake_fmri(shape=SHAPE, n_volumes=N_TIME), path)
+    computes = []  # per compute: [volumes read during it, additions of the mean during it]
+    additions, accumulate = [0], _mean._accumulate
+    monkeypatch.setattr(_mean, "_accumulate", lambda *a: additions.__setitem__(0, additions[0] + 1) or accumulate(*a))
+    masker = NiftiMasker(mask_strategy="epi")
+    with count_voxel_reads() as reads:
+        def start(_dsk):
+            computes.append([reads.volumes, additions[0]])
+
+        def finish(_dsk, _state, _errored):
+            computes[-1] = [reads.volumes - computes[-1][0], additions[0] - computes[-1][1]]
+
+        with Callback(start=start, finish=finish), dask.config.set(scheduler="sync"):
+            signals = masker.fit_transform(open_nifti(str(path), chunks={"time": 3}))
+        values, mean = signals.values, masker.mean_img_.values
+    averaging = [c for c in computes if c[1]]
+    assert averaging == [[N_TIME, -(-N_TIME // 3)]]  # one compute sums the mean: the one that decodes
+    expected = NiftiMasker(mask_strategy="epi")
+    with config.set(memory_budget=1):  # over budget: the mean has its own pass
+        np.testing.assert_array_equal(expected.fit_transform(str(path)).values, values)
+    np.testing.assert_array_equal(mean, expected.mean_img_.values)
 
 
 def test_fit_transform_over_budget_reads_the_cache(tmp_path, cache):

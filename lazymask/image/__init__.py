@@ -11,7 +11,7 @@ the one-pass time mean, and the one grid check.
 
 from lazymask.image._inputs import as_image, is_image_list
 from lazymask.image._math import math_img, threshold_img
-from lazymask.image._mean import mean_img, time_mean_volume
+from lazymask.image._mean import known_time_means, mean_img, time_mean_volume
 from lazymask.image._resample import (
     check_resample_inputs,
     check_same_grid,
@@ -42,6 +42,7 @@ __all__ = [
     "check_resample_inputs",
     "check_same_grid",
     "is_image_list",
+    "known_time_means",
     "normalize_fwhm",
     "resample_array",
     "smooth_array",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import dask
 import dask.array as da
 import numpy as np
@@ -45,12 +48,45 @@ def lazy_time_mean(data: da.Array) -> da.Array:
     return da.from_delayed(mean, shape=data.shape[:3], dtype=dtype, meta=np.empty((0, 0, 0), dtype=dtype))
 
 
+_KNOWN_MEANS: contextvars.ContextVar[dict] = contextvars.ContextVar("lazymask_known_means", default={})
+
+
+@contextlib.contextmanager
+def known_time_means(pairs):
+    """Within the block, :func:`time_mean_volume` of these images gives the means already at hand.
+
+    ``pairs`` holds ``(image, mean)`` with ``mean`` the (persisted) result of
+    ``time_mean_volume(image)`` computed in the pass that decoded the image; pairs whose mean is
+    None are ignored. An image is recognised by its dask array's name (dask's names follow the
+    graph, so an image with other data or chunks is never mistaken for it).
+
+    Examples
+    --------
+    >>> import dask.array as da, xarray as xr
+    >>> run = xr.DataArray(da.ones((2, 2, 2, 4), chunks=2), dims=("i", "j", "k", "time"))
+    >>> done = time_mean_volume(run).persist()
+    >>> with known_time_means([(run, done)]):
+    ...     time_mean_volume(run) is done
+    True
+    """
+    known = dict(_KNOWN_MEANS.get())
+    for image, mean in pairs:
+        if mean is not None and isinstance(image.data, da.Array):
+            known[image.data.name] = mean
+    token = _KNOWN_MEANS.set(known)
+    try:
+        yield
+    finally:
+        _KNOWN_MEANS.reset(token)
+
+
 def time_mean_volume(image: xr.DataArray) -> da.Array:
     """The lazy 3D mean of a 4D image (a 3D image is returned as it is, as a dask array)."""
     data = image.data if isinstance(image.data, da.Array) else da.from_array(image.data)
     if image.ndim == 3:
         return data
-    return lazy_time_mean(data)
+    known = _KNOWN_MEANS.get().get(data.name)
+    return known if known is not None else lazy_time_mean(data)
 
 
 def mean_img(imgs, target_affine=None, target_shape=None, verbose=0, n_jobs=1, copy_header=True):

@@ -12,8 +12,9 @@ most one checkpoint interval per chunk, and memory stays at the checkpoints (a f
 data) plus the chunk being read. This is the idea of zran / ``indexed_gzip``, built on the standard
 library's ``zlib.Decompress.copy``.
 
-Two decompressors: ISA-L's (``isal.isal_zlib``, about 1.7x zlib's speed) streams forward, but its
-state cannot be copied, so it takes no checkpoints; zlib's can. A stream starts with ISA-L and keeps
+Two decompressors: ISA-L's (``isal.igzip``, about 1.7x zlib's speed) streams forward, straight into
+the caller's buffer (no intermediate bytes, no copy), but its state cannot be copied, so it takes no
+checkpoints; zlib's can. A stream starts with ISA-L and keeps
 it while reads go forward (a graph's read chain reads a file front to back) or restart near the
 start (a second pass). The first read that jumps back further, with no checkpoint before it,
 restarts with zlib, which takes checkpoints from then on: random access pays one zlib
@@ -42,7 +43,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from isal import isal_zlib
+from isal import igzip, isal_zlib
 
 from lazymask.exceptions import CorruptImageError
 from lazymask.io._identity import FileIdentity, check_unchanged
@@ -139,8 +140,11 @@ class GzipStream:
         library = library or self._forward
         self._file.seek(0)
         self._library = library
-        self._decompressor = library.decompressobj(wbits=_GZIP_WBITS)
-        self._pending = b""  # compressed bytes read from the file, not yet consumed
+        # ISA-L reads through its gzip reader, which decompresses into the caller's buffer and checks
+        # every member's CRC-32 and length; zlib through a decompressor object that can be copied.
+        self._reader = igzip.IGzipFile(fileobj=self._file, mode="rb") if library is isal_zlib else None
+        self._decompressor = zlib.decompressobj(wbits=_GZIP_WBITS)
+        self._pending = b""  # compressed bytes read from the file, not yet consumed (zlib)
         self.position = 0
 
     def _seek(self, offset: int) -> None:
@@ -152,7 +156,7 @@ class GzipStream:
             else:
                 self._file.seek(best.compressed_offset)
                 self._decompressor = best.state.copy()
-                self._library = zlib
+                self._library, self._reader = zlib, None
                 self._pending = b""
                 self.position = best.position
         self._skip(offset - self.position)
@@ -189,7 +193,31 @@ class GzipStream:
                     self._checkpoint()
                 return chunk
 
+    def _read_direct(self, out: memoryview) -> None:
+        """Fill ``out`` through ISA-L's gzip reader (forward only)."""
+        filled = 0
+        try:
+            while filled < len(out):
+                got = self._reader.readinto(out[filled:])
+                if not got:
+                    break
+                filled += got
+        except EOFError:  # the reader's word for data that stops inside a member
+            pass
+        finally:
+            self.position += filled
+            with _decompressed_lock:
+                _decompressed[0] += filled
+        if filled < len(out):
+            raise self._truncated(self.position - filled + len(out))
+
     def _skip(self, n_bytes: int) -> None:
+        if self._reader is not None:
+            scratch = memoryview(bytearray(min(n_bytes, _STEP)))
+            while n_bytes > 0:
+                self._read_direct(scratch[: min(n_bytes, _STEP)])
+                n_bytes -= min(n_bytes, _STEP)
+            return
         while n_bytes > 0:
             chunk = self._produce(min(n_bytes, _STEP))
             if not chunk:
@@ -197,6 +225,9 @@ class GzipStream:
             n_bytes -= len(chunk)
 
     def _fill(self, out: memoryview) -> None:
+        if self._reader is not None:
+            self._read_direct(out)
+            return
         start, filled = self.position, 0
         while filled < len(out):
             chunk = self._produce(min(len(out) - filled, _STEP))
@@ -206,14 +237,25 @@ class GzipStream:
             filled += len(chunk)
 
     def _check_end(self) -> None:
+        if self._reader is not None:
+            scratch = bytearray(_STEP)
+            try:
+                while got := self._reader.readinto(scratch):
+                    self.position += got
+            except EOFError:
+                raise self._missing_trailer() from None
+            return
         while self._produce(_STEP):
             pass
         if not self._decompressor.eof:
-            raise CorruptImageError(
-                f"{self.path}: the gzip stream stops after {self.position} bytes of data without its "
-                "end (the CRC-32 and length trailer are missing), so the data cannot be verified; the "
-                "file is truncated. Re-create or re-download it."
-            )
+            raise self._missing_trailer()
+
+    def _missing_trailer(self) -> CorruptImageError:
+        return CorruptImageError(
+            f"{self.path}: the gzip stream stops after {self.position} bytes of data without its "
+            "end (the CRC-32 and length trailer are missing), so the data cannot be verified; the "
+            "file is truncated. Re-create or re-download it."
+        )
 
     def _truncated(self, wanted: int) -> CorruptImageError:
         return CorruptImageError(

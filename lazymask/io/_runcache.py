@@ -475,13 +475,17 @@ def _settings_for(directory) -> CacheSettings | None:
 
 
 # -- the in-memory side: a masker's fit_transform within the memory budget ---------------------------------
-def persist_within_budget(images: list[xr.DataArray]) -> list[xr.DataArray]:
+def persist_within_budget(images: list[xr.DataArray], derived=None) -> list:
     """Persist (on the active scheduler) the leading images whose voxels fit in ``memory_budget``.
 
     The images' read tasks run once; the returned images hold the decoded chunks (in this
     process's memory with a local scheduler, on the workers with ``distributed``), so that the
     passes that follow -- a mask's mean, then the extraction -- decompress nothing again. Images
     beyond the budget are returned as they are (with the run cache on, their second pass reads it).
+
+    ``derived``, a function of an image returning a lazy (small) dask collection -- its mean over
+    time, say -- is persisted in the same pass for each kept image, so that it costs no pass of its
+    own: then pairs ``(image, derived(image) or None)`` are returned.
 
     Examples
     --------
@@ -490,6 +494,9 @@ def persist_within_budget(images: list[xr.DataArray]) -> list[xr.DataArray]:
     >>> kept = persist_within_budget([image])[0]
     >>> len(kept.data.dask)   # one in-memory chunk per time chunk, no read task left
     3
+    >>> (kept, total), = persist_within_budget([image], derived=lambda im: im.data.sum())
+    >>> float(total.compute())
+    0.0
     """
     budget, total, chosen = config.get("memory_budget"), 0, []
     for index, image in enumerate(images):
@@ -497,7 +504,10 @@ def persist_within_budget(images: list[xr.DataArray]) -> list[xr.DataArray]:
             break
         total += image.nbytes
         chosen.append(index)
-    if not chosen:
-        return list(images)
-    persisted = dask.persist(*[images[i] for i in chosen])
-    return [*persisted, *images[len(chosen):]]
+    extras = [derived(images[i]) for i in chosen] if derived is not None and chosen else []
+    persisted = list(dask.persist(*[images[i] for i in chosen], *extras)) if chosen else []
+    kept = [*persisted[: len(chosen)], *images[len(chosen):]]
+    if derived is None:
+        return kept
+    results = persisted[len(chosen):]
+    return [(image, results[i] if i < len(results) else None) for i, image in enumerate(kept)]

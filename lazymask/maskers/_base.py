@@ -60,7 +60,7 @@ from sklearn.utils._param_validation import InvalidParameterError as _SklearnInv
 
 from lazymask import exceptions
 from lazymask.exceptions import DimensionError, ParameterError
-from lazymask.image import as_image, mean_img, resample_img, smooth_img
+from lazymask.image import as_image, known_time_means, mean_img, resample_img, smooth_img, time_mean_volume
 from lazymask.io import Grid, as_dask, get_affine, get_t_r, persist_within_budget
 from lazymask.signal import clean, high_variance_confounds
 
@@ -284,9 +284,11 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         """
         self._validate_parameters()
         image = imgs if imgs is None else self._open(imgs)
+        known = []
         if image is not None and self._fit_reads_data():
-            image = persist_within_budget([image])[0]
-        with warnings.catch_warnings():
+            known = persist_within_budget([image], derived=time_mean_volume)  # decoded run + its mean
+            image = known[0][0]
+        with warnings.catch_warnings(), known_time_means(known):
             warnings.filterwarnings("ignore", message=r".*mask was given at masker creation.*")
             self.fit(image, y, **fit_params)
         return self.transform(image, confounds=confounds, sample_mask=sample_mask)

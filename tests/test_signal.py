@@ -422,3 +422,24 @@ def test_an_empty_confounds_file_is_named(content, signals, tmp_path):
     path.write_text(content)
     with pytest.raises(ParameterError, match=r"confounds file '.*desc-confounds_timeseries.tsv' is empty"):
         clean(signals, confounds=path)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("padding", [{}, {"padtype": "even", "padlen": 10}, {"padtype": None}])
+def test_butterworth_as_a_matrix_is_the_filter(dtype, padding, monkeypatch):
+    """Short runs are filtered by one matrix product: sosfiltfilt's numbers, up to rounding."""
+    from scipy import signal as sp_signal
+
+    from lazymask.signal import _filters
+
+    signals = np.random.default_rng(3).normal(0, 16, (120, 40)).astype(dtype)
+    sos = _filters.butterworth_sos(0.8, low_pass=0.1, high_pass=0.01)
+    reference = sp_signal.sosfiltfilt(sos, signals.astype(np.float64), axis=0, **padding)
+    by_matrix = _filters.butterworth_filter(signals, sos, **padding)
+    monkeypatch.setattr(_filters, "MATRIX_MAX_TIME", 100)  # the long-run path: column by column
+    by_columns = _filters.butterworth_filter(signals, sos, **padding)
+    assert by_matrix.dtype == by_columns.dtype == dtype
+    scale = np.abs(reference).max()
+    tolerance = 1e-12 if dtype == np.float64 else 3e-6
+    np.testing.assert_allclose(by_matrix, reference, rtol=0, atol=tolerance * scale)
+    np.testing.assert_allclose(by_columns, reference, rtol=0, atol=max(tolerance, 1e-7) * scale)

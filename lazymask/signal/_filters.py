@@ -1,12 +1,18 @@
 """Temporal filters on ``(time, features)`` arrays: Butterworth (zero-phase) and cosine drifts.
 
-The Butterworth filter is applied to all the columns of a block in one vectorised
-``scipy.signal.sosfiltfilt`` call per batch of columns (nilearn calls it once per column), on a
-``(features, time)`` copy so that the filter runs along contiguous memory.
+Zero-phase Butterworth filtering (``scipy.signal.sosfiltfilt`` with its padding) is a linear map of
+each column: padding, forward pass from scaled initial conditions, backward pass. For runs up to
+:data:`MATRIX_MAX_TIME` volumes the map is built once as an ``(n_time, n_time)`` matrix (the
+filter's response to each unit impulse, in float64) and applied to a whole block as one matrix
+product in the signals' precision: about 10x faster than filtering the columns at 200 volumes and
+still faster at 1200 (measured, 1 core). The result is the filter's up to rounding: float32
+signals within about 1e-6 of the largest filtered value (float32's own precision), float64 within
+1e-12 of it (tests/test_signal.py). Longer runs are filtered by ``sosfiltfilt`` in batches of columns, along contiguous memory.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -14,7 +20,10 @@ from scipy import signal as sp_signal
 
 from lazymask import config
 
-__all__ = ["butterworth_sos", "butterworth_filter", "cosine_drift", "add_cosine_drift"]
+__all__ = ["MATRIX_MAX_TIME", "butterworth_sos", "butterworth_filter", "cosine_drift", "add_cosine_drift"]
+
+#: Runs up to this many volumes are filtered as one matrix product (see the module docstring).
+MATRIX_MAX_TIME = 1500
 
 #: Columns filtered per ``sosfiltfilt`` call (bounds the float64 temporaries to ~80 MB at 1200 points).
 FILTER_BATCH_BYTES = config.get("filter_batch_bytes")  # the default: kernels run inside tasks, which read no settings
@@ -38,8 +47,20 @@ def butterworth_sos(t_r: float, low_pass: float | None, high_pass: float | None,
 
 
 def butterworth_filter(signals: np.ndarray, sos: np.ndarray, padtype="odd", padlen=None) -> np.ndarray:
-    """Zero-phase filter every column of ``signals`` (time along axis 0); same dtype, new array."""
+    """Zero-phase filter every column of ``signals`` (time along axis 0); same dtype, new array.
+
+    Examples
+    --------
+    >>> sos = butterworth_sos(2.0, low_pass=0.1, high_pass=None)
+    >>> signals = np.random.default_rng(0).normal(size=(50, 3))
+    >>> np.allclose(butterworth_filter(signals, sos), sp_signal.sosfiltfilt(sos, signals, axis=0))
+    True
+    """
     n_time, n_features = signals.shape
+    if n_time <= MATRIX_MAX_TIME:
+        dtype = np.dtype(np.float32 if signals.dtype == np.float32 else np.float64)
+        matrix = _filter_matrix(np.asarray(sos, dtype=np.float64).tobytes(), n_time, padtype, padlen, dtype.str)
+        return np.asarray(matrix @ signals.astype(dtype, copy=False), dtype=signals.dtype)
     out = np.empty_like(signals)
     batch = max(1, FILTER_BATCH_BYTES // (8 * max(n_time, 1)))
     for start in range(0, n_features, batch):
@@ -47,6 +68,16 @@ def butterworth_filter(signals: np.ndarray, sos: np.ndarray, padtype="odd", padl
         filtered = sp_signal.sosfiltfilt(sos, columns, axis=-1, padtype=padtype, padlen=padlen)
         out[:, start : start + batch] = filtered.T
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _filter_matrix(sos_bytes: bytes, n_time: int, padtype, padlen, dtype: str) -> np.ndarray:
+    """The ``(n_time, n_time)`` matrix of ``sosfiltfilt`` (column ``j``: the response to an impulse at ``j``)."""
+    sos = np.frombuffer(sos_bytes, dtype=np.float64).reshape(-1, 6).copy()
+    response = sp_signal.sosfiltfilt(sos, np.eye(n_time), axis=0, padtype=padtype, padlen=padlen)
+    matrix = np.ascontiguousarray(response, dtype=np.dtype(dtype))
+    matrix.flags.writeable = False  # shared by every call (cached)
+    return matrix
 
 
 def cosine_drift(high_pass: float, t_r: float, n_time: int) -> np.ndarray:

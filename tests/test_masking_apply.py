@@ -129,3 +129,30 @@ def test_bad_masks_are_named(data):
         unmask(np.zeros((4, 3)), data["mask"])
     with pytest.raises(ParameterError, match="X has shape"):
         unmask(np.zeros((2, 2, 2)), data["mask"])
+
+
+@pytest.mark.parametrize("ensure_finite", [True, False])
+@pytest.mark.parametrize("kind", ["int16", "nan", "f64"])
+def test_in_memory_signals_are_apply_masks_in_whole_time_blocks(data, kind, ensure_finite):
+    import dask
+
+    from lazymask.masking import in_memory_signals
+
+    lazy = open_nifti(data[kind], chunks={"time": 3})
+    mask = open_nifti(data["mask"]).compute()
+    assert in_memory_signals(lazy, mask, columns=(1,)) is None  # still to be read: not gathered
+    (kept,) = dask.persist(lazy)
+    expected = apply_mask(lazy, data["mask"], ensure_finite=ensure_finite)
+    n_voxels = expected.shape[1]
+    columns = (n_voxels // 3, n_voxels // 3, n_voxels - 2 * (n_voxels // 3))
+    with count_voxel_reads() as reads, raise_if_dask_computes():
+        signals = in_memory_signals(kept, mask, columns, ensure_finite=ensure_finite)
+    assert signals.data.chunks == ((10,), columns)
+    values = signals.values
+    assert reads.volumes == 0  # gathered from the persisted chunks
+    np.testing.assert_array_equal(values, expected.values)
+    assert values.dtype == expected.dtype
+    for name in ("i", "j", "k"):
+        np.testing.assert_array_equal(signals[name].values, expected[name].values)
+    with pytest.raises(ParameterError, match="must add up to the mask's"):
+        in_memory_signals(kept, mask, columns=(1, 2))

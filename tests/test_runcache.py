@@ -275,3 +275,19 @@ def test_an_unwritable_cache_warns_and_reads_the_file(tmp_path):
             values = open_nifti(path).values
     np.testing.assert_array_equal(values, data)
     assert blocker.read_text() == "a file where the cache would go"
+
+
+def test_a_run_kept_in_memory_is_gathered_into_whole_time_blocks(tmp_path):
+    """fit_transform with cleaning: no time-chunked signals to regroup (no rechunk, no disk intermediate)."""
+    path = tmp_path / "run.nii.gz"
+    nib.save(fake_fmri(shape=SHAPE, n_volumes=N_TIME), path)
+    options = dict(mask_strategy="epi", detrend=True, standardize="zscore_sample", low_pass=0.2, t_r=2.0)
+    masker = NiftiMasker(**options)
+    signals = masker.fit_transform(open_nifti(str(path), chunks={"time": 5}))
+    layers = " ".join(map(str, signals.data.dask.layers))
+    assert "rechunk" not in layers and "regroup" not in layers and "_write_pieces" not in layers
+    with config.set(memory_budget=1):  # not kept: extracted by time chunks, then regrouped
+        reference = NiftiMasker(**options).fit_transform(open_nifti(str(path), chunks={"time": 5}))
+    regrouped = " ".join(map(str, reference.data.dask.layers))
+    assert "rechunk" in regrouped or "_write_pieces" in regrouped
+    np.testing.assert_array_equal(signals.values, reference.values)

@@ -305,9 +305,10 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         is_3d = image.ndim == 3
         img4d = image.expand_dims("time", axis=3) if is_3d else image
         prepared = self._prepare_image(img4d)
-        signals = self._extract(prepared)
-        signals = self._set_time(signals, img4d)
         all_confounds = self._all_confounds(image, img4d, confounds, add_hv_first)
+        signals = self._extract_whole_time(prepared) if self._needs_cleaning(all_confounds, sample_mask) else None
+        signals = self._extract(prepared) if signals is None else signals
+        signals = self._set_time(signals, img4d)
         signals = self._clean(signals, all_confounds, sample_mask)
         signals = self._cast(signals, image.dtype) if cast else signals
         signals = signals.assign_attrs(self._signal_attrs(image, signals))
@@ -470,6 +471,10 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     def _target_grid(self) -> tuple[np.ndarray | None, tuple | None]:
         """The ``(affine, shape)`` every image is resampled onto before extraction (None: no resampling)."""
         return None, None
+
+    def _extract_whole_time(self, img4d: xr.DataArray) -> xr.DataArray | None:
+        """Hook: the signals as whole-time blocks, when that is cheaper than regrouping time chunks, else None."""
+        return None
 
     def _extract(self, img4d: xr.DataArray) -> xr.DataArray:  # pragma: no cover - abstract
         raise NotImplementedError

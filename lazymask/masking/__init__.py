@@ -1,6 +1,6 @@
 """Brain masks, computed lazily (one pass over the data), and voxel signals in and out of masks."""
 
-from lazymask.masking._apply import apply_mask, unmask
+from lazymask.masking._apply import apply_mask, in_memory_signals, output_dtype, unmask
 from lazymask.masking._compute import MaskWarning
 from lazymask.masking._masks import (
     compute_background_mask,
@@ -37,7 +37,9 @@ __all__ = [
     "unmask",
     # building blocks for the layers above
     "accepted_arguments",
+    "in_memory_signals",
     "load_mask",
     "mask_dataarray",
+    "output_dtype",
     "read_small",
 ]

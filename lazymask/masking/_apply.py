@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numbers
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -112,6 +113,62 @@ def apply_mask(imgs, mask_img, dtype="f", smoothing_fwhm=None, ensure_finite=Tru
         signals = da.blockwise(mask_block, "v", data, "ijk", new_axes={"v": n_voxels}, concatenate=False,
                                dtype=out_dtype, meta=np.empty((0,), dtype=out_dtype), **kwargs)
     return _signals_dataarray(signals, mask, image)
+
+
+def in_memory_signals(imgs, mask_img, columns: tuple[int, ...], dtype="f", ensure_finite=True) -> xr.DataArray | None:
+    """:func:`apply_mask`'s signals as whole-time blocks of ``columns`` voxels, if the run is in memory.
+
+    When every chunk of the image is already in memory (a persisted run, as ``fit_transform``
+    keeps it, or a numpy-backed image) and its volumes are whole in each chunk, each block of
+    ``columns`` voxels gathers its voxels straight from all the time chunks: signals chunked
+    ``((n_time,), columns)``, with no time-chunked intermediate to regroup, the same values as
+    ``apply_mask(imgs, mask_img, dtype, ensure_finite=ensure_finite)``. Otherwise returns None
+    (the caller extracts by time chunks).
+
+    Examples
+    --------
+    >>> import dask, numpy as np
+    >>> from lazymask.io import image_dataarray
+    >>> run = image_dataarray(np.arange(2 * 2 * 2 * 3, dtype="int16").reshape(2, 2, 2, 3), np.eye(4))
+    >>> mask = image_dataarray(np.ones((2, 2, 2), "int8"), np.eye(4))
+    >>> (kept,) = dask.persist(run.chunk({"time": 1}))
+    >>> signals = in_memory_signals(kept, mask, columns=(5, 3))
+    >>> signals.data.chunks
+    ((3,), (5, 3))
+    >>> bool((signals.values == apply_mask(run, mask).values).all())
+    True
+    """
+    image = as_image(imgs, "imgs")
+    data = image.data
+    if image.ndim != 4 or not isinstance(data, da.Array) or data.numblocks[:3] != (1, 1, 1):
+        return None
+    if not all(isinstance(value, np.ndarray) for value in dict(data.__dask_graph__()).values()):
+        return None  # some chunk is still a task (to read, or on a cluster's workers)
+    mask, mask_affine = load_mask(mask_img, "mask_img")
+    check_mask_matches(mask, mask_affine, image, "imgs")
+    voxel_index = fortran_voxel_index(mask)
+    if sum(columns) != len(voxel_index):
+        raise ParameterError(f"columns={columns!r} must add up to the mask's {len(voxel_index)} voxels.")
+    out_dtype = output_dtype(dtype, data.dtype)
+    chunks = data.to_delayed(optimize_graph=False).ravel().tolist()
+    edges = np.cumsum((0, *columns))
+    blocks = []
+    for start, stop in zip(edges[:-1], edges[1:], strict=True):
+        gathered = dask.delayed(_gather_voxels, pure=True)(chunks, voxel_index[start:stop], out_dtype, ensure_finite)
+        blocks.append(da.from_delayed(gathered, shape=(data.shape[3], int(stop - start)), dtype=out_dtype,
+                                      meta=np.empty((0, 0), dtype=out_dtype)))
+    return _signals_dataarray(da.concatenate(blocks, axis=1), mask, image)
+
+
+def _gather_voxels(chunks: list[np.ndarray], voxel_index: np.ndarray, out_dtype, ensure_finite: bool) -> np.ndarray:
+    """``(t, voxel)`` signals of some voxels, from every Fortran-ordered ``(i, j, k, t)`` chunk of a run."""
+    out = np.empty((sum(c.shape[3] for c in chunks), len(voxel_index)), dtype=out_dtype)
+    start = 0
+    for chunk in chunks:
+        volumes = chunk.reshape(-1, chunk.shape[3], order="F").T  # (t, all voxels): a view when F-ordered
+        out[start : start + chunk.shape[3]] = np.take(volumes, voxel_index, axis=1)  # cast as apply_mask's astype
+        start += chunk.shape[3]
+    return _set_finite(out) if ensure_finite else out
 
 
 def _signals_dataarray(signals: da.Array, mask: np.ndarray, image: xr.DataArray) -> xr.DataArray:

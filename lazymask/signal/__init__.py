@@ -6,7 +6,14 @@ filtering, scrubbing, confound regression, standardization), block by block;
 """
 
 from lazymask.signal._api import clean
+from lazymask.signal._lazy import feature_chunks
 from lazymask.signal._params import SampleMaskError
 from lazymask.signal._variance import high_variance_confounds
 
-__all__ = ["clean", "high_variance_confounds", "SampleMaskError"]
+__all__ = [
+    "clean",
+    "high_variance_confounds",
+    "SampleMaskError",
+    # building blocks for the layers above
+    "feature_chunks",
+]

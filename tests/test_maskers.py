@@ -141,6 +141,47 @@ def test_multi_nifti_masker_matches_nilearn(tmp_path, confounds):
         np.testing.assert_array_equal(np.asarray(got), want)
 
 
+def test_multi_fit_transform_reads_every_run_once_for_fit(tmp_path, confounds):
+    """One pass over all runs computes the means and keeps the runs within the budget: a kept run is
+    read once in all, a run beyond the budget once for its mean and once by its extraction."""
+    from dask.threaded import get as threaded_get
+
+    from lazymask import config
+    from lazymask.testing import count_voxel_reads
+
+    imgs = [fake_fmri((20, 24, 20), N_TIME, dtype="int16", seed=seed) for seed in (4, 5, 6)]
+    paths = []
+    for index, img in enumerate(imgs):
+        paths.append(str(tmp_path / f"run-{index}.nii.gz"))
+        nib.save(img, paths[-1])
+    kwargs = dict(mask_strategy="epi", detrend=True, standardize="zscore_sample")
+    budget = imgs[0].get_fdata(dtype=np.float32).size * 2 + 1  # the first int16 run only
+    per_pass = []
+
+    def scheduler(*args, **kwargs):  # the threaded scheduler, noting the volumes each pass reads
+        before = reads.volumes
+        try:
+            return threaded_get(*args, **kwargs)
+        finally:
+            per_pass.append(reads.volumes - before)
+
+    with config.set(memory_budget=budget), count_voxel_reads() as reads, dask.config.set(scheduler=scheduler):
+        masker = MultiNiftiMasker(**kwargs)
+        signals = masker.fit_transform(paths, confounds=[confounds] * 3)
+    assert per_pass[0] == 3 * N_TIME and sum(per_pass) == 3 * N_TIME  # one pass reads every run, once
+    with count_voxel_reads() as reads:
+        computed = dask.compute(*signals)
+    assert reads.volumes == 2 * N_TIME  # the two runs beyond the budget, not the kept one
+    expected = _nilearn("MultiNiftiMasker", kwargs, paths, confounds=[confounds] * 3)
+    for got, want in zip(computed, expected, strict=True):
+        np.testing.assert_allclose(np.asarray(got), want, **RTOL)
+    assert not hasattr(masker, "_prepared_means")
+    with pytest.raises(ImageMismatchError), count_voxel_reads() as reads:
+        MultiNiftiMasker(mask_strategy="epi").fit_transform(
+            [paths[0], nib.Nifti1Image(np.asarray(imgs[1].dataobj)[:-1], imgs[1].affine)])
+    assert reads.volumes == 0  # the grids are checked before any voxel is read
+
+
 def test_transform_is_lazy_and_graph_grows_with_chunks_not_voxels(run):
     path, _ = run
     masker = NiftiMasker(mask_strategy="epi", detrend=True, standardize="zscore_sample", t_r=2.0,

@@ -453,7 +453,7 @@ def test_keep_masked_maps_matches_nilearn(run, maps_img):
 
 # -- maps: resampled once per fit, on the user's scheduler --------------------------------------------
 def test_maps_resampled_once_per_fit_on_the_users_scheduler(tmp_path, run, monkeypatch):
-    import lazymask.image._resample as resample_module
+    import lazymask.regions._maps as maps_module
 
     rng = np.random.default_rng(7)
     coarse_shape = tuple(n // 2 for n in SHAPE)
@@ -461,22 +461,56 @@ def test_maps_resampled_once_per_fit_on_the_users_scheduler(tmp_path, run, monke
     maps_path = str(tmp_path / "maps.nii")
     nib.save(maps, maps_path)
     resampled = []
-    original = resample_module.resample_block
+    original = maps_module.resample_map
 
-    def counting(block, *args, **kwargs):
-        resampled.append(block.shape[-1] if block.ndim == 4 else 1)
-        return original(block, *args, **kwargs)
+    def counting(volume, *args, **kwargs):
+        resampled.append(1)
+        return original(volume, *args, **kwargs)
 
-    monkeypatch.setattr(resample_module, "resample_block", counting)
+    monkeypatch.setattr(maps_module, "resample_map", counting)
     with count_voxel_reads() as reads, raise_if_dask_computes(max_computes=1) as scheduler:
-        masker = NiftiMapsMasker(maps_path).fit(run)  # 40 maps, resampled 32 at a time
+        masker = NiftiMapsMasker(maps_path).fit(run)  # 40 maps, in the chunks they are read in
     assert scheduler.total_computes == 1
     assert sum(resampled) == 40  # each map resampled exactly once
     assert reads.volumes == 40  # and read once (no reduction over every map per slice)
     resampled.clear()
-    monkeypatch.setattr(resample_module, "resample_block", original)
+    monkeypatch.setattr(maps_module, "resample_map", original)
     reference = nm.NiftiMapsMasker(maps).fit(run)
     close(masker.transform(run), reference.transform(run))
+
+
+def _fine_blobs(shape, n_maps, seed, sigma=2.0):
+    """Smooth local maps (Gaussian blobs truncated at 5 %) on a grid of ``shape``."""
+    rng = np.random.default_rng(seed)
+    voxels = np.stack(np.indices(shape), axis=-1)[..., None, :]
+    centres = rng.uniform(0.2, 0.8, (n_maps, 3)) * np.asarray(shape)
+    blobs = np.exp(-((voxels - centres) ** 2).sum(axis=-1) / (2 * sigma**2))
+    blobs[blobs < 0.05] = 0
+    return (blobs * rng.uniform(0.5, 1.0, n_maps)).astype(np.float32)
+
+
+@pytest.mark.parametrize("grid", ["half voxel, aligned", "finer, shifted", "oblique"])
+def test_finer_maps_resampled_onto_the_run_match_nilearn(tmp_path, run, brain_mask, grid):
+    """A probabilistic atlas finer than the run (the 1 mm atlas on a 2 mm run), as a .nii.gz."""
+    rotation = np.eye(4)
+    if grid == "oblique":
+        angle = np.deg2rad(7.0)
+        rotation[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    scale, shift = {"half voxel, aligned": (0.5, 0.0), "finer, shifted": (0.7, 0.35), "oblique": (0.6, 0.2)}[grid]
+    affine = run.affine @ rotation @ np.diag([scale, scale, scale, 1.0])
+    affine[:3, 3] += shift
+    shape = tuple(int(n / scale) for n in SHAPE)
+    values = _fine_blobs(shape, 7, seed=3, sigma=2.5 / scale)
+    peak = np.unravel_index(np.argmax(values[..., 2]), shape)
+    values[(*peak, 2)] = np.nan  # nilearn zeroes non-finite values (ensure_finite) before resampling
+    maps = nib.Nifti1Image(values, affine)
+    path = str(tmp_path / "atlas.nii.gz")
+    nib.save(maps, path)
+    for kwargs in ({}, {"mask_img": brain_mask}):
+        ours = NiftiMapsMasker(path, **kwargs).fit(run)
+        reference = nm.NiftiMapsMasker(path, **kwargs).fit(run)
+        np.testing.assert_allclose(ours.maps_img_.values, reference.maps_img_.get_fdata(), rtol=1e-6, atol=1e-7)
+        close(ours.transform(run), reference.transform(run))
 
 
 # -- bad input and persistence of look-up tables -------------------------------------------------------

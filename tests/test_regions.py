@@ -210,3 +210,49 @@ def test_same_results_for_any_chunking_and_scheduler(run, labels_img, maps_img, 
     np.testing.assert_array_equal(labels.compute(scheduler=scheduler).values, whole_labels.values)
     np.testing.assert_array_equal(maps.compute(scheduler=scheduler).values, whole_maps.values)
     close(whole_maps.values, nr.img_to_signals_maps(run, maps_img)[0])
+
+
+# -- maps on another grid: nilearn's linear resampling, each map on its box ----------------------------
+def _blob_maps(shape, seed):
+    """Local blobs (one touching a face of the grid), a dense map, an empty map; NaN and inf in one."""
+    rng = np.random.default_rng(seed)
+    voxels = np.stack(np.indices(shape), axis=-1)[..., None, :]
+    centres = np.vstack([rng.uniform(2, np.asarray(shape) - 2, (3, 3)), [[0.0, shape[1] / 2, shape[2] / 2]]])
+    blobs = np.exp(-((voxels - centres) ** 2).sum(axis=-1) / (2 * 1.7**2))
+    blobs[blobs < 0.05] = 0
+    dense = rng.random((*shape, 1))
+    maps = np.concatenate([blobs, dense, np.zeros((*shape, 1))], axis=-1).astype(np.float32)
+    maps[1, 1, 1, 0], maps[2, 1, 1, 0] = np.nan, np.inf
+    return maps
+
+
+@pytest.mark.parametrize("target", ["stride 2", "zoom 1.7, shifted", "oblique", "flipped axis", "partly outside",
+                                    "upsampled 0.6"])
+def test_resample_maps_matches_nilearn_linear_resampling(target):
+    from nilearn.image import resample_img
+
+    shape, source = (17, 19, 15), np.diag([1.0, 1.0, 1.0, 1.0])
+    source[:3, 3] = [-8.0, -9.0, -7.0]
+    maps = _blob_maps(shape, seed=12)
+    angle = np.deg2rad(11.0)
+    rotation = np.array([[np.cos(angle), 0, -np.sin(angle)], [0, 1, 0], [np.sin(angle), 0, np.cos(angle)]])
+    linear = {"stride 2": np.diag([2.0, 2.0, 2.0]), "zoom 1.7, shifted": np.diag([1.7, 1.7, 1.7]),
+              "oblique": 1.6 * rotation, "flipped axis": np.diag([-2.0, 2.0, 2.0]),
+              "partly outside": np.diag([1.5, 1.5, 1.5]), "upsampled 0.6": np.diag([0.6, 0.6, 0.6])}[target]
+    affine = np.eye(4)
+    affine[:3, :3] = linear
+    affine[:3, 3] = {"stride 2": [-8.0, -9.0, -7.0], "zoom 1.7, shifted": [-8.3, -9.1, -6.6],
+                     "oblique": [-9.0, -9.5, -7.5], "flipped axis": [8.0, -9.0, -7.0],
+                     "partly outside": [-1.0, -12.0, -4.0], "upsampled 0.6": [-8.1, -9.2, -7.0]}[target]
+    target_shape = (28, 31, 25) if target == "upsampled 0.6" else (9, 10, 8)
+    cleaned = np.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)  # nilearn's maskers: clean_img(ensure_finite)
+    expected = resample_img(nib.Nifti1Image(cleaned, source), target_affine=affine, target_shape=target_shape,
+                            interpolation="linear", force_resample=True, copy_header=True).get_fdata()
+    image = xr.DataArray(maps, dims=("i", "j", "k", "time"), attrs={"affine": source.tolist()})
+    with raise_if_dask_computes():
+        lazy = regions.resample_maps(image.chunk({"time": 2}), affine, target_shape)
+    ours = lazy.values
+    assert ours.dtype == np.float32 and ours.shape == (*target_shape, maps.shape[3])
+    assert np.abs(expected).sum(axis=(0, 1, 2))[-1] == 0 and np.abs(ours[..., -1]).sum() == 0
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(regions.resample_maps(image, affine, target_shape).values, ours)  # any chunking

@@ -13,7 +13,7 @@ import xarray as xr
 from sklearn.utils._param_validation import StrOptions
 
 from lazymask.exceptions import ImageMismatchError, ParameterError
-from lazymask.image import as_image, resample_img
+from lazymask.image import as_image
 from lazymask.io import Grid, get_affine
 from lazymask.maskers._region_base import (
     Extraction,
@@ -25,10 +25,10 @@ from lazymask.maskers._region_base import (
 )
 from lazymask.masking import load_mask, mask_dataarray
 from lazymask.regions import (
-    MAPS_PER_READ,
     maps_expansion,
     maps_matrix,
     masked_maps_operator,
+    resample_maps,
     signals_to_image,
     warn_keep_masked_maps,
 )
@@ -134,16 +134,13 @@ class NiftiMapsMasker(RegionMasker):
         self._fit_extraction(imgs, reference)  # fails now for empty or overlapping maps
 
     def _resample_spatial(self, image: xr.DataArray, grid: Grid, when: str) -> xr.DataArray:
-        """Maps on ``grid`` (linear), lazily, one chunk per :data:`MAPS_PER_READ` maps.
+        """Maps on ``grid`` (nilearn's linear resampling), lazily, chunk by chunk as they are read.
 
-        Reading the matrix slice by slice then resamples each map exactly once. Linear
-        interpolation stays within the maps' range (extended to 0), so nilearn's clipping
-        changes nothing and is not computed (it would be a reduction over every map).
+        Building the matrix then reads and resamples each map exactly once, each map only on the
+        target voxels its support reaches (:func:`lazymask.regions.resample_maps`).
         """
         del when
-        chunked = image.chunk({"time": MAPS_PER_READ})
-        return resample_img(chunked, target_affine=grid.affine, target_shape=grid.shape, interpolation="linear",
-                            clip=False)
+        return resample_maps(image, grid.affine, grid.shape)
 
     def _target_grid(self):
         if self.resampling_target == "maps":

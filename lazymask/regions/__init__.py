@@ -15,10 +15,12 @@ from lazymask.regions._labels import (
     warn_keep_masked_labels,
 )
 from lazymask.regions._maps import (
-    MAPS_PER_READ,
     maps_expansion,
     maps_matrix,
+    maps_voxel_transform,
     masked_maps_operator,
+    resample_map,
+    resample_maps,
     warn_keep_masked_maps,
 )
 from lazymask.regions._operators import STRATEGIES, Expansion, LabelOperator, LinearOperator
@@ -34,7 +36,6 @@ from lazymask.regions._signals import (
 from lazymask.regions._spheres import sphere_expansion, sphere_membership, sphere_operator
 
 __all__ = [
-    "MAPS_PER_READ",
     "STRATEGIES",
     "Expansion",
     "LabelOperator",
@@ -46,9 +47,12 @@ __all__ = [
     "labels_operator",
     "maps_expansion",
     "maps_matrix",
+    "maps_voxel_transform",
     "mask_labels",
     "masked_maps_operator",
     "region_signals",
+    "resample_map",
+    "resample_maps",
     "signals_dataarray",
     "signals_to_image",
     "signals_to_img_labels",

@@ -489,8 +489,9 @@ def persist_within_budget(images: list[xr.DataArray], derived=None) -> list:
     beyond the budget are returned as they are (with the run cache on, their second pass reads it).
 
     ``derived``, a function of an image returning a lazy (small) dask collection -- its mean over
-    time, say -- is persisted in the same pass for each kept image, so that it costs no pass of its
-    own: then pairs ``(image, derived(image) or None)`` are returned.
+    time, say -- is persisted for *every* image in the same pass (the kept images' read tasks
+    serve both; the others are read once for it), so that it costs no pass of its own: then pairs
+    ``(image, persisted derived(image))`` are returned.
 
     Examples
     --------
@@ -509,10 +510,11 @@ def persist_within_budget(images: list[xr.DataArray], derived=None) -> list:
             break
         total += image.nbytes
         chosen.append(index)
-    extras = [derived(images[i]) for i in chosen] if derived is not None and chosen else []
-    persisted = list(dask.persist(*[images[i] for i in chosen], *extras)) if chosen else []
+    extras = [derived(image) for image in images] if derived is not None else []
+    if not chosen and not extras:
+        return list(images)
+    persisted = list(dask.persist(*[images[i] for i in chosen], *extras))
     kept = [*persisted[: len(chosen)], *images[len(chosen):]]
     if derived is None:
         return kept
-    results = persisted[len(chosen):]
-    return [(image, results[i] if i < len(results) else None) for i, image in enumerate(kept)]
+    return list(zip(kept, persisted[len(chosen):], strict=True))

@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import warnings
 
-import dask
-import numpy as np
-
-from lazymask import config
 from lazymask.exceptions import ParameterError
-from lazymask.image import as_image, check_same_grid, is_image_list, time_mean_volume
-from lazymask.io import get_affine, image_dataarray
+from lazymask.image import as_image, check_same_grid, is_image_list, known_time_means, time_mean_volume
+from lazymask.io import get_affine, image_dataarray, persist_within_budget
 from lazymask.masking import accepted_arguments, mask_strategy, mask_strategy_arguments
 from lazymask.maskers._runs import per_run
 from lazymask.maskers._nifti_masker import NiftiMasker
@@ -92,12 +88,6 @@ class MultiNiftiMasker(NiftiMasker):
             check_same_grid(images, "imgs")
         return images
 
-    def _fit_means(self, images):
-        prepared = getattr(self, "_prepared_means", None)  # set by fit_transform around its fit only
-        if prepared is not None and isinstance(images, list) and len(prepared) == len(images):
-            return prepared
-        return super()._fit_means(images)
-
     def _mean_images(self, images, means):
         if not isinstance(images, list):
             return super()._mean_images(images, means)
@@ -155,34 +145,13 @@ class MultiNiftiMasker(NiftiMasker):
         """
         self._validate_parameters()
         opened = [self._open(img) for img in imgs] if is_image_list(imgs) else imgs
-        prepared = None
+        known = []
         if isinstance(opened, list) and opened and self._fit_reads_data():
             self._fit_images(opened)  # bad grids fail now, before any voxel is read
-            opened, prepared = _persist_with_means(opened)  # one pass: every run decoded once for both
-        self._prepared_means = prepared
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=r".*mask was given at masker creation.*")
-                self.fit(opened, y, **fit_params)
-        finally:
-            del self._prepared_means
+            known = persist_within_budget(opened, derived=time_mean_volume)  # one pass: runs kept, all means
+            opened = [image for image, _ in known]
+        with warnings.catch_warnings(), known_time_means(known):
+            warnings.filterwarnings("ignore", message=r".*mask was given at masker creation.*")
+            self.fit(opened, y, **fit_params)
         return self.transform(opened, confounds=confounds, sample_mask=sample_mask)
 
-
-def _persist_with_means(images: list) -> tuple[list, list[np.ndarray]]:
-    """Keep the leading runs within ``config.get("memory_budget")`` and compute every run's mean, in one pass.
-
-    One ``dask.persist`` on the user's scheduler: the runs kept and the means share their read
-    tasks, so a kept run is decompressed once for its mean and its extraction; the runs beyond
-    the budget are read for their means in the same pass (and again by their extraction).
-    """
-    budget, total, kept = config.get("memory_budget"), 0, 0
-    for image in images:
-        if not dask.is_dask_collection(image) or total + image.nbytes > budget:
-            break
-        total += image.nbytes
-        kept += 1
-    means = [time_mean_volume(as_image(image, f"imgs[{index}]")) for index, image in enumerate(images)]
-    persisted = dask.persist(*images[:kept], *means)
-    computed = [np.asarray(mean) for mean in dask.compute(*persisted[kept:])]  # in memory already
-    return [*persisted[:kept], *images[kept:]], computed

@@ -14,11 +14,16 @@ runs which read, with the same values as the threaded scheduler.
   rest on the other) and allows the one deflate block between that point (a block boundary) and the
   read's first byte to be decompressed twice. With ISA-L streams the same move decompresses the
   first half of the file again, so the test fails.
+* A worker killed mid-pass: the pass still finishes, with the threaded values, with either kind of
+  stream (the lost reads are run again, the chain resuming from the last point that survived).
 """
 
 from __future__ import annotations
 
 import gzip
+import os
+import signal
+import time
 
 import dask
 import numpy as np
@@ -88,3 +93,38 @@ def test_a_read_moved_to_another_worker_resumes_where_the_previous_one_ended(run
         mean, total = _pass(client, image, optimize=False)
         np.testing.assert_array_equal(mean, expected)
         assert decompressed <= total <= decompressed + MAX_BLOCK, f"{total / decompressed:.2f} decompressions"
+
+
+def _slow_worker_plugin():
+    """Each finished task held 0.1 s, so that a pass lasts long enough to kill a worker during it."""
+    from distributed import WorkerPlugin
+
+    class SlowTasks(WorkerPlugin):
+        name = "lazymask-test-slow-gzip-tasks"
+
+        def transition(self, key, start, finish, **kwargs):
+            if finish == "memory":
+                time.sleep(0.1)
+
+    return SlowTasks()
+
+
+@pytest.mark.parametrize("reader", ["isal", "zran"])
+def test_a_worker_killed_mid_pass_gives_the_threaded_values(run, monkeypatch, reader):
+    path, _, expected = run
+    monkeypatch.setenv("LAZYMASK_GZIP_READER", reader)
+    monkeypatch.setattr(_gzip, "_READER", reader)
+    with _cluster() as cluster, distributed.Client(cluster) as client:
+        client.register_plugin(_slow_worker_plugin())
+        pids = client.run(os.getpid)
+        future = client.compute(open_nifti(path, chunks=CHUNKS).mean("time").data)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until a worker holds results of this pass
+            holding = [w for w, keys in client.has_what().items() if keys]
+            if holding and not future.done():
+                break
+            time.sleep(0.02)
+        assert holding and not future.done(), "the pass finished (or never started) before a worker could be killed"
+        os.kill(pids[holding[0]], signal.SIGKILL)
+        np.testing.assert_array_equal(future.result(timeout=120), expected)
+        assert pids[holding[0]] not in client.run(os.getpid).values()  # that process is gone

@@ -31,7 +31,7 @@ each figure is one run, threads and cluster measured back to back):
   1.31-2.85 (median 1.8) with resumable ones; always 1.00 decompression in all (the whole chain in
   one worker). At load 0.5 the first run gave 2.17 s / 0.97 s = 2.2. The 1.2 target is out of reach
   for a structural reason, not because chains move: one worker with one thread runs a file's reads
-  and the tasks on their blocks one after the other (task stream: 1.25 s of reads, 1.7 s of mean
+  and the tasks on their blocks one after the other (task stream: 1.25 s of reads, 1.8 s of mean
   tasks on one worker, the other idle), where two threads of one process overlap them; moving the
   downstream tasks instead costs a 30 MB block's transfer each.
 * four files vs one on the cluster, throughput: 0.77-1.37 (ISA-L), 0.93-2.50 (resumable) at load

@@ -14,6 +14,9 @@ runs which read, with the same values as the threaded scheduler.
   rest on the other) and allows the one deflate block between that point (a block boundary) and the
   read's first byte to be decompressed twice. With ISA-L streams the same move decompresses the
   first half of the file again, so the test fails.
+* The resumable stream alone, in one process: reads through fresh streams (as in fresh processes)
+  that each start from the pickled point the previous one left give the file's bytes, across gzip
+  members, and a cut or damaged file fails as with the ISA-L stream.
 * A worker killed mid-pass: the pass still finishes, with the threaded values, with either kind of
   stream (the lost reads are run again, the chain resuming from the last point that survived).
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import pickle
 import signal
 import time
 
@@ -30,7 +34,8 @@ import numpy as np
 import pytest
 
 from lazymask.datasets import make_raw_epi
-from lazymask.io import _gzip, open_nifti
+from lazymask.exceptions import CorruptImageError
+from lazymask.io import _gzip, _zran, open_nifti
 
 distributed = pytest.importorskip("distributed")
 
@@ -93,6 +98,37 @@ def test_a_read_moved_to_another_worker_resumes_where_the_previous_one_ended(run
         mean, total = _pass(client, image, optimize=False)
         np.testing.assert_array_equal(mean, expected)
         assert decompressed <= total <= decompressed + MAX_BLOCK, f"{total / decompressed:.2f} decompressions"
+
+
+@pytest.mark.skipif(not _zran.available(), reason="the system zlib cannot be loaded through ctypes")
+def test_resume_points_carry_a_read_to_fresh_streams(tmp_path):
+    rng = np.random.default_rng(0)
+    members = [rng.integers(0, 20, 700_000, dtype=np.uint8).tobytes() for _ in range(3)]
+    path = tmp_path / "members.gz"
+    path.write_bytes(b"".join(gzip.compress(m, level) for m, level in zip(members, (1, 6, 9))) + b"\0" * 64)
+    data = b"".join(members)
+    for chunk in (50_000, 333_333, len(data)):
+        offset, point, resumed = 0, None, 0
+        while offset < len(data):
+            stream, out = _zran.ZranStream(str(path)), bytearray(min(chunk, len(data) - offset))
+            if point is not None:
+                stream.offer(pickle.loads(pickle.dumps(point)))
+                resumed += 1
+            stream.read_into(offset, memoryview(out), to_end=offset + len(out) == len(data))
+            assert out == data[offset : offset + len(out)], (chunk, offset)
+            point = stream.point_at(offset + len(out))
+            assert point is None or point.position <= offset + len(out)
+            offset += len(out)
+        assert resumed == -(-len(data) // chunk) - 1
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(CorruptImageError, match="the file is truncated"):
+        _zran.ZranStream(str(path)).read_into(0, memoryview(bytearray(len(data))))
+    damaged = bytearray(whole)
+    damaged[len(members[0]) // 4] ^= 0xFF  # inside the first member's deflate data
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(CorruptImageError, match="the gzip stream is corrupt"):
+        _zran.ZranStream(str(path)).read_into(0, memoryview(bytearray(len(data))), to_end=True)
 
 
 def _slow_worker_plugin():

@@ -27,15 +27,16 @@ instead of ISA-L's.
 Measured on 2026-12-01, 2 cores shared with other agents (load average 3.3-5.5, so times are noisy;
 each figure is one run, threads and cluster measured back to back):
 
-* one file, no downstream work: cluster / threads 1.19-2.84 (median 1.8, 7 runs) with ISA-L streams,
-  1.31-2.85 (median 1.8) with resumable ones; always 1.00 decompression in all (the whole chain in
+* one file, no downstream work: cluster / threads 1.19-2.84 (median 1.8, 9 runs) with ISA-L streams,
+  1.31-2.85 (median 1.8, 8 runs) with resumable ones; always 1.00 decompression in all (the whole chain in
   one worker). At load 0.5 the first run gave 2.17 s / 0.97 s = 2.2. The 1.2 target is out of reach
   for a structural reason, not because chains move: one worker with one thread runs a file's reads
   and the tasks on their blocks one after the other (task stream: 1.25 s of reads, 1.8 s of mean
   tasks on one worker, the other idle), where two threads of one process overlap them; moving the
   downstream tasks instead costs a 30 MB block's transfer each.
-* four files vs one on the cluster, throughput: 0.77-1.37 (ISA-L), 0.93-2.50 (resumable) at load
-  4-5, where the second worker has no free core to run on; 2.10 at load 0.5 (ISA-L, one run).
+* four files vs one on the cluster, throughput: at load 2 (23:14 UTC) 2.13 and 1.92 (ISA-L), 2.10
+  (resumable), each file decompressed once (722 MB per worker); at load 4-5, where the second worker
+  has no free core to run on, 0.77-1.37 (ISA-L) and 0.93-2.50 (resumable).
 * with 0.3 s of downstream work per chunk (``--busy 0.3``), one file: ISA-L streams decompress 1.51,
   1.77, 1.85, 1.85, 1.94 files' worth (work stealing moves reads to the idle worker, which starts
   over), four files 5.19; resumable streams 1.00 every time (reads move and resume: 123-239 MB per

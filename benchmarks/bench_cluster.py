@@ -24,7 +24,7 @@ between workers. ``--reader zran`` gives the workers resumable streams (:mod:`la
 zlib through ctypes, each chained read leaving a resume point for the next one, wherever it runs)
 instead of ISA-L's.
 
-Measured on 2026-12-01, 2 cores shared with other agents (load average 3.3-5.5, so times are noisy;
+Measured on 2026-12-01, 2 cores shared with other agents (load average 2-5.5, so times are noisy;
 each figure is one run, threads and cluster measured back to back):
 
 * one file, no downstream work: cluster / threads 1.19-2.84 (median 1.8, 9 runs) with ISA-L streams,

@@ -52,9 +52,11 @@ _INPUT_BLOCK = 1 << 20  # compressed bytes read from disk at a time
 _STEP = 4 << 20  # decompressed bytes produced per call, and the spacing of checkpoints
 _MAX_OPEN_STREAMS = 16
 _READER = os.environ.get("LAZYMASK_GZIP_READER", "isal")
-"""Which decompressor reads forward: "isal" (the default), "zlib" (checkpoints always) or
-"rapidgzip" (its parallel, seekable reader, if installed). For measuring only (benchmarks/bench_io.py):
-ISA-L won on 2 cores, see :class:`RapidgzipStream`."""
+"""Which decompressor reads forward: "isal" (the default), "zlib" (checkpoints always),
+"rapidgzip" (its parallel, seekable reader, if installed) or "zran" (zlib through ctypes, with resume
+points that other processes can use: :mod:`lazymask.io._zran`). For measuring only
+(benchmarks/bench_io.py, benchmarks/bench_cluster.py): ISA-L won on 2 cores, see
+:class:`RapidgzipStream`; "zran" decompresses at zlib's speed (about half ISA-L's)."""
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
@@ -73,6 +75,12 @@ _decompressed_lock = threading.Lock()
 def bytes_decompressed() -> int:
     """How many bytes this process's gzip streams have decompressed so far (for tests and benchmarks)."""
     return _decompressed[0]
+
+
+def count_decompressed(n_bytes: int) -> None:
+    """Add ``n_bytes`` to :func:`bytes_decompressed` (the streams of :mod:`lazymask.io._zran` count here too)."""
+    with _decompressed_lock:
+        _decompressed[0] += n_bytes
 
 
 class GzipStream:
@@ -323,7 +331,10 @@ def _stream_for(identity: FileIdentity) -> GzipStream:
     with _streams_lock:
         stream = _streams.get(identity)
         if stream is None:
-            kind = RapidgzipStream if _READER == "rapidgzip" else GzipStream
+            if resumable_streams():
+                from lazymask.io._zran import ZranStream as kind
+            else:
+                kind = RapidgzipStream if _READER == "rapidgzip" else GzipStream
             stream = _streams[identity] = kind(identity.path)
             while len(_streams) > _MAX_OPEN_STREAMS:
                 _streams.popitem(last=False)  # closed when the last task using it lets go
@@ -339,3 +350,30 @@ def read_gzip_range(identity: FileIdentity, offset: int, out, to_end: bool = Fal
     ends the data; check the gzip trailer after it (see :meth:`GzipStream.read_into`).
     """
     _stream_for(identity).read_into(offset, memoryview(out).cast("B"), to_end)
+
+
+def resumable_streams() -> bool:
+    """Whether this process's gzip streams are resumable ones (``LAZYMASK_GZIP_READER=zran`` and the
+    system zlib loads)."""
+    if _READER != "zran":
+        return False
+    from lazymask.io._zran import available
+
+    return available()
+
+
+def resume_point(identity: FileIdentity, end: int):
+    """A point, picklable, from which another process can resume reading ``identity`` at or before
+    decompressed offset ``end``: the one this process's stream took when its read ending at ``end``
+    finished; None when its stream takes none (ISA-L and zlib streams; see :mod:`lazymask.io._zran`)."""
+    with _streams_lock:
+        stream = _streams.get(identity)
+    point_at = getattr(stream, "point_at", None)
+    return point_at(end) if point_at is not None else None
+
+
+def offer_resume_point(identity: FileIdentity, point) -> None:
+    """Let this process's stream of ``identity`` resume from ``point`` (taken by another process)."""
+    stream = _stream_for(identity)
+    if hasattr(stream, "offer"):
+        stream.offer(point)

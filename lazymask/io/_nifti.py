@@ -30,6 +30,7 @@ from lazymask.exceptions import (
     ParameterError,
 )
 from lazymask.io._codecs import SNIFF_BYTES, codec_for
+from lazymask.io._gzip import offer_resume_point, resumable_streams, resume_point
 from lazymask.io._identity import file_identity
 from lazymask.io._meta import image_dataarray
 from lazymask.io._reader import LazyVolumes, VolumeReader
@@ -450,11 +451,20 @@ def lazy_volumes_array(volumes: LazyVolumes, time_chunks: tuple[int, ...]) -> da
     token that the previous chunk's read leaves (the token holds no data). Whatever order dask picks
     for the rest of the graph, a ``.nii.gz`` is then decompressed once, front to back, one core
     decompressing while the others compute on the chunks already read (DESIGN.md, "Reading").
+
+    On a multi-process ``distributed`` cluster every process has its own gzip streams: the scheduler
+    places a read where the previous read's token is, so a file's reads stay in one process, unless
+    work stealing moves one; then its new process decompresses from the file's start. With resumable
+    streams (``LAZYMASK_GZIP_READER=zran``, :mod:`lazymask.io._zran`; read here, at graph build, and
+    by every worker) a read leaves ``(block, cache writes, resume points)`` under its own key, the
+    token carries the points (about 33 kB per file), and a read run in another process resumes from
+    them: a moved read decompresses at most one deflate block again.
     With the run cache on (``config.get("cache_dir")``, read here, at graph build), gzip reads go
     through :mod:`lazymask.io._runcache`; files whose entry is complete at build time are not chained.
     """
     cache = current_settings() if any(reader.compressed for reader in volumes.readers) else None
     chained = not all_cached(volumes, cache)  # a file in the run cache reads in any order, in parallel
+    resumable = chained and resumable_streams()
     # the readers hold their files' identities: a replaced file never reuses a graph key
     name = "open-nifti-" + dask.base.tokenize(volumes.readers, time_chunks, volumes.squeeze_time)
     token_name = "gzip-order-" + name.removeprefix("open-nifti-")
@@ -465,7 +475,11 @@ def lazy_volumes_array(volumes: LazyVolumes, time_chunks: tuple[int, ...]) -> da
         key = (name,) + (0,) * n_spatial + (() if volumes.squeeze_time else (index,))
         compressed = volumes.compressed_readers(start, start + length)
         after = (token_name, index - 1) if chained and compressed & previous_compressed else None
-        if cache is not None and chained and compressed:
+        if resumable and compressed:
+            graph[(tee_name, index)] = (_read_chunk_resumable, volumes, start, start + length, after, cache)
+            graph[key] = (_block_of, (tee_name, index), volumes.squeeze_time, cache)
+            graph[(token_name, index)] = (_points_of, (tee_name, index))
+        elif cache is not None and chained and compressed:
             # filling the run cache: the chunk's key writes it, the next read waits only for this read
             graph[(tee_name, index)] = (_read_chunk_deferring_tee, volumes, start, start + length, after, cache)
             graph[key] = (_write_tee, (tee_name, index), volumes.squeeze_time, cache)
@@ -496,6 +510,36 @@ def _write_tee(read: tuple, squeeze_time: bool, cache) -> np.ndarray:
 
 def _order_token(_block) -> None:
     return None
+
+
+def _read_chunk_resumable(volumes: LazyVolumes, start: int, stop: int, points: tuple | None, cache) -> tuple:
+    """Resume from the previous read's ``points``, read; ``(block, volumes for the run cache, points)``."""
+    for identity, point in points or ():
+        offer_resume_point(identity, point)
+    if cache is None:
+        block, pending = volumes.read(start, stop), []
+    else:  # the chunk's key writes the run cache: the next read waits only for this read
+        block, pending = read_volumes_deferring_tee(volumes, start, stop, cache)
+    points, first = [], 0
+    for reader in volumes.readers:
+        if reader.compressed and start < first + reader.n_volumes and stop > first:
+            end = reader.offset + (min(stop, first + reader.n_volumes) - first) * reader.volume_nbytes
+            point = resume_point(reader.identity, end)
+            if point is not None:
+                points.append((reader.identity, point))
+        first += reader.n_volumes
+    return block, pending, tuple(points)
+
+
+def _block_of(read: tuple, squeeze_time: bool, cache) -> np.ndarray:
+    block, pending, _points = read
+    if pending:
+        write_tee(cache, pending)
+    return block[..., 0] if squeeze_time else block
+
+
+def _points_of(read: tuple) -> tuple:
+    return read[2]
 
 
 def _check_same_grid(parts: list[_Part]) -> None:

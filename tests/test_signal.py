@@ -443,3 +443,38 @@ def test_butterworth_as_a_matrix_is_the_filter(dtype, padding, monkeypatch):
     tolerance = 1e-12 if dtype == np.float64 else 3e-6
     np.testing.assert_allclose(by_matrix, reference, rtol=0, atol=tolerance * scale)
     np.testing.assert_allclose(by_columns, reference, rtol=0, atol=max(tolerance, 1e-7) * scale)
+
+
+def test_concurrent_kernels_each_run_on_one_blas_thread_and_the_setting_comes_back():
+    """Every thread inside a kernel sees one BLAS thread, whatever order concurrent kernels end in."""
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    from lazymask._blas import single_threaded_blas
+
+    def blas_threads():
+        return sorted({lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"})
+
+    before = blas_threads()
+    seen, entered, leave_first = [], threading.Barrier(2), threading.Event()
+
+    def kernel(first: bool):
+        with single_threaded_blas():
+            entered.wait()
+            if not first:
+                leave_first.set()
+                entered.wait()  # hold on while the first kernel ends
+            seen.append(blas_threads())
+            if first:
+                leave_first.wait()
+        if first:
+            entered.wait()
+
+    threads = [threading.Thread(target=kernel, args=(first,)) for first in (True, False)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [[1], [1]]
+    assert blas_threads() == before

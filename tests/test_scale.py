@@ -127,9 +127,9 @@ def test_one_file_per_group_of_time_chunks(signals, budget, piece_bytes, expecte
     held = []
     original = _regroup._write_group
 
-    def recording(chunks, scratch, edges, group):
+    def recording(chunks, scratch, edges, group, dtype):
         held.append(sum(chunk.nbytes for chunk in chunks))
-        return original(chunks, scratch, edges, group)
+        return original(chunks, scratch, edges, group, dtype)
 
     monkeypatch.setattr(_regroup, "_write_group", recording)
     array = da.from_array(signals, chunks=(7, N_FEATURES))  # 13 time chunks of 7 rows (the last 6)

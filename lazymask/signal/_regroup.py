@@ -194,7 +194,7 @@ def _through_disk(signals: da.Array, columns: tuple[int, ...], budget: int) -> d
     for group, count in enumerate(groups):  # each task holds its group's chunks as they came, no concatenation
         members = list(chunks[first : first + count])
         written.append(dask.delayed(_write_group)(
-            members, scratch, edges, group, dask_key_name=(f"_write_group-{token}", group)))
+            members, scratch, edges, group, signals.dtype, dask_key_name=(f"_write_group-{token}", group)))
         rows.append(int(sum(signals.chunks[0][first : first + count])))
         first += count
     # one task after every write: no block is read before all are written
@@ -236,12 +236,13 @@ def _group_path(directory: str, group: int) -> str:
     return os.path.join(directory, f"t{group:07d}.pieces")
 
 
-def _write_group(chunks: list[np.ndarray], scratch: _Scratch, edges: tuple[int, ...], group: int) -> int:
+def _write_group(chunks: list[np.ndarray], scratch: _Scratch, edges: tuple[int, ...], group: int, dtype) -> int:
     """Write adjacent time chunks as one file: the feature pieces one after another, in block order.
 
     Piece ``b`` holds columns ``edges[b]:edges[b + 1]`` of every row of the group, in C order, so it
-    starts at byte ``rows * edges[b] * itemsize``. Each piece is assembled in one buffer and written
-    in one call; the file is written whole under a temporary name, then renamed.
+    starts at byte ``rows * edges[b] * itemsize`` (of the array's ``dtype``, as the reads expect).
+    Each piece is assembled in one buffer and written in one call; the file is written whole under a
+    temporary name, then renamed.
     """
     directory = scratch.path
     os.makedirs(directory, exist_ok=True)
@@ -249,7 +250,7 @@ def _write_group(chunks: list[np.ndarray], scratch: _Scratch, edges: tuple[int, 
     partial = f"{path}.{uuid.uuid4().hex}.partial"
     rows = sum(len(chunk) for chunk in chunks)
     widths = np.diff(edges)
-    buffer = np.empty(rows * int(widths.max(initial=0)), dtype=chunks[0].dtype)
+    buffer = np.empty(rows * int(widths.max(initial=0)), dtype=dtype)
     with open(partial, "wb") as stream:
         for start, stop in itertools.pairwise(edges):
             piece = buffer[: rows * (stop - start)].reshape(rows, stop - start)

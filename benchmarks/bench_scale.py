@@ -40,8 +40,8 @@ At these sizes the intermediate stays in the page cache and both layouts scale; 
 (not repeated here) is where the previous layout's 214 000 small files left the cache: with
 every file dropped from the cache after writing, reading the blocks of an 8309-volume
 intermediate took 14.6 ms/volume before and 1.4-2.9 now (see ``lazymask/signal/_regroup.py``).
-Cluster, 1200 volumes: 37 ms/volume now against 35 before, workers unchanged, no pause, workers'
-peak RSS 0.29-0.32 GB (0.29 before).
+Cluster, 1200 volumes: 16-37 ms/volume now against 18-35 before, workers unchanged and no pause
+in any run (9 now, 4 before), workers' peak RSS 0.29-0.35 GB now (once 0.69 GB), 0.28-0.29 before.
 """
 
 from __future__ import annotations

@@ -43,9 +43,10 @@ planned from shapes, chunks and settings only (:func:`regroup_method`, a pure fu
   intermediate does not fit in memory), the read tasks at 8309 volumes took 14.6 ms/volume
   before against 1.4-2.9 now.
   Measured on ``LocalCluster(2 workers x 1 GiB)`` (1 GiB budget: groups up to 64 MiB), 1200
-  volumes x 207k voxels band-passed to zarr: 37 ms/volume, workers peaking at 0.29-0.32 GB, no
-  pause (35 ms/volume and 0.29 GB with the previous layout, same session); P2P, measured before:
-  83 ms/volume and 0.85-0.89 GB, both workers paused at 80 % memory.
+  volumes x 207k voxels band-passed to zarr (groups of 5 chunks, 33 MB): 16-37 ms/volume (a noisy
+  shared machine), no pause in 9 runs, workers peaking at 0.29-0.35 GB (once 0.69 GB), against
+  18-35 ms/volume and 0.28-0.29 GB with the previous layout in the same session; P2P, measured
+  before: 83 ms/volume and 0.85-0.89 GB, both workers paused at 80 % memory.
   The directory lives under dask's ``temporary-directory`` setting (else the system's temporary
   directory), is named ``lazymask-regroup-*``, holds one copy of the signals on disk, and is removed
   when the returned array is garbage collected or the process exits. Computing the result again

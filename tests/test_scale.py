@@ -1,16 +1,18 @@
 """Scale: the memory-budgeted regroup of signal.clean, the user's scheduler running everything.
 
 Checks that the three ways of regrouping time chunks into whole-time blocks (in memory, dask's P2P
-rechunk on distributed, ``.npy`` pieces on disk locally) give bit-identical results on every
-scheduler and chunking; that the on-disk intermediate lives under dask's ``temporary-directory``
-and is removed; that nothing is computed or written when a graph is built; and that under a
-``distributed.Client`` every computation of a masker runs on the workers.
+rechunk on distributed, one file per group of time chunks on disk locally) give bit-identical
+results on every scheduler and chunking; that the on-disk intermediate writes one file per group,
+lives under dask's ``temporary-directory`` and is removed; that a lost or truncated file is a
+clear error naming it; that nothing is computed or written when a graph is built; and that under
+a ``distributed.Client`` every computation of a masker runs on the workers.
 """
 
 from __future__ import annotations
 
 import gc
 import threading
+from pathlib import Path
 
 import dask
 import dask.array as da
@@ -20,7 +22,9 @@ import pytest
 from lazymask import config
 from lazymask.datasets import lazy_synthetic_run
 from lazymask.signal import clean, high_variance_confounds
-from lazymask.signal._regroup import distributed_client, memory_budget, regroup_method
+from lazymask.exceptions import LazymaskError
+from lazymask.signal import _regroup
+from lazymask.signal._regroup import distributed_client, memory_budget, regroup_method, time_groups, whole_time_blocks
 from lazymask.testing import CountingScheduler, raise_if_dask_computes
 
 distributed = pytest.importorskip("distributed")
@@ -28,6 +32,8 @@ distributed = pytest.importorskip("distributed")
 N_TIME, N_FEATURES = 90, 40
 FILTER = {"low_pass": 0.1, "high_pass": 0.01, "t_r": 2.0}
 TINY_BUDGET = {"memory_budget": 1000}  # forces the out-of-memory paths on any test-sized input
+# also over budget for the test signals (14.4 kB > 200 kB / 16), but a file may hold 12.5 kB (78 rows)
+GROUPING_BUDGET = {"memory_budget": 200_000}
 
 
 @pytest.fixture(scope="module")
@@ -75,18 +81,81 @@ def test_regroup_method(shape, time_chunks, budget, remote_workers, expected):
 
 # --- same numbers whatever the path -----------------------------------------------------------------
 
+@pytest.mark.parametrize("budget", [TINY_BUDGET, GROUPING_BUDGET], ids=["a file per chunk", "grouped chunks"])
 @pytest.mark.parametrize("chunks", [(7, N_FEATURES), (13, 10), (30, 7), (N_TIME, 9)])
 @pytest.mark.parametrize("scheduler", ["sync", "threads", "processes"])
-def test_through_disk_equals_in_memory(signals, confounds, chunks, scheduler, tmp_path):
+def test_through_disk_equals_in_memory(signals, confounds, chunks, scheduler, budget, tmp_path):
     in_memory = _lazy_clean(signals, confounds, chunks)
     with dask.config.set({"temporary-directory": str(tmp_path)}):
-        on_disk = _lazy_clean(signals, confounds, chunks, **TINY_BUDGET)
+        on_disk = _lazy_clean(signals, confounds, chunks, **budget)
     assert "_read_block" not in _layers(in_memory)
     assert ("_read_block" in _layers(on_disk)) == (chunks[0] < N_TIME)
     expected = in_memory.compute(scheduler="sync")
     np.testing.assert_array_equal(on_disk.compute(scheduler=scheduler), expected)
     eager = clean(signals, confounds=confounds, **FILTER)
     np.testing.assert_allclose(expected, eager, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+@pytest.mark.parametrize(("time_chunks", "feature_chunks", "columns", "piece_bytes"), [
+    ((7,) * 12 + (6,), (40,), (9, 9, 9, 9, 4), 2**20),  # groups limited by the budget
+    ((1, 30, 2, 2, 50, 5), (13, 27), (40,), 2**20),  # irregular chunks, one block
+    ((5,) * 18, (40,), (1,) * 40, 64),  # one-column blocks; groups end once a piece holds 64 bytes
+    ((11,) * 8 + (2,), (7,) * 5 + (5,), (33, 7), 1),  # a group per chunk: any piece is big enough
+])
+def test_disk_path_returns_the_signals(time_chunks, feature_chunks, columns, piece_bytes, dtype, tmp_path, monkeypatch):
+    values = np.random.default_rng(6).standard_normal((N_TIME, N_FEATURES)) * 1000
+    array = da.from_array(values.astype(dtype), chunks=(time_chunks, feature_chunks))
+    monkeypatch.setattr(_regroup, "PIECE_BYTES", piece_bytes)
+    with dask.config.set({"temporary-directory": str(tmp_path)}), config.set(**GROUPING_BUDGET):
+        blocks = whole_time_blocks(array, columns, max(np.dtype(dtype).itemsize, 4))  # cleaned as floats
+    assert "_read_block" in _layers(blocks)
+    assert blocks.chunks == ((N_TIME,), columns)
+    for scheduler in ("sync", "threads"):
+        result = blocks.compute(scheduler=scheduler)
+        assert result.dtype == dtype
+        np.testing.assert_array_equal(result, values.astype(dtype))
+
+
+@pytest.mark.parametrize(("budget", "piece_bytes", "expected_files"), [
+    (TINY_BUDGET, 2**20, 13),  # a file per time chunk: no group fits 1000 / 16 bytes
+    (GROUPING_BUDGET, 2**20, 2),  # 11 chunks (77 rows, 12.3 kB <= 12.5 kB), then 2
+    (GROUPING_BUDGET, 9 * 4 * 20, 5),  # until a 9-column piece holds 20 rows: 3 chunks (21 rows) a file
+])
+def test_one_file_per_group_of_time_chunks(signals, budget, piece_bytes, expected_files, tmp_path, monkeypatch):
+    monkeypatch.setattr(_regroup, "PIECE_BYTES", piece_bytes)
+    held = []
+    original = _regroup._write_group
+
+    def recording(chunks, scratch, edges, group, dtype):
+        held.append(sum(chunk.nbytes for chunk in chunks))
+        return original(chunks, scratch, edges, group, dtype)
+
+    monkeypatch.setattr(_regroup, "_write_group", recording)
+    array = da.from_array(signals, chunks=(7, N_FEATURES))  # 13 time chunks of 7 rows (the last 6)
+    with dask.config.set({"temporary-directory": str(tmp_path)}), config.set(**budget):
+        blocks = whole_time_blocks(array, (9, 9, 9, 9, 4), 4)
+        np.testing.assert_array_equal(blocks.compute(scheduler="threads"), signals)
+        budget_bytes = config.get("memory_budget")
+    (directory,) = tmp_path.iterdir()
+    files = sorted(path.name for path in directory.iterdir())
+    assert files == [f"t{group:07d}.pieces" for group in range(expected_files)]  # no partial file left
+    assert sorted(held) == sorted(path.stat().st_size for path in directory.iterdir())
+    assert len(held) == expected_files  # each group written once, by one task
+    assert max(held) <= max(budget_bytes / 16, 7 * N_FEATURES * 4)  # a write task holds <= 1/16 of the budget
+
+
+def test_time_groups_hold_whole_chunks():
+    chunks = (8,) * 9 + (3,)
+    for min_rows, max_bytes in [(1, 10**9), (20, 10**9), (10**9, 2500), (10**9, 1), (30, 3300)]:
+        groups = time_groups(chunks, min_rows=min_rows, max_bytes=max_bytes, row_bytes=100)
+        assert sum(groups) == len(chunks) and min(groups) >= 1
+        first = 0
+        for count in groups:
+            rows = sum(chunks[first : first + count])
+            assert count == 1 or rows * 100 <= max_bytes
+            assert count == 1 or rows - chunks[first + count - 1] < min_rows  # stops once it has min_rows
+            first += count
 
 
 def test_disk_blocks_follow_the_requested_feature_blocks(signals, confounds):
@@ -97,10 +166,11 @@ def test_disk_blocks_follow_the_requested_feature_blocks(signals, confounds):
     np.testing.assert_array_equal(cleaned.compute(), in_memory.compute())
 
 
-def test_intermediate_lives_in_the_temporary_directory_and_is_removed(signals, confounds, tmp_path):
+@pytest.mark.parametrize("budget", [TINY_BUDGET, GROUPING_BUDGET], ids=["a file per chunk", "grouped chunks"])
+def test_intermediate_lives_in_the_temporary_directory_and_is_removed(signals, confounds, budget, tmp_path):
     with dask.config.set({"temporary-directory": str(tmp_path)}):
         with raise_if_dask_computes():
-            cleaned = _lazy_clean(signals, confounds, (10, N_FEATURES), **TINY_BUDGET)
+            cleaned = _lazy_clean(signals, confounds, (10, N_FEATURES), **budget)
         assert list(tmp_path.iterdir()) == []  # building the graph writes nothing
         first = cleaned.compute()
         (directory,) = tmp_path.iterdir()
@@ -116,21 +186,42 @@ def test_intermediate_lives_in_the_temporary_directory_and_is_removed(signals, c
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_lost_piece_is_a_clear_error(signals, tmp_path, monkeypatch):
-    from lazymask.exceptions import LazymaskError
-    from lazymask.signal import _regroup
-
+def _damage_before_the_reads(monkeypatch, damage):
+    """The first read task first applies ``damage`` to the first file of the intermediate."""
     original = _regroup._read_block
+    done = []
 
-    def read_after_a_loss(template, barrier, scratch, n_time_chunks, block_info=None):
-        for piece in sorted((tmp_path / scratch.path.rsplit("/", 1)[-1]).glob("*.npy"))[:1]:
-            piece.unlink()  # something else removed a piece between the writes and this read
-        return original(template, barrier, scratch, n_time_chunks, block_info=block_info)
+    def read_after_damage(template, barrier, scratch, rows, edges, block_info=None):
+        if not done:
+            damage(sorted(Path(scratch.path).glob("*.pieces"))[0])
+            done.append(True)
+        return original(template, barrier, scratch, rows, edges, block_info=block_info)
 
-    monkeypatch.setattr(_regroup, "_read_block", read_after_a_loss)
-    with dask.config.set({"temporary-directory": str(tmp_path)}), config.set(**TINY_BUDGET):
+    monkeypatch.setattr(_regroup, "_read_block", read_after_damage)
+
+
+@pytest.mark.parametrize("budget", [TINY_BUDGET, GROUPING_BUDGET], ids=["a file per chunk", "grouped chunks"])
+def test_a_lost_piece_is_a_clear_error(signals, budget, tmp_path, monkeypatch):
+    _damage_before_the_reads(monkeypatch, Path.unlink)  # something else removed a file after the writes
+    with dask.config.set({"temporary-directory": str(tmp_path)}), config.set(**budget):
         cleaned = clean(da.from_array(signals, chunks=(10, N_FEATURES)))
-    with pytest.raises(LazymaskError, match=r"on-disk intermediate of signal.clean lost a piece \(.*\.npy\)"):
+    with pytest.raises(LazymaskError, match=r"on-disk intermediate of signal.clean lost a piece "
+                                            r"\(.*lazymask-regroup-\w+/t0000000\.pieces\): its directory"):
+        cleaned.compute(scheduler="sync")
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.5, 0.99])
+def test_a_truncated_piece_is_a_clear_error(signals, keep, tmp_path, monkeypatch):
+    def truncate(path):
+        size = path.stat().st_size
+        with open(path, "r+b") as stream:
+            stream.truncate(int(size * keep))
+
+    _damage_before_the_reads(monkeypatch, truncate)
+    with dask.config.set({"temporary-directory": str(tmp_path)}), config.set(**GROUPING_BUDGET):
+        cleaned = clean(da.from_array(signals, chunks=(10, N_FEATURES)))
+    with pytest.raises(LazymaskError, match=r"on-disk intermediate of signal.clean has a damaged piece "
+                                            r"\(.*lazymask-regroup-\w+/t0000000\.pieces: \d+ bytes, \d+ expected\)"):
         cleaned.compute(scheduler="sync")
 
 
@@ -143,15 +234,16 @@ def client():
         yield client
 
 
-def test_a_local_cluster_shares_the_disk_and_p2p_is_taken_when_asked(signals, confounds, client, tmp_path):
+@pytest.mark.parametrize("budget", [TINY_BUDGET, GROUPING_BUDGET], ids=["a file per chunk", "grouped chunks"])
+def test_a_local_cluster_shares_the_disk_and_p2p_is_taken_when_asked(signals, confounds, client, budget, tmp_path):
     from lazymask.signal._regroup import workers_share_this_disk
 
     assert workers_share_this_disk(client)
     expected = _lazy_clean(signals, confounds, (13, 10)).compute(scheduler="sync")
     with dask.config.set({"temporary-directory": str(tmp_path)}):
-        on_disk = _lazy_clean(signals, confounds, (13, 10), **TINY_BUDGET)
+        on_disk = _lazy_clean(signals, confounds, (13, 10), **budget)
     with dask.config.set({"array.rechunk.method": "p2p"}):
-        p2p = _lazy_clean(signals, confounds, (13, 10), **TINY_BUDGET)
+        p2p = _lazy_clean(signals, confounds, (13, 10), **budget)
     assert "_read_block" in _layers(on_disk) and "p2p" not in _layers(on_disk)
     assert "p2p" in _layers(p2p) and "_read_block" not in _layers(p2p)
     np.testing.assert_array_equal(client.compute(on_disk).result(), expected)
@@ -159,8 +251,6 @@ def test_a_local_cluster_shares_the_disk_and_p2p_is_taken_when_asked(signals, co
 
 
 def test_p2p_when_the_workers_are_elsewhere(signals, confounds, client, monkeypatch):
-    from lazymask.signal import _regroup
-
     monkeypatch.setattr(_regroup, "workers_share_this_disk", lambda client: False)
     over_budget = _lazy_clean(signals, confounds, (13, 10), **TINY_BUDGET)
     assert "p2p" in _layers(over_budget)
@@ -172,9 +262,10 @@ def test_processes_cluster_through_disk(signals, confounds, tmp_path):
     expected = _lazy_clean(signals, confounds, (7, 40)).compute(scheduler="sync")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client, dask.config.set({"temporary-directory": str(tmp_path)}):
-        on_disk = _lazy_clean(signals, confounds, (7, 40), **TINY_BUDGET)
-        assert "_read_block" in _layers(on_disk)
-        np.testing.assert_array_equal(client.compute(on_disk).result(), expected)
+        for budget in (TINY_BUDGET, GROUPING_BUDGET):
+            on_disk = _lazy_clean(signals, confounds, (7, 40), **budget)
+            assert "_read_block" in _layers(on_disk)
+            np.testing.assert_array_equal(client.compute(on_disk).result(), expected)
 
 
 def test_a_local_scheduler_set_over_a_client_takes_the_disk_path(signals, confounds, client, tmp_path):

@@ -285,9 +285,9 @@ def test_a_run_kept_in_memory_is_gathered_into_whole_time_blocks(tmp_path):
     masker = NiftiMasker(**options)
     signals = masker.fit_transform(open_nifti(str(path), chunks={"time": 5}))
     layers = " ".join(map(str, signals.data.dask.layers))
-    assert "rechunk" not in layers and "regroup" not in layers and "_write_pieces" not in layers
+    assert "rechunk" not in layers and "_read_block" not in layers and "_write" not in layers
     with config.set(memory_budget=1):  # not kept: extracted by time chunks, then regrouped
         reference = NiftiMasker(**options).fit_transform(open_nifti(str(path), chunks={"time": 5}))
     regrouped = " ".join(map(str, reference.data.dask.layers))
-    assert "rechunk" in regrouped or "_write_pieces" in regrouped
+    assert "rechunk" in regrouped or "_read_block" in regrouped
     np.testing.assert_array_equal(signals.values, reference.values)

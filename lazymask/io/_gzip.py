@@ -83,14 +83,35 @@ def count_decompressed(n_bytes: int) -> None:
         _decompressed[0] += n_bytes
 
 
+class LowestOffsetFirst:
+    """Turns on one stream for the threads that share it: one at a time, the lowest offset first."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._busy = False
+        self._waiting: list[int] = []
+
+    def acquire(self, offset: int) -> None:
+        with self._cond:
+            self._waiting.append(offset)
+            try:
+                self._cond.wait_for(lambda: not self._busy and offset == min(self._waiting))
+            finally:
+                self._waiting.remove(offset)
+            self._busy = True
+
+    def release(self) -> None:
+        with self._cond:
+            self._busy = False
+            self._cond.notify_all()
+
+
 class GzipStream:
     """One decompressor over one gzip file, with checkpoints to resume from."""
 
     def __init__(self, path: str):
         self.path = path
-        self._cond = threading.Condition()
-        self._busy = False
-        self._waiting: list[int] = []
+        self._turns = LowestOffsetFirst()
         self._checkpoints: list[_Checkpoint] = []
         self._forward = zlib if _READER == "zlib" else isal_zlib  # until a read jumps back (then zlib)
         self._library = self._forward
@@ -110,7 +131,7 @@ class GzipStream:
         With ``to_end``, also decompress what follows, to the end of the file, so that the last
         member's CRC-32 and length are checked (a file cut in its trailer is not taken as whole).
         """
-        self._acquire(offset)
+        self._turns.acquire(offset)
         try:
             self._seek(offset)
             self._fill(out)
@@ -126,22 +147,7 @@ class GzipStream:
                 "Re-create or re-download it."
             ) from exc
         finally:
-            self._release()
-
-    # -- the threads sharing this stream go lowest offset first ---------------------------------
-    def _acquire(self, offset: int) -> None:
-        with self._cond:
-            self._waiting.append(offset)
-            try:
-                self._cond.wait_for(lambda: not self._busy and offset == min(self._waiting))
-            finally:
-                self._waiting.remove(offset)
-            self._busy = True
-
-    def _release(self) -> None:
-        with self._cond:
-            self._busy = False
-            self._cond.notify_all()
+            self._turns.release()
 
     # -- positioning ----------------------------------------------------------------------------
     def _restart(self, library=None) -> None:

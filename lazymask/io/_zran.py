@@ -33,6 +33,8 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from lazymask.io._gzip import LowestOffsetFirst
+
 _WINDOW = 32768
 _INPUT_BLOCK = 1 << 20
 _STEP = 4 << 20
@@ -109,9 +111,7 @@ class ZranStream:
     def __init__(self, path: str):
         self.path = path
         self._z = _library()
-        self._lock = threading.Condition()
-        self._busy = False
-        self._waiting: list[int] = []
+        self._turns = LowestOffsetFirst()
         self._file = open(path, "rb")  # noqa: SIM115 - kept open across reads of this process
         self._strm = _ZStream()
         self._live = False
@@ -138,7 +138,7 @@ class ZranStream:
         """Fill ``out`` with the decompressed bytes starting at ``offset`` (see the module's contract)."""
         from lazymask.exceptions import CorruptImageError
 
-        self._acquire(offset)
+        self._turns.acquire(offset)
         try:
             self._seek(offset)
             self._fill(out)
@@ -158,7 +158,7 @@ class ZranStream:
                 "Re-create or re-download it."
             ) from exc
         finally:
-            self._release()
+            self._turns.release()
 
     def point_at(self, end: int) -> ResumePoint | None:
         """The point taken at the end of this process's read that ended at ``end`` (None if none)."""
@@ -172,21 +172,6 @@ class ZranStream:
             index = bisect.bisect_left([p.position for p in self._points], point.position)
             if index == len(self._points) or self._points[index].position != point.position:
                 self._points.insert(index, point)
-
-    # -- lowest offset first, as GzipStream -----------------------------------------------------------
-    def _acquire(self, offset: int) -> None:
-        with self._lock:
-            self._waiting.append(offset)
-            try:
-                self._lock.wait_for(lambda: not self._busy and offset == min(self._waiting))
-            finally:
-                self._waiting.remove(offset)
-            self._busy = True
-
-    def _release(self) -> None:
-        with self._lock:
-            self._busy = False
-            self._lock.notify_all()
 
     # -- positioning ----------------------------------------------------------------------------------
     def _end(self) -> None:

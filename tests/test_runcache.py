@@ -149,6 +149,37 @@ def test_a_damaged_entry_is_dropped_and_the_file_read(tmp_path, cache):
     assert reads.calls == 0
 
 
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_an_entry_read_chunk_by_chunk_checks_every_chunk(tmp_path, cache, damage):
+    """The entry's own reader (no zarr array) gives zarr's values and refuses a missing or cut chunk."""
+    from lazymask.io import _runcache
+
+    path = tmp_path / "run.nii.gz"
+    data = _write(path)
+    open_nifti(path).values  # fills the entry
+    open_nifti(path).values  # reads it (and keeps it open)
+    (entry,) = run_cache_entries(cache)
+    opened = _runcache._opened[str(entry["path"])]
+    assert opened.direct  # the layout this module writes
+    spatial = data.shape[:3]
+    direct = opened.read(2, 7, type("R", (), {"spatial_shape": spatial})())
+    opened.direct = False
+    through_zarr = opened.read(2, 7, type("R", (), {"spatial_shape": spatial})())
+    opened.direct = True
+    np.testing.assert_array_equal(direct, through_zarr)
+    np.testing.assert_array_equal(direct, data[..., 2:7])
+    assert direct.flags.f_contiguous
+    chunk = Path(entry["path"]) / "volumes" / "c" / "4" / "0"
+    if damage == "deleted":
+        chunk.unlink()
+    else:
+        chunk.write_bytes(chunk.read_bytes()[:-7])
+    _runcache._opened.clear()
+    with pytest.warns(RuntimeWarning, match=r"chunk '4/0' of array 'volumes' is (missing|corrupt|truncated).*The entry was deleted"):
+        values = open_nifti(path).values
+    np.testing.assert_array_equal(values, data)
+
+
 def test_size_cap_evicts_least_recently_used_entries_only(tmp_path, cache):
     paths = [tmp_path / f"run-{i}.nii.gz" for i in range(3)]
     for i, path in enumerate(paths):

@@ -49,16 +49,18 @@ import json
 import os
 import re
 import shutil
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import dask
+import numcodecs.blosc
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
 
 from lazymask import config
 from lazymask.exceptions import CorruptStoreError, LazymaskError
@@ -66,6 +68,7 @@ from lazymask.io._identity import check_unchanged
 from lazymask.io._integrity import (
     MANIFEST_ATTR,
     CheckedStore,
+    check_chunk,
     checksum_codec,
     expected_chunks,
     read_metadata_document,
@@ -198,13 +201,23 @@ def _as_rows(block: np.ndarray) -> np.ndarray:
 
 
 class _Entry:
-    """A complete cache entry, opened with its chunks checked against its manifest."""
+    """A complete cache entry, opened with its chunks checked against its manifest.
 
-    def __init__(self, path: Path, array: zarr.Array):
-        self.path, self.array = path, array
+    An entry in the layout this module writes (one little-endian volume per chunk, blosc, crc32c)
+    is read without zarr's array machinery: each chunk file is read, checked against the
+    manifest (:func:`~lazymask.io._integrity.check_chunk`: present, crc32c as recorded) and
+    blosc-decoded straight into its volume of the block returned (no intermediate buffer, no
+    copy). Any other layout reads through zarr, checked by the same manifest.
+    """
+
+    def __init__(self, path: Path, array: zarr.Array, expected: dict[str, tuple[str, int]]):
+        self.path, self.array, self.expected = path, array, expected
+        self.direct = _direct_layout(array)
 
     def read(self, start: int, stop: int, reader: VolumeReader) -> np.ndarray:
         try:
+            if self.direct:
+                return self._read_direct(start, stop, reader)
             rows = self.array[start:stop]
         except LazymaskError:
             raise
@@ -212,6 +225,39 @@ class _Entry:
             raise CorruptStoreError(f"run cache entry {self.path}: volumes {start}..{stop} cannot be decoded "
                                     f"({type(exc).__name__}: {exc}).") from None
         return np.ascontiguousarray(rows).T.reshape((*reader.spatial_shape, stop - start), order="F")
+
+    def _read_direct(self, start: int, stop: int, reader: VolumeReader) -> np.ndarray:
+        block = np.empty((*reader.spatial_shape, stop - start), dtype=self.array.dtype, order="F")
+        volumes = block.reshape(-1, stop - start, order="F")  # a view: one contiguous column per volume
+        where = f"run cache entry {self.path}"
+        for offset, volume in enumerate(range(start, stop)):
+            key = "volumes/" + self.array.metadata.encode_chunk_key((volume, 0))
+            try:
+                data = (self.path / key).read_bytes()
+            except FileNotFoundError:
+                data = None
+            check_chunk(key, data, self.expected[key], where)
+            column = volumes[:, offset]
+            if _decoded_size(data) != column.nbytes:
+                raise CorruptStoreError(f"{where}: chunk {key!r} does not hold one volume of {column.nbytes} bytes.")
+            numcodecs.blosc.decompress(memoryview(data)[:-4], column)
+        return block
+
+
+def _direct_layout(array: zarr.Array) -> bool:
+    """Whether ``array`` is in the layout :class:`_Entry` decodes itself (the one written here)."""
+    codecs = array.metadata.codecs
+    return (
+        sys.byteorder == "little" and array.ndim == 2 and array.chunks == (1, array.shape[1])
+        and len(codecs) == 3 and isinstance(codecs[0], BytesCodec)
+        and (codecs[0].endian is None or codecs[0].endian.value == "little")
+        and isinstance(codecs[1], BloscCodec) and isinstance(codecs[2], Crc32cCodec)
+    )
+
+
+def _decoded_size(data: bytes) -> int:
+    """The decoded size a blosc frame declares (its header's bytes 4-7; -1 if there is no header)."""
+    return int.from_bytes(data[4:8], "little") if len(data) >= 20 else -1
 
 
 _opened: dict[str, _Entry] = {}
@@ -241,7 +287,7 @@ def _open_entry(settings: CacheSettings, key: str, reader: VolumeReader) -> _Ent
         return None  # damaged metadata: not an entry to use (it ages out)
     with contextlib.suppress(OSError):
         os.utime(path)  # last used: what eviction goes by
-    entry = _Entry(path, array)
+    entry = _Entry(path, array, expected)
     with _opened_lock:
         _opened[str(path)] = entry
     return entry

@@ -83,6 +83,13 @@ def count_decompressed(n_bytes: int) -> None:
         _decompressed[0] += n_bytes
 
 
+def corrupt_stream(path: str, exc: BaseException) -> CorruptImageError:
+    """The error for a gzip stream that cannot be decompressed (``exc``: what the decompressor said)."""
+    return CorruptImageError(
+        f"{path}: the gzip stream is corrupt ({exc}); the file cannot be read. Re-create or re-download it."
+    )
+
+
 class LowestOffsetFirst:
     """Turns on one stream for the threads that share it: one at a time, the lowest offset first."""
 
@@ -142,10 +149,7 @@ class GzipStream:
             raise
         except _ERRORS as exc:
             self._restart()
-            raise CorruptImageError(
-                f"{self.path}: the gzip stream is corrupt ({exc}); the file cannot be read. "
-                "Re-create or re-download it."
-            ) from exc
+            raise corrupt_stream(self.path, exc) from exc
         finally:
             self._turns.release()
 

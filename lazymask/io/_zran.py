@@ -33,7 +33,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from lazymask.io._gzip import LowestOffsetFirst
+from lazymask.io._gzip import LowestOffsetFirst, corrupt_stream
 
 _WINDOW = 32768
 _INPUT_BLOCK = 1 << 20
@@ -153,10 +153,7 @@ class ZranStream:
             raise
         except (zlib.error, OSError, EOFError, ValueError) as exc:
             self._forget()
-            raise CorruptImageError(
-                f"{self.path}: the gzip stream is corrupt ({exc}); the file cannot be read. "
-                "Re-create or re-download it."
-            ) from exc
+            raise corrupt_stream(self.path, exc) from exc
         finally:
             self._turns.release()
 

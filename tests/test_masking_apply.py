@@ -140,7 +140,9 @@ def test_in_memory_signals_are_apply_masks_in_whole_time_blocks(data, kind, ensu
 
     lazy = open_nifti(data[kind], chunks={"time": 3})
     mask = open_nifti(data["mask"]).compute()
-    assert in_memory_signals(lazy, mask, columns=(1,)) is None  # still to be read: not gathered
+    chosen = []
+    assert in_memory_signals(lazy, mask, columns=chosen.append) is None  # still to be read: not gathered
+    assert chosen == []  # nor the columns chosen
     (kept,) = dask.persist(lazy)
     expected = apply_mask(lazy, data["mask"], ensure_finite=ensure_finite)
     n_voxels = expected.shape[1]
@@ -148,6 +150,8 @@ def test_in_memory_signals_are_apply_masks_in_whole_time_blocks(data, kind, ensu
     with count_voxel_reads() as reads, raise_if_dask_computes():
         signals = in_memory_signals(kept, mask, columns, ensure_finite=ensure_finite)
     assert signals.data.chunks == ((10,), columns)
+    by_count = in_memory_signals(kept, mask, lambda n: (n - 4, 4), ensure_finite=ensure_finite)
+    assert by_count.data.chunks == ((10,), (n_voxels - 4, 4))
     values = signals.values
     assert reads.volumes == 0  # gathered from the persisted chunks
     np.testing.assert_array_equal(values, expected.values)

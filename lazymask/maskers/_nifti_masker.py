@@ -281,9 +281,9 @@ class NiftiMasker(BaseMasker):
     def _extract_whole_time(self, img4d: xr.DataArray) -> xr.DataArray | None:
         # A run kept in memory (fit_transform within the memory budget) is gathered straight into
         # the whole-time voxel blocks cleaning works on: no time-chunked signals to regroup.
-        n_voxels = int(np.count_nonzero(np.asarray(self.mask_img_.values)))
         itemsize = output_dtype("f", img4d.dtype).itemsize
-        return in_memory_signals(img4d, self.mask_img_, feature_chunks(img4d.shape[3], (n_voxels,), itemsize))
+        return in_memory_signals(img4d, self.mask_img_,
+                                 lambda n_voxels: feature_chunks(img4d.shape[3], (n_voxels,), itemsize))
 
     def _inverse(self, signals):
         return unmask(signals, self.mask_img_)

@@ -115,7 +115,7 @@ def apply_mask(imgs, mask_img, dtype="f", smoothing_fwhm=None, ensure_finite=Tru
     return _signals_dataarray(signals, mask, image)
 
 
-def in_memory_signals(imgs, mask_img, columns: tuple[int, ...], dtype="f", ensure_finite=True) -> xr.DataArray | None:
+def in_memory_signals(imgs, mask_img, columns, dtype="f", ensure_finite=True) -> xr.DataArray | None:
     """:func:`apply_mask`'s signals as whole-time blocks of ``columns`` voxels, if the run is in memory.
 
     When every chunk of the image is already in memory (a persisted run, as ``fit_transform``
@@ -123,7 +123,9 @@ def in_memory_signals(imgs, mask_img, columns: tuple[int, ...], dtype="f", ensur
     ``columns`` voxels gathers its voxels straight from all the time chunks: signals chunked
     ``((n_time,), columns)``, with no time-chunked intermediate to regroup, the same values as
     ``apply_mask(imgs, mask_img, dtype, ensure_finite=ensure_finite)``. Otherwise returns None
-    (the caller extracts by time chunks).
+    (the caller extracts by time chunks) without loading the mask. ``columns`` is a tuple of voxel
+    counts adding up to the mask's, or a function of the mask's voxel count that returns one
+    (called only when the run is in memory).
 
     Examples
     --------
@@ -147,6 +149,8 @@ def in_memory_signals(imgs, mask_img, columns: tuple[int, ...], dtype="f", ensur
     mask, mask_affine = load_mask(mask_img, "mask_img")
     check_mask_matches(mask, mask_affine, image, "imgs")
     voxel_index = fortran_voxel_index(mask)
+    if callable(columns):  # chosen from the mask's size, once the run is known to be in memory
+        columns = tuple(columns(len(voxel_index)))
     if sum(columns) != len(voxel_index):
         raise ParameterError(f"columns={columns!r} must add up to the mask's {len(voxel_index)} voxels.")
     out_dtype = output_dtype(dtype, data.dtype)

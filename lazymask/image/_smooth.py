@@ -12,7 +12,9 @@ Contract (what nilearn 0.14's ``smooth_array`` computes, and how lazymask comput
   ``(n, n)`` matrix ``gaussian_filter1d(eye(n))`` (boundaries included), so filtering a whole
   ``(i, j, k, t)`` chunk along an axis is one batch of matrix products (BLAS, in float32 for
   float32 results), restricted to the band of the matrix that is not zero. The numbers equal
-  scipy's within float32 rounding; the chunk's time length changes none of them.
+  scipy's within float32 rounding; neither the chunk's time length nor its memory layout changes
+  any of them: the products run on Fortran-ordered volumes (a C-ordered block is copied), one
+  volume's shape each.
 - The result of a block keeps the block's layout: Fortran-ordered (``i`` fastest) as the volumes
   read from NIfTI are, so masking it needs no copy, or C-ordered for a C-ordered block (any other
   layout becomes Fortran). A task holds the input block and two float buffers of its size.
@@ -110,9 +112,16 @@ def _axis_view(values: np.ndarray, axis: int) -> np.ndarray:
 def _filter_axis(source: np.ndarray, target: np.ndarray, axis: int, bands) -> None:
     """Filter ``source`` along spatial ``axis`` into ``target`` (both C- or both Fortran-ordered)."""
     src, dst = _axis_view(source, axis), _axis_view(target, axis)
+    # Along the fastest axis, one product per volume: BLAS may round a row differently by its
+    # place in a product (seen with OpenBLAS 0.3.31 on AMD EPYC: the products over a whole chunk
+    # differed in the last bit between chunkings), so no product's shape may depend on how many
+    # volumes the block holds. Along the other axes, each product is within a volume already.
+    volume_rows = int(np.prod(source.shape[1:3])) if source.ndim == 4 and source.flags.f_contiguous else src.shape[0]
     for rows, columns, weights in bands:
         if src.shape[2] == 1:  # the axis is the fastest one: (outer, columns) @ weights.T
-            np.matmul(src[:, columns, 0], weights.T, out=dst[:, rows, 0])
+            for start in range(0, src.shape[0], max(volume_rows, 1)):
+                outer = slice(start, start + volume_rows)
+                np.matmul(src[outer, columns, 0], weights.T, out=dst[outer, rows, 0])
         else:
             np.matmul(weights, src[:, columns, :], out=dst[:, rows, :])
 
@@ -208,8 +217,10 @@ def smooth_array(arr: np.ndarray, affine, fwhm, ensure_finite: bool = True) -> n
     if values.dtype != _work_dtype(out_dtype) or not (ensure_finite or np.isfinite(values).all()):
         return _scipy_smooth(values, sigmas).astype(out_dtype, copy=False)
     with single_threaded_blas():  # the parallelism is dask's: one block per thread
-        smoothed = _gaussian_smooth(values, sigmas)
-    return smoothed.astype(out_dtype, copy=False)
+        # the products in one layout, volume by volume: the numbers depend on neither the block's
+        # layout nor its number of volumes (see _filter_axis)
+        smoothed = _gaussian_smooth(np.asfortranarray(values), sigmas).astype(out_dtype, copy=False)
+    return np.ascontiguousarray(smoothed) if layout == "C" else smoothed
 
 
 def _scipy_smooth(values: np.ndarray, sigmas: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from nibabel.volumeutils import apply_read_scaling
 
+from lazymask._pages import empty
 from lazymask.io._codecs import codec_named
 from lazymask.io._identity import FileIdentity
 
@@ -76,7 +77,7 @@ class VolumeReader:
     def read(self, start: int, stop: int) -> np.ndarray:
         """Volumes ``start .. stop`` as a Fortran-ordered array, scaled, in native byte order."""
         n = stop - start
-        raw = np.empty(int(np.prod(self.spatial_shape)) * n, dtype=np.dtype(self.disk_dtype))
+        raw = empty(int(np.prod(self.spatial_shape)) * n, np.dtype(self.disk_dtype))
         byte_offset = self.offset + start * self.volume_nbytes
         codec_named(self.codec).read_into(self.identity, byte_offset, raw, to_end=stop == self.n_volumes)
         raw = raw.reshape((*self.spatial_shape, n), order="F")
@@ -107,7 +108,7 @@ class LazyVolumes:
         """Volumes ``start .. stop`` across readers, as one Fortran-ordered array."""
         if len(self.readers) == 1:
             return self.readers[0].read(start, stop).astype(self.dtype, copy=False)
-        out = np.empty((*self.shape[:3], max(stop - start, 0)), dtype=self.dtype, order="F")
+        out = empty((*self.shape[:3], max(stop - start, 0)), self.dtype, order="F")
         for index, reader in enumerate(self.readers):
             first, last = self._starts[index], self._starts[index + 1]
             lo, hi = max(start, first), min(stop, last)

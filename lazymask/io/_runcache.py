@@ -63,6 +63,7 @@ import zarr
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
 
 from lazymask import config
+from lazymask._pages import empty
 from lazymask.exceptions import CorruptStoreError, LazymaskError
 from lazymask.io._identity import check_unchanged
 from lazymask.io._integrity import (
@@ -227,7 +228,7 @@ class _Entry:
         return np.ascontiguousarray(rows).T.reshape((*reader.spatial_shape, stop - start), order="F")
 
     def _read_direct(self, start: int, stop: int, reader: VolumeReader) -> np.ndarray:
-        block = np.empty((*reader.spatial_shape, stop - start), dtype=self.array.dtype, order="F")
+        block = empty((*reader.spatial_shape, stop - start), self.array.dtype, order="F")
         volumes = block.reshape(-1, stop - start, order="F")  # a view: one contiguous column per volume
         where = f"run cache entry {self.path}"
         for offset, volume in enumerate(range(start, stop)):

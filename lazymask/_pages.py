@@ -1,0 +1,55 @@
+"""Large buffers that lazymask fills itself, allocated without numpy's hugepage hint.
+
+numpy marks every array of 4 MiB or more ``madvise(MADV_HUGEPAGE)`` on Linux, so that its pages
+are faulted in 2 MiB at a time. Where huge pages are cheap that saves faults; where they are not,
+each 2 MiB fault stalls: under the ``madvise`` defrag policy the kernel may compact memory
+synchronously to find one (numpy/numpy#31590), and in a virtual machine whose host reclaims the
+guest's free memory (free page reporting, as on Firecracker), a huge page comes from a block the
+host has taken back and must supply again. Measured on this project's machines (Firecracker, THP
+``enabled=madvise``, ``defrag=madvise``), first touch of 360 MiB: 0.92-0.93 s with the hint, 0.15 s
+with 4 KiB pages; the 200-volume benchmark run kept in memory by ``fit_transform`` (360 MB of
+decoded chunks): decode-and-mean pass 1.43-1.64 s with numpy's hint, 0.93-1.05 s without.
+
+The buffers here are the bulk of what lazymask allocates (decoded chunks, extracted signals), each
+written once in full: :func:`empty` gives them private anonymous memory without the hint. Where
+THP is ``always``, the kernel still backs them with huge pages when it has some at hand (no
+synchronous compaction for unadvised memory under the default defrag policy). Set
+``LAZYMASK_HUGEPAGES=1`` to allocate them with :func:`numpy.empty` as before (read at import).
+
+Contract
+--------
+* ``empty(shape, dtype, order)`` is :func:`numpy.empty`'s result in every respect a caller sees
+  (shape, dtype, order, writable, owns no other data, pickles as an ndarray); its memory is
+  returned to the system when the array and its views are gone.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import sys
+
+import numpy as np
+
+__all__ = ["empty"]
+
+_MIN_BYTES = 4 << 20  # numpy hints from 4 MiB: smaller arrays are left to numpy (and malloc's reuse)
+_USE_NUMPY = os.environ.get("LAZYMASK_HUGEPAGES", "0") == "1" or not sys.platform.startswith("linux")
+
+
+def empty(shape, dtype, order: str = "C") -> np.ndarray:
+    """An uninitialised array, as :func:`numpy.empty`, in 4 KiB pages when large (see the module).
+
+    Examples
+    --------
+    >>> block = empty((64, 64, 64, 8), "int16", order="F")
+    >>> block.shape, block.dtype, block.flags.f_contiguous, block.flags.writeable
+    ((64, 64, 64, 8), dtype('int16'), True, True)
+    """
+    dtype = np.dtype(dtype)
+    shape = tuple(int(n) for n in np.atleast_1d(shape)) if np.ndim(shape) else (int(shape),)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if _USE_NUMPY or nbytes < _MIN_BYTES or dtype.hasobject:
+        return np.empty(shape, dtype=dtype, order=order)
+    memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE)  # anonymous, private, zero-filled on touch
+    return np.frombuffer(memory, dtype=dtype).reshape(shape, order=order)

@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from lazymask import config
+from lazymask._pages import empty
 from lazymask.exceptions import ParameterError
 from lazymask.image import as_image, normalize_fwhm, smooth_array
 from lazymask.io import get_affine, image_dataarray
@@ -52,10 +53,24 @@ def mask_block(block, voxel_index, out_dtype, affine=None, fwhm=None, ensure_fin
         smoothed = smooth_array(block.astype(out_dtype, copy=False), affine, fwhm, ensure_finite=True)
         block = smoothed.astype(out_dtype, copy=False)
     volumes = block.reshape(-1, block.shape[3], order="F").T  # (t, all voxels): a view when F-ordered
-    signals = np.take(volumes, voxel_index, axis=1).astype(out_dtype, copy=False)
-    if ensure_finite and fwhm is None:
-        signals = _set_finite(signals if signals.base is None else signals.copy())
+    signals = _take_columns(volumes, voxel_index, out_dtype)
+    if ensure_finite and fwhm is None and volumes.dtype.kind in "fc":  # integers are always finite
+        signals = _set_finite(signals)
     return signals[0] if squeeze else signals
+
+
+def _take_columns(volumes: np.ndarray, voxel_index: np.ndarray, out_dtype) -> np.ndarray:
+    """``volumes[:, voxel_index]`` cast to ``out_dtype``, a new array, without a block-sized
+    temporary in the input's dtype (time by time through one volume-sized buffer): new memory is
+    what costs here, not the copy."""
+    if volumes.dtype == out_dtype:
+        return np.take(volumes, voxel_index, axis=1)
+    signals = empty((volumes.shape[0], len(voxel_index)), out_dtype)
+    row = np.empty(len(voxel_index), dtype=volumes.dtype)
+    for t in range(volumes.shape[0]):
+        np.take(volumes[t], voxel_index, out=row)
+        signals[t] = row
+    return signals
 
 
 
@@ -166,13 +181,13 @@ def in_memory_signals(imgs, mask_img, columns, dtype="f", ensure_finite=True) ->
 
 def _gather_voxels(chunks: list[np.ndarray], voxel_index: np.ndarray, out_dtype, ensure_finite: bool) -> np.ndarray:
     """``(t, voxel)`` signals of some voxels, from every Fortran-ordered ``(i, j, k, t)`` chunk of a run."""
-    out = np.empty((sum(c.shape[3] for c in chunks), len(voxel_index)), dtype=out_dtype)
+    out = empty((sum(c.shape[3] for c in chunks), len(voxel_index)), out_dtype)
     start = 0
     for chunk in chunks:
         volumes = chunk.reshape(-1, chunk.shape[3], order="F").T  # (t, all voxels): a view when F-ordered
         out[start : start + chunk.shape[3]] = np.take(volumes, voxel_index, axis=1)  # cast as apply_mask's astype
         start += chunk.shape[3]
-    return _set_finite(out) if ensure_finite else out
+    return _set_finite(out) if ensure_finite and chunks[0].dtype.kind in "fc" else out  # integers are finite
 
 
 def _signals_dataarray(signals: da.Array, mask: np.ndarray, image: xr.DataArray) -> xr.DataArray:

@@ -21,6 +21,7 @@ from lazymask.io._write import to_nibabel, to_nifti
 from lazymask.io._staging import Found, check_target, found_unless, staged_path
 from lazymask.io._zarr import (
     StagedGroup,
+    check_group_target,
     is_complete,
     normalise_group,
     open_zarr,
@@ -59,6 +60,7 @@ __all__ = [
     "staged_group",
     "StagedGroup",
     "write_member",
+    "check_group_target",
     "read_group_metadata",
     "inspect_store",
     "require_root",

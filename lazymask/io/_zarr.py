@@ -958,7 +958,7 @@ def image_time_chunk(volume_nbytes: int, n_volumes: int) -> int:
     return int(max(1, min(n_volumes, budget // max(volume_nbytes, 1))))
 
 
-def _write_image(img: xr.DataArray, staged: StagedGroup, compressor) -> None:
+def _write_image(img: xr.DataArray, staged: StagedGroup, compressor, compute: bool = True):
     header = nifti_header(img)
     dtype = nifti_dtype(img.dtype)
     data = as_dask(img).astype(dtype, copy=False).transpose()  # (i, j, k[, t]) -> (t, k, j, i)
@@ -972,13 +972,14 @@ def _write_image(img: xr.DataArray, staged: StagedGroup, compressor) -> None:
         IMAGE_ARRAY, shape=data.shape, chunks=chunks, dtype=dtype, compressors=_codecs(compressor),
         fill_value=0, dimension_names=_ome_axis_names(img.ndim), config={"write_empty_chunks": True},
     )
-    da.store(data.rechunk(chunks), array, lock=False)
+    stored = da.store(data.rechunk(chunks), array, lock=False, compute=compute)
     header_array = zgroup.create_array(HEADER_ARRAY, shape=(348,), chunks=(348,), dtype="u1",
                                        compressors=_codecs(None), fill_value=0,
                                        dimension_names=("nifti_header_byte",),
                                        config={"write_empty_chunks": True})
     header_array[:] = np.frombuffer(header.binaryblock, dtype=np.uint8)
     zgroup.attrs.update({"ome": _ome_metadata(img, header)})
+    return stored
 
 
 def _ome_axis_names(ndim: int) -> list[str]:
@@ -1121,7 +1122,7 @@ def array_chunks(shape: tuple[int, ...], itemsize: int, first_chunks: tuple[int,
     return (first, second, *shape[2:])
 
 
-def _write_array(obj: xr.DataArray, staged: StagedGroup, compressor) -> None:
+def _write_array(obj: xr.DataArray, staged: StagedGroup, compressor, compute: bool = True):
     data = obj.variable.data
     first = data.chunks[0] if isinstance(data, da.Array) and data.ndim else ()
     chunks = array_chunks(obj.shape, obj.dtype.itemsize, first[:1])
@@ -1133,8 +1134,8 @@ def _write_array(obj: xr.DataArray, staged: StagedGroup, compressor) -> None:
     encoding.update({name: {"compressors": _codecs(default_compressor())} for name in coords})
     dataset = bare.to_dataset()
     dataset.attrs = staged.open().attrs.asdict()  # xarray replaces the group's attributes
-    dataset.to_zarr(staged.store, group=staged.path or None, mode="a", zarr_format=3,
-                    consolidated=False, encoding=encoding, write_empty_chunks=True)
+    return dataset.to_zarr(staged.store, group=staged.path or None, mode="a", zarr_format=3, compute=compute,
+                           consolidated=False, encoding=encoding, write_empty_chunks=True)
 
 
 def _storable_coord(coord: xr.DataArray) -> xr.Variable:
@@ -1174,7 +1175,21 @@ def _read_array(opened: _Opened, where: str) -> xr.DataArray:
 
 
 # -- for writers of groups of groups (save_signals, archives) ------------------------------------------
-def write_member(obj: xr.DataArray, staged: StagedGroup, name: str, *, compressor=None) -> None:
+@dataclass
+class PendingMember:
+    """A member whose chunks are still to be written: compute ``delayed`` (with others, in one
+    ``dask.compute``), then call :meth:`finish`, which marks the member complete."""
+
+    delayed: object
+    member: StagedGroup
+
+    def finish(self) -> None:
+        """Mark the member complete (its manifest, then ``lazymask_complete``): after ``delayed`` ran."""
+        _mark_complete(self.member)
+
+
+def write_member(obj: xr.DataArray, staged: StagedGroup, name: str, *, compressor=None,
+                 compute: bool = True) -> PendingMember | None:
     """Write ``obj`` as the complete sub-group ``name`` of a staged group (it is published with it).
 
     Parameters
@@ -1185,6 +1200,14 @@ def write_member(obj: xr.DataArray, staged: StagedGroup, name: str, *, compresso
         The group being staged (from :func:`staged_group`).
     name : str
         The sub-group's name (a plain name such as ``"signals"`` or ``"mask"``).
+    compute : bool, default True
+        False: write the member's metadata now and return a :class:`PendingMember` whose
+        ``delayed`` writes the chunks, so that several members are computed together; the member
+        is complete once its ``finish()`` has run.
+
+    Returns
+    -------
+    None, or a :class:`PendingMember` when ``compute`` is False.
 
     Examples
     --------
@@ -1200,8 +1223,11 @@ def write_member(obj: xr.DataArray, staged: StagedGroup, name: str, *, compresso
     member = StagedGroup(staged.store, _join(staged.path, name))
     zarr.open_group(member.store, path=member.path, mode="w", zarr_format=3,
                     attributes={COMPLETE_ATTR: False, META_ATTR: meta})
-    (_write_image if is_image else _write_array)(obj, member, compressor)
+    written = (_write_image if is_image else _write_array)(obj, member, compressor, compute=compute)
+    if not compute:
+        return PendingMember(written, member)
     _mark_complete(member)
+    return None
 
 
 def read_group_metadata(store, group: str | None = None, *, kind: str) -> dict:

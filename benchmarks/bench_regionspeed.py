@@ -7,7 +7,8 @@
   run's grid, linearly). Target: lazymask <= 0.15x nilearn.
 * ``MultiNiftiMasker`` (``mask_strategy="epi"``, detrend, ``zscore_sample``, 6 confounds: the
   setting (b) of ``benchmarks/bench_maskers.py``) on 10 runs of 200 volumes: lazymask fits,
-  transforms and streams every run into one zarr store (``save_signals``, one group per run);
+  transforms and streams every run into one zarr store (one ``save_signals`` call, one group per
+  run: the runs of a memory-budget window computed together);
   nilearn's ``fit_transform`` with its default ``n_jobs=1``. The 10 runs are symbolic links, under
   10 names, to the one cached run (every run is opened and read on both sides). Target: lazymask
   <= 0.35x nilearn.
@@ -128,8 +129,7 @@ def lazymask_multi_case(path: str, n_runs: int, n_time: int) -> dict:
         masker = MultiNiftiMasker(**bench_maskers._masker_kwargs("b"))
         signals = masker.fit_transform(runs, confounds=[bench_maskers._confounds("b", n_time)] * n_runs)
         store = Path(folder) / "signals.zarr"
-        for index, run in enumerate(signals):
-            save_signals(run, store, f"run-{index + 1:02d}", masker=masker)
+        save_signals(signals, store, [f"run-{index + 1:02d}" for index in range(n_runs)], masker=masker)
         work = time.perf_counter() - start
         summary = bench_maskers._multi_summary([open_signals(store, f"run-{i + 1:02d}").data for i in range(n_runs)])
         return {**summary, "work_seconds": work}

@@ -355,14 +355,15 @@ def _group_names(paths) -> list[str]:
 
 
 def _save_runs(runs, store, masker) -> None:
-    """Write each run's signals (one group per run), the scheduler working on one run at a time."""
+    """Write each run's signals (one group per run), the runs computed together (save_signals' windows)."""
     from lazymask._progress import ProgressBar
 
     from lazymask.maskers import save_signals
 
+    groups, signals = [group for group, _ in runs], [run for _, run in runs]
     with ProgressBar(out=sys.stderr):
-        for group, signals in runs:
-            save_signals(signals, store, group, masker=masker)
+        save_signals(signals if len(signals) > 1 else signals[0], store, groups if len(groups) > 1 else groups[0],
+                     masker=masker)
 
 
 # -- demo -------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ concurrently; ``fit_transform`` computes them in the same ``dask.persist`` that 
 that fit in the memory budget: one pass over every run, each decompressed once for both) and
 intersects the per-run masks as nilearn's ``compute_multi_*_mask`` do;
 ``transform`` returns a list of lazy DataArrays, so ``dask.compute(*signals)`` (or
-:func:`lazymask.maskers.save_signals` per run) lets the scheduler work on all runs at once.
+``save_signals(signals, store, groups)``, one group per run, the runs of a memory-budget window in
+one compute) lets the scheduler work on several runs at once.
 """
 
 from __future__ import annotations

@@ -22,15 +22,27 @@ options; what the masker needs is rebuilt from the arrays stored in the group).
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 import warnings
 
+import dask
 import numpy as np
 import xarray as xr
 
+from lazymask import config
+
 from lazymask.exceptions import CorruptStoreError, ImageFileNotFoundError, NotNiftiError, ParameterError
-from lazymask.io import normalise_group, open_zarr, read_group_metadata, staged_group, verify, write_member
+from lazymask.io import (
+    check_group_target,
+    normalise_group,
+    open_zarr,
+    read_group_metadata,
+    staged_group,
+    verify,
+    write_member,
+)
 from lazymask.maskers import _base
 from lazymask.maskers._base import MASKER_CLASSES, BaseMasker, jsonable
 
@@ -48,19 +60,22 @@ def _where(store, group: str) -> str:
     return f"zarr store {str(store)!r}" + (f", group {group!r}," if group else "")
 
 
-def save_signals(signals: xr.DataArray, store, group: str | None = None, *, masker: BaseMasker | None = None,
-                 overwrite: bool = False):
+def save_signals(signals, store, group=None, *, masker: BaseMasker | None = None, overwrite: bool = False):
     """Write signals (computed chunk by chunk, streamed) and what made them to a zarr group.
 
     Parameters
     ----------
-    signals : xarray.DataArray
-        Signals returned by a masker's ``transform`` (lazy or computed).
+    signals : xarray.DataArray or list of xarray.DataArray
+        Signals returned by a masker's ``transform`` (lazy or computed); a list (a
+        :class:`MultiNiftiMasker`'s runs) is written to one group per run, the runs computed
+        together (the scheduler reads and cleans several runs at once), in windows of runs whose
+        signals add up to at most ``lazymask.config.get("memory_budget")``.
     store : str, pathlib.Path or zarr store
         The zarr store (a directory is created). A group is written only into a store lazymask
         created (a lazymask store or archive) or a new one.
-    group : str, optional
-        The group inside the store (``"sub-01/run-1"``); the root when omitted.
+    group : str or list of str, optional
+        The group inside the store (``"sub-01/run-1"``); the root when omitted. For a list of
+        signals, a list of as many distinct groups.
     masker : fitted masker, optional
         The masker that made ``signals``: its spatial definition (the mask for a
         :class:`NiftiMasker`) is stored so that :func:`load_masker` can rebuild it. Required
@@ -77,20 +92,73 @@ def save_signals(signals: xr.DataArray, store, group: str | None = None, *, mask
     Raises
     ------
     UnsafeTargetError
-        The target holds something else, or a complete group and ``overwrite`` is False.
+        The target holds something else, or a complete group and ``overwrite`` is False. For a
+        list, every target is checked before anything is written.
+
+    Notes
+    -----
+    Each group is published only once all of its window's runs are written: an error leaves the
+    groups of that window unwritten (and those of earlier windows complete).
 
     Examples
     --------
     >>> signals = masker.fit_transform("bold.nii.gz")              # doctest: +SKIP
     >>> save_signals(signals, "out.zarr", "sub-01/run-1", masker=masker)   # doctest: +SKIP
+    >>> runs = multi_masker.fit_transform(["run-1.nii.gz", "run-2.nii.gz"])   # doctest: +SKIP
+    >>> save_signals(runs, "out.zarr", ["sub-01/run-1", "sub-01/run-2"], masker=multi_masker)  # doctest: +SKIP
     """
-    if not isinstance(signals, xr.DataArray):
-        raise ParameterError(f"signals must be the xarray.DataArray a masker returns; got {type(signals).__name__}.")
+    runs, groups = _runs_and_groups(signals, group)
     spatial = {}
     if masker is not None:
         masker._check_fitted()
         spatial = masker._spatial_arrays()
-    meta = {
+    for name in groups:  # every target refused or accepted before anything is written
+        if name:
+            check_group_target(store, name, kind=KIND, overwrite=overwrite)
+    for window in _windows(runs, config.get("memory_budget")):
+        with contextlib.ExitStack() as stack:
+            pending = []
+            for index in window:
+                staged = stack.enter_context(staged_group(store, groups[index], overwrite=overwrite, kind=KIND))
+                staged.open().attrs.update({META: jsonable(_meta(runs[index], masker, spatial))})
+                pending.append(write_member(runs[index], staged, SIGNALS, compute=False))
+                pending.extend(write_member(array, staged, name, compute=False) for name, array in spatial.items())
+            dask.compute(*[p.delayed for p in pending])
+            for p in pending:
+                p.finish()
+    return store
+
+
+def _runs_and_groups(signals, group) -> tuple[list[xr.DataArray], list[str]]:
+    if isinstance(signals, xr.DataArray):
+        if group is not None and not isinstance(group, str):
+            raise ParameterError(f"group={group!r}: one group (a str) for one DataArray of signals.")
+        return [signals], [normalise_group(group)]
+    if not isinstance(signals, (list, tuple)) or not all(isinstance(s, xr.DataArray) for s in signals):
+        raise ParameterError("signals must be the xarray.DataArray a masker returns, or a list of them; "
+                             f"got {type(signals).__name__}.")
+    if not isinstance(group, (list, tuple)) or len(group) != len(signals):
+        raise ParameterError(f"group={group!r}: give a list of one group per run ({len(signals)} runs).")
+    groups = [normalise_group(g) for g in group]
+    if len(set(groups)) != len(groups):
+        raise ParameterError(f"group={group!r}: the runs' groups must differ.")
+    return list(signals), groups
+
+
+def _windows(runs: list[xr.DataArray], budget: int) -> list[list[int]]:
+    """Consecutive runs whose signals add up to at most ``budget`` bytes (at least one run each)."""
+    windows, total = [[]], 0
+    for index, run in enumerate(runs):
+        if windows[-1] and total + run.nbytes > budget:
+            windows.append([])
+            total = 0
+        windows[-1].append(index)
+        total += run.nbytes
+    return [w for w in windows if w]
+
+
+def _meta(signals: xr.DataArray, masker, spatial: dict) -> dict:
+    return {
         "kind": KIND,
         "format_version": FORMAT_VERSION,
         "version": _version(),
@@ -101,12 +169,6 @@ def save_signals(signals: xr.DataArray, store, group: str | None = None, *, mask
         "source": signals.attrs.get("source", []),
         "spatial": sorted(spatial),
     }
-    with staged_group(store, normalise_group(group), overwrite=overwrite, kind=KIND) as staged:
-        staged.open().attrs.update({META: jsonable(meta)})
-        write_member(signals, staged, SIGNALS)
-        for name, array in spatial.items():
-            write_member(array, staged, name)
-    return store
 
 
 def _read_meta(store, group: str) -> dict:

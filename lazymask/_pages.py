@@ -64,5 +64,6 @@ def empty(shape, dtype, order: str = "C") -> np.ndarray:
     if not address:
         raise MemoryError(f"cannot allocate {nbytes} bytes")
     memory = (ctypes.c_char * nbytes).from_address(address)
-    weakref.finalize(memory, _libc.free, address)  # freed with the last array or view using it
+    release = weakref.finalize(memory, _libc.free, address)  # freed with the last array or view using it
+    release.atexit = False  # never at interpreter exit, while arrays may still point at it
     return np.frombuffer(memory, dtype=dtype).reshape(shape, order=order)

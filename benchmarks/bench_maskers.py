@@ -97,19 +97,31 @@ def _multi_summary(runs: list) -> dict:
             "dtype": parts[0]["dtype"]}
 
 
+def multi_to_zarr(runs: list[str], n_time: int, store: Path) -> list[str]:
+    """lazymask's multi case: MultiNiftiMasker (b) fitted and applied to ``runs``, every run written
+    to ``store`` by one ``save_signals`` call (one group per run); returns the groups."""
+    from lazymask.maskers import MultiNiftiMasker, save_signals
+
+    masker = MultiNiftiMasker(**_masker_kwargs("b"))
+    signals = masker.fit_transform(runs, confounds=[_confounds("b", n_time)] * len(runs))
+    groups = [f"run-{index + 1:02d}" for index in range(len(runs))]
+    save_signals(signals, store, groups, masker=masker)
+    return groups
+
+
+def stored_multi_summary(store: Path, groups: list[str]) -> dict:
+    """:func:`_multi_summary` of the runs :func:`multi_to_zarr` wrote, read back from the store."""
+    from lazymask.maskers import open_signals
+
+    return _multi_summary([open_signals(store, group).data for group in groups])
+
+
 @preload("lazymask.maskers")
 def lazymask_multi_case(path: str, n_runs: int, n_time: int) -> dict:
-    from lazymask.maskers import MultiNiftiMasker, open_signals, save_signals
-
     folder = tempfile.mkdtemp(prefix="bench-maskers-")
     try:
-        runs = _run_links(path, n_runs, folder)
-        masker = MultiNiftiMasker(**_masker_kwargs("b"))
-        signals = masker.fit_transform(runs, confounds=[_confounds("b", n_time)] * n_runs)
         store = Path(folder) / "signals.zarr"
-        for index, run in enumerate(signals):
-            save_signals(run, store, f"run-{index + 1:02d}", masker=masker)
-        return _multi_summary([open_signals(store, f"run-{i + 1:02d}").data for i in range(n_runs)])
+        return stored_multi_summary(store, multi_to_zarr(_run_links(path, n_runs, folder), n_time, store))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

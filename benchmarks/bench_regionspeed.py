@@ -120,19 +120,14 @@ def nilearn_maps_case(path: str, maps: str) -> dict:
 @preload("lazymask.maskers", "distributed")
 def lazymask_multi_case(path: str, n_runs: int, n_time: int) -> dict:
     """fit + transform + every run streamed to zarr: the work timed; then the store read back to check."""
-    from lazymask.maskers import MultiNiftiMasker, open_signals, save_signals
-
     folder = tempfile.mkdtemp(prefix="bench-regionspeed-")
     try:
         runs = run_links(path, n_runs, folder)
-        start = time.perf_counter()
-        masker = MultiNiftiMasker(**bench_maskers._masker_kwargs("b"))
-        signals = masker.fit_transform(runs, confounds=[bench_maskers._confounds("b", n_time)] * n_runs)
         store = Path(folder) / "signals.zarr"
-        save_signals(signals, store, [f"run-{index + 1:02d}" for index in range(n_runs)], masker=masker)
+        start = time.perf_counter()
+        groups = bench_maskers.multi_to_zarr(runs, n_time, store)
         work = time.perf_counter() - start
-        summary = bench_maskers._multi_summary([open_signals(store, f"run-{i + 1:02d}").data for i in range(n_runs)])
-        return {**summary, "work_seconds": work}
+        return {**bench_maskers.stored_multi_summary(store, groups), "work_seconds": work}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -97,7 +97,8 @@ def test_a_failed_run_publishes_no_group_of_its_window(fitted, tmp_path):
 @pytest.mark.parametrize("groups, message", [("run", "a list of one group per run"),
                                              (None, "a list of one group per run"),
                                              (GROUPS[:2], "a list of one group per run"),
-                                             (["a", "b", "a"], "must differ")])
+                                             (["a", "b", "a"], "must differ"),
+                                             (["a", "", "c"], "not its root")])
 def test_a_list_needs_one_distinct_group_per_run(fitted, tmp_path, groups, message):
     masker, _, signals = fitted
     with pytest.raises(ParameterError, match=message):

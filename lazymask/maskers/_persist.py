@@ -113,7 +113,7 @@ def save_signals(signals, store, group=None, *, masker: BaseMasker | None = None
         masker._check_fitted()
         spatial = masker._spatial_arrays()
     for name in groups:  # every target refused or accepted before anything is written
-        if name:
+        if name:  # (the root: checked by staged_group; a list never writes it)
             check_group_target(store, name, kind=KIND, overwrite=overwrite)
     for window in _windows(runs, config.get("memory_budget")):
         with contextlib.ExitStack() as stack:
@@ -140,6 +140,8 @@ def _runs_and_groups(signals, group) -> tuple[list[xr.DataArray], list[str]]:
     if not isinstance(group, (list, tuple)) or len(group) != len(signals):
         raise ParameterError(f"group={group!r}: give a list of one group per run ({len(signals)} runs).")
     groups = [normalise_group(g) for g in group]
+    if not all(groups):
+        raise ParameterError(f"group={group!r}: each run needs its own group inside the store, not its root ('').")
     if len(set(groups)) != len(groups):
         raise ParameterError(f"group={group!r}: the runs' groups must differ.")
     return list(signals), groups

@@ -174,3 +174,74 @@ def fake_fmri(
     img.header.set_xyzt_units("mm", "sec")
     img.header.set_zooms((voxel_size,) * 3 + (t_r,))
     return img
+
+
+class S3TestServer:
+    """A real S3 API server (moto's server mode) on loopback, for tests and benchmarks.
+
+    Started by :func:`s3_test_server`; ``endpoint_url`` is where it listens and
+    :attr:`storage_options` are the fsspec options that reach it (fake credentials, path-style).
+    :meth:`bucket` makes a fresh, empty bucket and returns its ``s3://`` URL.
+    """
+
+    def __init__(self, endpoint_url: str):
+        self.endpoint_url = endpoint_url
+        self._buckets = 0
+
+    @property
+    def storage_options(self) -> dict:
+        return {"endpoint_url": self.endpoint_url, "key": "lazymask-test", "secret": "lazymask-test",
+                "client_kwargs": {"region_name": "us-east-1"}}
+
+    def client(self):
+        """A boto3 client of the server (to make buckets, inject faults, list keys)."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint_url, aws_access_key_id="lazymask-test",
+                            aws_secret_access_key="lazymask-test", region_name="us-east-1")
+
+    def bucket(self, prefix: str = "lazymask-test", *, versioned: bool = False) -> str:
+        """A new empty bucket; its URL (``s3://<name>``)."""
+        self._buckets += 1
+        name = f"{prefix}-{self._buckets}-{threading.get_ident() % 10_000}"
+        client = self.client()
+        client.create_bucket(Bucket=name)
+        if versioned:
+            client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        return f"s3://{name}"
+
+    def icechunk_storage(self, url: str):
+        """icechunk's storage for the prefix ``url`` (``s3://bucket/prefix``) of this server."""
+        import icechunk
+
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        return icechunk.s3_storage(bucket=bucket, prefix=prefix or None, endpoint_url=self.endpoint_url,
+                                   allow_http=True, region="us-east-1", access_key_id="lazymask-test",
+                                   secret_access_key="lazymask-test", force_path_style=True)
+
+
+@contextlib.contextmanager
+def s3_test_server():
+    """Start moto's S3 server on 127.0.0.1 (a free port) for the block; yields an :class:`S3TestServer`.
+
+    Needs the test dependency ``moto[server]``. The server answers on loopback only and stops at
+    the end of the block.
+
+    Examples
+    --------
+    >>> with s3_test_server() as server:                                   # doctest: +SKIP
+    ...     url = server.bucket()
+    ...     lazymask.to_zarr(img, f"{url}/img.zarr", storage_options=server.storage_options)
+    """
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield S3TestServer(f"http://{host}:{port}")
+    finally:
+        server.stop()

@@ -16,3 +16,12 @@ def fmri_paths(tmp_path_factory):
         paths[ext] = folder / f"run{ext}"
         nib.save(img, paths[ext])
     return paths
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 API server on loopback, for the whole session (tests make their own buckets)."""
+    from lazymask.testing import s3_test_server
+
+    with s3_test_server() as server:
+        yield server

@@ -24,7 +24,7 @@ from lazymask.exceptions import (
     SourceChangedError,
 )
 from lazymask.io import open_nifti, to_zarr
-from lazymask.io._identity import file_identity
+from lazymask.storage import file_identity
 
 SHAPE = (6, 7, 5, 9)
 DATA = np.random.default_rng(7).integers(-300, 300, SHAPE).astype(np.int16)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from lazymask.exceptions import CorruptImageError
 from lazymask.io import _gzip
-from lazymask.io._identity import file_identity
+from lazymask.storage import file_identity
 
 PAYLOAD = np.random.default_rng(0).integers(0, 40, 300_000, dtype=np.uint8).tobytes()  # compressible
 

@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lazymask"
 #: so it sits at the bottom with ``config``.
 RANK = {
     "exceptions": 0, "config": 0, "_progress": 0, "_blas": 0, "_pages": 0,
-    "io": 1, "interfaces": 2,
+    "storage": 0.5, "io": 1, "interfaces": 2,
     "image": 3, "masking": 4, "signal": 5, "regions": 6, "maskers": 7,
     "reporting": 8, "plotting": 9, "archive": 10, "cli": 11, "__main__": 12,
     "datasets": 6, "testing": 6,

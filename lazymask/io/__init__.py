@@ -3,7 +3,7 @@
 from lazymask.io import _accessor  # noqa: F401 - registers the .nifti accessor
 from lazymask.io._arrays import as_dask
 from lazymask.io._grid import Grid
-from lazymask.io._identity import file_identity
+from lazymask.storage import file_identity
 from lazymask.io._meta import (
     IMAGE_DIMS_3D,
     IMAGE_DIMS_4D,

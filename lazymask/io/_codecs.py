@@ -24,7 +24,7 @@ from isal import isal_zlib
 
 from lazymask.exceptions import CorruptImageError
 from lazymask.io._gzip import read_gzip_range
-from lazymask.io._identity import FileIdentity, check_unchanged
+from lazymask.storage import FileIdentity, check_unchanged
 
 SNIFF_BYTES = 8
 """How many leading bytes of a file the codecs (and formats) look at to recognise it."""

@@ -51,7 +51,7 @@ except ImportError:  # pragma: no cover - an isal without it: its file class (51
     _GzipReader = None
 
 from lazymask.exceptions import CorruptImageError
-from lazymask.io._identity import FileIdentity, check_unchanged
+from lazymask.storage import FileIdentity, check_unchanged
 
 _INPUT_BLOCK = 1 << 20  # compressed bytes read from disk at a time (zlib)
 _ISAL_INPUT_BUFFER = 16 << 20

@@ -31,7 +31,7 @@ from lazymask.exceptions import (
 )
 from lazymask.io._codecs import SNIFF_BYTES, codec_for
 from lazymask.io._gzip import offer_resume_point, resumable_streams, resume_point
-from lazymask.io._identity import file_identity
+from lazymask.storage import file_identity
 from lazymask.io._meta import image_dataarray
 from lazymask.io._reader import LazyVolumes, VolumeReader
 from lazymask.io._runcache import all_cached, current_settings, read_volumes, read_volumes_deferring_tee, write_tee

@@ -29,7 +29,7 @@ from nibabel.volumeutils import apply_read_scaling
 
 from lazymask._pages import empty
 from lazymask.io._codecs import codec_named
-from lazymask.io._identity import FileIdentity
+from lazymask.storage import FileIdentity
 
 
 def scaled_dtype(disk_dtype: np.dtype, slope: float, inter: float) -> np.dtype:

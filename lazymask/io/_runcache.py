@@ -65,7 +65,7 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
 from lazymask import config
 from lazymask._pages import empty
 from lazymask.exceptions import CorruptStoreError, LazymaskError
-from lazymask.io._identity import check_unchanged
+from lazymask.storage import check_unchanged
 from lazymask.io._integrity import (
     MANIFEST_ATTR,
     CheckedStore,

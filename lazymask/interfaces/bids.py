@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from lazymask.exceptions import ImageFileNotFoundError, ParameterError
+from lazymask.storage import Files, files_at
 
 __all__ = ["find_runs", "parse_bids_filename", "group_name"]
 
@@ -96,26 +97,33 @@ def _as_set(value, what: str) -> set[str] | None:
     return {str(v).removeprefix(f"{what}-") for v in values}
 
 
-def _companion(bold: Path, entities: dict, suffix_and_ext: str, drop_space: bool) -> Path:
+def _companion(files: Files, bold: str, entities: dict, suffix_and_ext: str, drop_space: bool) -> str:
     kept = {k: v for k, v in entities.items() if not (drop_space and k in _SPACE_KEYS) and k != "desc"}
-    return bold.with_name("_".join(f"{k}-{v}" for k, v in kept.items()) + suffix_and_ext)
+    return files.with_name(bold, "_".join(f"{k}-{v}" for k, v in kept.items()) + suffix_and_ext)
 
 
-def _repetition_time(sidecar: Path) -> float | None:
+def _repetition_time(files: Files, sidecar: str) -> float | None:
     try:
-        value = json.loads(sidecar.read_text()).get("RepetitionTime")
+        value = json.loads(files.read_text(sidecar, limit=2**20)).get("RepetitionTime")
     except (OSError, ValueError, AttributeError):
         return None
     return float(value) if isinstance(value, int | float) else None
 
 
-def find_runs(bids_dir, space=None, task=None, subjects=None, sessions=None, *, on_missing="raise") -> pd.DataFrame:
+def _name(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def find_runs(bids_dir, space=None, task=None, subjects=None, sessions=None, *, on_missing="raise",
+              storage_options=None) -> pd.DataFrame:
     """One row per preprocessed run of an fMRIPrep derivatives tree (entities, paths, ``t_r``).
 
     Parameters
     ----------
     bids_dir : str or pathlib.Path
-        The fMRIPrep output directory (holding ``sub-*/``).
+        The fMRIPrep output directory (holding ``sub-*/``): a local path or a URL
+        (``s3://openneuro-derivatives/fmriprep/ds000102-fmriprep``); the paths in the table are
+        then URLs too.
     space : str, optional
         Keep runs in this output space only (``"MNI152NLin2009cAsym"``, ``"T1w"``); all runs
         when omitted.
@@ -126,6 +134,8 @@ def find_runs(bids_dir, space=None, task=None, subjects=None, sessions=None, *, 
     on_missing : {"raise", "skip"}, default "raise"
         What to do with runs whose confounds table or JSON sidecar (with ``RepetitionTime``) is
         missing: raise an error naming them, or drop them with a warning.
+    storage_options : dict, optional
+        fsspec options for a URL (``{"anon": True}`` for a public bucket).
 
     Returns
     -------
@@ -147,38 +157,41 @@ def find_runs(bids_dir, space=None, task=None, subjects=None, sessions=None, *, 
     """
     if on_missing not in ("raise", "skip"):
         raise ParameterError(f"on_missing={on_missing!r}: expected 'raise' or 'skip'.")
-    root = Path(bids_dir)
-    if not root.is_dir():
+    files, root = files_at(bids_dir, storage_options)
+    if not files.is_dir(root):
         raise ImageFileNotFoundError(f"bids_dir={str(bids_dir)!r}: no such directory.")
     wanted_subjects, wanted_sessions = _as_set(subjects, "sub"), _as_set(sessions, "ses")
+    listed = files.glob(files.join(root, "sub-*/func/*")) + files.glob(files.join(root, "sub-*/ses-*/func/*"))
+    existing = set(listed)  # one listing, then membership: no request per companion file
     rows, problems = [], []
-    for bold in sorted(root.glob("sub-*/func/*_bold.nii*")) + sorted(root.glob("sub-*/ses-*/func/*_bold.nii*")):
-        if not _BOLD.search(bold.name):
+    for bold in listed:
+        if not _BOLD.search(_name(bold)):
             continue
-        entities = parse_bids_filename(bold)["entities"]
+        entities = parse_bids_filename(_name(bold))["entities"]
         if (wanted_subjects is not None and entities.get("sub") not in wanted_subjects) or (
             wanted_sessions is not None and entities.get("ses") not in wanted_sessions) or (
             task is not None and entities.get("task") != task) or (
             space is not None and entities.get("space") != space):
             continue
-        confounds = _companion(bold, entities, "_desc-confounds_timeseries.tsv", drop_space=True)
-        sidecar = bold.with_name(bold.name.split(".")[0] + ".json")
-        mask = _companion(bold, entities, "_desc-brain_mask" + parse_bids_filename(bold)["extension"], False)
-        t_r = _repetition_time(sidecar) if sidecar.is_file() else None
+        confounds = _companion(files, bold, entities, "_desc-confounds_timeseries.tsv", drop_space=True)
+        sidecar = files.with_name(bold, _name(bold).split(".")[0] + ".json")
+        extension = parse_bids_filename(_name(bold))["extension"]
+        mask = _companion(files, bold, entities, "_desc-brain_mask" + extension, False)
+        t_r = _repetition_time(files, sidecar) if sidecar in existing else None
         missing = [what for what, ok in (
-            (f"confounds {confounds.name}", confounds.is_file()),
-            (f"sidecar {sidecar.name}" + (" (no RepetitionTime)" if sidecar.is_file() else ""), t_r is not None),
+            (f"confounds {_name(confounds)}", confounds in existing),
+            (f"sidecar {_name(sidecar)}" + (" (no RepetitionTime)" if sidecar in existing else ""), t_r is not None),
         ) if not ok]
         if missing:
-            problems.append(f"{bold.relative_to(root)}: missing {' and '.join(missing)}")
+            problems.append(f"{bold[len(root) + 1:]}: missing {' and '.join(missing)}")
             continue
         row = {long: entities.get(key) for key, long in ENTITIES.items() if key != "desc"}
-        row.update(bold=str(bold), confounds=str(confounds), confounds_json=str(confounds.with_suffix(".json")),
-                   sidecar=str(sidecar), mask=str(mask) if mask.is_file() else None, t_r=t_r)
+        row.update(bold=bold, confounds=confounds, confounds_json=confounds.removesuffix(".tsv") + ".json",
+                   sidecar=sidecar, mask=mask if mask in existing else None, t_r=t_r)
         rows.append(row)
     if problems and on_missing == "raise":
         raise ImageFileNotFoundError(
-            f"{len(problems)} run(s) of {str(root)!r} lack files fMRIPrep writes beside each run:\n  "
+            f"{len(problems)} run(s) of {root!r} lack files fMRIPrep writes beside each run:\n  "
             + "\n  ".join(problems)
             + "\nRestore them, or pass on_missing='skip' to leave these runs out."
         )
@@ -186,7 +199,7 @@ def find_runs(bids_dir, space=None, task=None, subjects=None, sessions=None, *, 
         warnings.warn("runs left out (missing files):\n  " + "\n  ".join(problems), stacklevel=2)
     if not rows:
         raise ImageFileNotFoundError(
-            f"no preprocessed run (sub-*/[ses-*/]func/*_desc-preproc_bold.nii[.gz]) in {str(root)!r}"
+            f"no preprocessed run (sub-*/[ses-*/]func/*_desc-preproc_bold.nii[.gz]) in {root!r}"
             + _filters_text(space, task, subjects, sessions) + "."
         )
     table = pd.DataFrame(rows)

@@ -19,6 +19,7 @@ Contract
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from lazymask.exceptions import ImageFileNotFoundError, ParameterError
+from lazymask.storage import files_at
 
 __all__ = ["load_confounds", "load_confounds_strategy", "confounds_from_table", "PRESETS"]
 
@@ -109,13 +111,13 @@ def _scrub_outliers(table: pd.DataFrame, scrub: int, fd_threshold: float, std_dv
     return outliers
 
 
-def read_confounds_table(path) -> pd.DataFrame:
-    """An fMRIPrep confounds TSV as a DataFrame (``n/a`` read as NaN); checks fMRIPrep >= 1.2's header."""
-    path = Path(path)
-    if not path.is_file():
+def read_confounds_table(path, storage_options=None) -> pd.DataFrame:
+    """An fMRIPrep confounds TSV (a path or URL) as a DataFrame (``n/a`` read as NaN); checks fMRIPrep >= 1.2's header."""
+    files, path = files_at(path, storage_options)
+    if not files.is_file(path):
         raise ImageFileNotFoundError(f"confounds file {str(path)!r} does not exist.")
     try:
-        table = pd.read_csv(path, sep="\t", encoding="utf-8")
+        table = pd.read_csv(io.BytesIO(files.read_bytes(path)), sep="\t", encoding="utf-8")
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ParameterError(f"confounds file {str(path)!r} is not a readable fMRIPrep confounds table "
                              f"({type(exc).__name__}: {exc}).") from exc
@@ -140,10 +142,11 @@ def _looks_numeric(text: str) -> bool:
 
 def confounds_from_table(table, strategy=("motion", "high_pass", "wm_csf"), motion="full", scrub=5,
                          fd_threshold=0.5, std_dvars_threshold=1.5, wm_csf="basic", global_signal="basic",
-                         demean=True, *, where: str = "the confounds table"):
-    """Select confounds from an fMRIPrep confounds table (a path or a DataFrame).
+                         demean=True, *, where: str = "the confounds table", storage_options=None):
+    """Select confounds from an fMRIPrep confounds table (a path, a URL or a DataFrame).
 
-    Parameters are those of :func:`load_confounds`; ``where`` names the table in errors.
+    Parameters are those of :func:`load_confounds`; ``where`` names the table in errors;
+    ``storage_options`` are fsspec's for a URL.
 
     Returns
     -------
@@ -161,7 +164,7 @@ def confounds_from_table(table, strategy=("motion", "high_pass", "wm_csf"), moti
     strategy = _check_strategy(strategy)
     if not isinstance(table, pd.DataFrame):
         where = f"confounds file {str(table)!r}"
-        table = read_confounds_table(table)
+        table = read_confounds_table(table, storage_options=storage_options)
     for name, value in (("motion", motion), ("wm_csf", wm_csf), ("global_signal", global_signal)):
         if name in strategy:
             _check_model(value, name)
@@ -217,21 +220,22 @@ def _prepare(selected: pd.DataFrame, demean: bool):
     return confounds, sample_mask
 
 
-def _confounds_path(img_file) -> Path:
-    """The confounds TSV fMRIPrep writes beside a preprocessed run."""
+def _confounds_path(img_file, storage_options=None) -> str:
+    """The confounds TSV fMRIPrep writes beside a preprocessed run (a path, or a URL for a URL)."""
     from lazymask.interfaces.bids import parse_bids_filename
 
-    img_file = Path(img_file)
-    parsed = parse_bids_filename(img_file)
+    files, img_file = files_at(img_file, storage_options)
+    name = img_file.rsplit("/", 1)[-1]
+    parsed = parse_bids_filename(name)
     if parsed["suffix"] != "bold" or parsed["entities"].get("desc") != "preproc":
         raise ParameterError(
-            f"{img_file.name!r} is not an fMRIPrep preprocessed run (*_desc-preproc_bold.nii[.gz])."
+            f"{name!r} is not an fMRIPrep preprocessed run (*_desc-preproc_bold.nii[.gz])."
         )
     keep = {k: v for k, v in parsed["entities"].items() if k not in ("space", "cohort", "res", "den", "desc")}
     stem = "_".join(f"{k}-{v}" for k, v in keep.items())
     for suffix in ("_desc-confounds_timeseries.tsv", "_desc-confounds_regressors.tsv"):
-        candidate = img_file.with_name(stem + suffix)
-        if candidate.is_file():
+        candidate = files.with_name(img_file, stem + suffix)
+        if files.is_file(candidate):
             return candidate
     raise ImageFileNotFoundError(
         f"no confounds file beside {str(img_file)!r}: expected {stem}_desc-confounds_timeseries.tsv "
@@ -241,7 +245,7 @@ def _confounds_path(img_file) -> Path:
 
 def load_confounds(img_files, strategy=("motion", "high_pass", "wm_csf"), motion="full", scrub=5,
                    fd_threshold=0.5, std_dvars_threshold=1.5, wm_csf="basic", global_signal="basic",
-                   demean=True, **unsupported):
+                   demean=True, *, storage_options=None, **unsupported):
     """The confounds of fMRIPrep runs, selected as :func:`nilearn.interfaces.fmriprep.load_confounds` does.
 
     Parameters
@@ -261,6 +265,8 @@ def load_confounds(img_files, strategy=("motion", "high_pass", "wm_csf"), motion
         With ``"scrub"``: standardised DVARS above which a volume is censored.
     demean : bool, default True
         Demean the confounds (over the kept volumes).
+    storage_options : dict, optional
+        fsspec options when the runs are URLs (``{"anon": True}`` for a public bucket).
 
     Returns
     -------
@@ -281,7 +287,8 @@ def load_confounds(img_files, strategy=("motion", "high_pass", "wm_csf"), motion
                   demean=demean)
     single = isinstance(img_files, str | Path)
     files = [img_files] if single else list(img_files)
-    results = [confounds_from_table(_confounds_path(f), **params) for f in files]
+    results = [confounds_from_table(_confounds_path(f, storage_options), storage_options=storage_options, **params)
+               for f in files]
     if not strategy:
         warnings.warn("strategy is empty, confounds will return None.", stacklevel=2)
     if single:
@@ -322,7 +329,7 @@ def strategy_parameters(denoise_strategy: str = "simple", **kwargs) -> dict:
     return parameters
 
 
-def load_confounds_strategy(img_files, denoise_strategy="simple", **kwargs):
+def load_confounds_strategy(img_files, denoise_strategy="simple", *, storage_options=None, **kwargs):
     """Preset confounds strategies, as :func:`nilearn.interfaces.fmriprep.load_confounds_strategy`.
 
     Parameters
@@ -335,6 +342,8 @@ def load_confounds_strategy(img_files, denoise_strategy="simple", **kwargs):
     **kwargs
         Overrides of the preset's parameters (``motion=``, ``wm_csf=``, ``scrub=``, ...);
         ``global_signal="basic"`` (or another model) adds the global signal.
+    storage_options : dict, optional
+        fsspec options when the runs are URLs.
 
     Returns
     -------
@@ -346,4 +355,4 @@ def load_confounds_strategy(img_files, denoise_strategy="simple", **kwargs):
     >>> confounds, sample_mask = load_confounds_strategy(
     ...     "sub-01_task-rest_desc-preproc_bold.nii.gz", "scrubbing")   # doctest: +SKIP
     """
-    return load_confounds(img_files, **strategy_parameters(denoise_strategy, **kwargs))
+    return load_confounds(img_files, storage_options=storage_options, **strategy_parameters(denoise_strategy, **kwargs))

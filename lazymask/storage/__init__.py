@@ -7,6 +7,7 @@ URL with ``storage_options``, a zarr store, an icechunk repository or session) b
 read.
 """
 
+from lazymask.storage._files import Files, files_at
 from lazymask.storage._identity import (
     FileIdentity,
     ObjectIdentity,
@@ -32,6 +33,7 @@ from lazymask.storage._location import (
 __all__ = [
     "Capabilities",
     "FileIdentity",
+    "Files",
     "IcechunkLocation",
     "LocalLocation",
     "Location",
@@ -42,6 +44,7 @@ __all__ = [
     "check_unchanged",
     "default_storage_options",
     "file_identity",
+    "files_at",
     "is_url",
     "object_identity",
     "resolve",

@@ -200,14 +200,21 @@ class S3TestServer:
         return boto3.client("s3", endpoint_url=self.endpoint_url, aws_access_key_id="lazymask-test",
                             aws_secret_access_key="lazymask-test", region_name="us-east-1")
 
-    def bucket(self, prefix: str = "lazymask-test", *, versioned: bool = False) -> str:
-        """A new empty bucket; its URL (``s3://<name>``)."""
+    def bucket(self, prefix: str = "lazymask-test", *, versioned: bool = False, public: bool = False) -> str:
+        """A new empty bucket; its URL (``s3://<name>``). ``public``: anyone may list and read it."""
         self._buckets += 1
         name = f"{prefix}-{self._buckets}-{threading.get_ident() % 10_000}"
         client = self.client()
         client.create_bucket(Bucket=name)
         if versioned:
             client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        if public:
+            import json
+
+            statement = {"Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject", "s3:ListBucket"],
+                         "Resource": [f"arn:aws:s3:::{name}", f"arn:aws:s3:::{name}/*"]}
+            client.put_bucket_policy(Bucket=name, Policy=json.dumps({"Version": "2012-10-17",
+                                                                     "Statement": [statement]}))
         return f"s3://{name}"
 
     def icechunk_storage(self, url: str):

@@ -66,9 +66,12 @@ def test_a_missing_remote_tree_is_named(s3_server):
 
 
 def test_anonymous_access_to_a_public_bucket(local_dataset, s3_server):
-    url = _upload(local_dataset, s3_server.bucket() + "/public", s3_server.storage_options)
+    url = _upload(local_dataset, s3_server.bucket(public=True) + "/public", s3_server.storage_options)
     anonymous = {"anon": True, "endpoint_url": s3_server.endpoint_url}
     runs = find_runs(url, storage_options=anonymous)
     assert len(runs) == len(find_runs(local_dataset))
     confounds, _ = load_confounds_strategy(runs["bold"].iloc[0], "simple", storage_options=anonymous)
     assert confounds.shape[0] == 20
+    private = _upload(local_dataset, s3_server.bucket() + "/private", s3_server.storage_options)
+    with pytest.raises(ImageFileNotFoundError, match="access denied.*anon"):  # listed, but not readable
+        find_runs(private, storage_options=anonymous)

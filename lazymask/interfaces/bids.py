@@ -103,9 +103,9 @@ def _companion(files: Files, bold: str, entities: dict, suffix_and_ext: str, dro
 
 
 def _repetition_time(files: Files, sidecar: str) -> float | None:
-    try:
+    try:  # an unreadable (forbidden) sidecar is an error of its own, raised by read_text
         value = json.loads(files.read_text(sidecar, limit=2**20)).get("RepetitionTime")
-    except (OSError, ValueError, AttributeError):
+    except (ValueError, AttributeError):
         return None
     return float(value) if isinstance(value, int | float) else None
 

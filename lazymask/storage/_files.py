@@ -97,6 +97,11 @@ class Files:
                     data = f.read(limit + 1)
         except FileNotFoundError:
             raise ImageFileNotFoundError(f"{name}: no such file.") from None
+        except PermissionError as exc:
+            raise ImageFileNotFoundError(
+                f"{name}: access denied ({exc}). Check the credentials, or pass "
+                "storage_options={'anon': True} for a public bucket."
+            ) from None
         except IsADirectoryError:
             raise ImageFileNotFoundError(f"{name}: a directory, not a file.") from None
         if len(data) > limit:

@@ -16,6 +16,11 @@ name beside it and renamed into place when complete; ``--overwrite`` replaces on
 lazymask store, and only once the new one is complete (a failed job leaves the old one intact);
 anything else at OUT is refused, with or without ``--overwrite``.
 
+Every FILE, IN, OUT and STORE may be a URL (``s3://``, ``gs://``, ``https://``, ...).
+``--storage-option KEY=VALUE`` (repeatable, before or after the command) sets fsspec's storage
+options for them (``--storage-option anon=true`` for a public bucket); without it the usual
+environment applies (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ...).
+
 Exit codes: 0 on success, 2 on bad input or usage (with a one-line message on stderr, never a
 traceback for an error lazymask anticipates), 130 when interrupted.
 """
@@ -49,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        from lazymask.storage import parse_storage_option, set_storage_options
+
+        options = dict(parse_storage_option(text) for text in args.storage_option or [])
+        with set_storage_options(options if options else None):
+            return args.run(args)
     except LazymaskError as exc:
         _fail(exc)
         return EXIT_ERROR
@@ -65,7 +74,16 @@ def _parser() -> argparse.ArgumentParser:
         prog="lazymask", description="Lazy, out-of-core masking of fMRI images (nilearn's masking stack on dask)."
     )
     parser.add_argument("--version", action="version", version=f"lazymask {__version__}")
+    _add_storage_option(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_parser = commands.add_parser
+
+    def add_parser(*args, **kwargs):  # every command takes --storage-option after its name too
+        command = _add_parser(*args, **kwargs)
+        _add_storage_option(command, default=argparse.SUPPRESS)
+        return command
+
+    commands.add_parser = add_parser
 
     info = commands.add_parser("info", help="show the shape, dtype, grid and chunk plan of images")
     info.add_argument("files", nargs="+", metavar="FILE", help="NIfTI images (.nii, .nii.gz)")
@@ -95,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
                       help="where to write the results (default: ./lazymask-demo)")
     demo.set_defaults(run=_run_demo)
     return parser
+
+
+def _add_storage_option(parser: argparse.ArgumentParser, default=None) -> None:
+    parser.add_argument("--storage-option", action="append", default=default, metavar="KEY=VALUE",
+                        help="an fsspec storage option for URLs (repeatable), e.g. anon=true or "
+                             "endpoint_url=http://127.0.0.1:9000; values are read as JSON when they are JSON")
 
 
 def _add_chunks(parser: argparse.ArgumentParser) -> None:
@@ -146,10 +170,16 @@ def describe_image(image, path) -> str:
         ("zooms", f"{zooms} mm"),
         ("TR", "-" if t_r is None else f"{t_r:g} s"),
         ("affine", affine),
-        ("on disk", f"{_size(os.path.getsize(path))}" + (" (gzip)" if str(path).endswith(".gz") else "")),
+        ("on disk", f"{_size(_stored_size(path))}" + (" (gzip)" if str(path).endswith(".gz") else "")),
         ("chunks", _chunk_plan(image)),
     ]
     return "\n".join([str(path)] + [f"  {name:<9} {value}" for name, value in rows])
+
+
+def _stored_size(path) -> int:
+    from lazymask.storage import source_identity
+
+    return source_identity(path).size
 
 
 def _chunk_plan(image) -> str:

@@ -148,3 +148,32 @@ def test_module_entry_point_in_a_subprocess(run_gz, tmp_path):
     done = subprocess.run([sys.executable, "-m", "lazymask.cli", "info", str(bad)], capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.startswith("lazymask: error: ") and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_storage_options_reach_every_command(monkeypatch):
+    from lazymask import cli
+    from lazymask.storage import default_storage_options
+
+    seen = []
+    monkeypatch.setattr(cli, "_run_verify", lambda args: seen.append(default_storage_options()) or 0)
+    parser = cli._parser
+    monkeypatch.setattr(cli, "_parser", lambda: _with_verify(parser(), cli._run_verify))
+    assert cli.main(["--storage-option", "anon=true", "verify", "s3://bucket/x.zarr"]) == 0
+    assert cli.main(["verify", "s3://bucket/x.zarr", "--storage-option", "endpoint_url=http://127.0.0.1:9",
+                     "--storage-option", 'client_kwargs={"region_name": "eu-west-1"}']) == 0
+    assert cli.main(["verify", "s3://bucket/x.zarr"]) == 0
+    assert seen == [{"anon": True}, {"endpoint_url": "http://127.0.0.1:9",
+                                     "client_kwargs": {"region_name": "eu-west-1"}}, {}]
+
+
+def _with_verify(parser, run):
+    for action in parser._subparsers._group_actions:
+        action.choices["verify"].set_defaults(run=run)
+    return parser
+
+
+def test_a_malformed_storage_option_is_one_line(capsys):
+    from lazymask import cli
+
+    assert cli.main(["verify", "x.zarr", "--storage-option", "anon"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err

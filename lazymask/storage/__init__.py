@@ -26,6 +26,7 @@ from lazymask.storage._location import (
     StoreLocation,
     default_storage_options,
     is_url,
+    parse_storage_option,
     resolve,
     set_storage_options,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "files_at",
     "is_url",
     "object_identity",
+    "parse_storage_option",
     "resolve",
     "set_storage_options",
     "source_identity",

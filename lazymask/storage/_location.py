@@ -44,6 +44,7 @@ from lazymask.exceptions import ParameterError
 __all__ = [
     "Capabilities", "Location", "LocalLocation", "ObjectLocation", "StoreLocation", "IcechunkLocation",
     "StorageOptions", "resolve", "is_url", "set_storage_options", "default_storage_options",
+    "parse_storage_option",
 ]
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*)://")
@@ -160,6 +161,27 @@ def default_storage_options() -> dict:
     """
     options = getattr(_DEFAULTS, "options", None)
     return dict(_GLOBAL_DEFAULTS if options is None else options)
+
+
+def parse_storage_option(text: str) -> tuple[str, object]:
+    """``"key=value"`` (the command line's ``--storage-option``) as a pair; the value is read as
+    JSON when it is JSON (``true``, ``3``, ``{"region_name": "eu-west-1"}``), else kept as a string.
+
+    Examples
+    --------
+    >>> parse_storage_option("anon=true"), parse_storage_option("endpoint_url=http://127.0.0.1:9000")
+    (('anon', True), ('endpoint_url', 'http://127.0.0.1:9000'))
+    """
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ParameterError(f"--storage-option {text!r}: expected KEY=VALUE, such as anon=true.")
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    return key.strip(), parsed
 
 
 def is_url(target) -> bool:

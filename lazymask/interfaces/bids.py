@@ -102,12 +102,32 @@ def _companion(files: Files, bold: str, entities: dict, suffix_and_ext: str, dro
     return files.with_name(bold, "_".join(f"{k}-{v}" for k, v in kept.items()) + suffix_and_ext)
 
 
-def _repetition_time(files: Files, sidecar: str) -> float | None:
-    try:  # an unreadable (forbidden) sidecar is an error of its own, raised by read_text
-        value = json.loads(files.read_text(sidecar, limit=2**20)).get("RepetitionTime")
-    except (ValueError, AttributeError):
-        return None
-    return float(value) if isinstance(value, int | float) else None
+_T_R_RANGE = (0.01, 100.0)
+"""Repetition times lazymask accepts from a sidecar, in seconds (BIDS's unit): an fMRI TR is
+0.1-10 s; a value in milliseconds (2000) or a stray 1e-300 is a mistake to report, not a t_r."""
+
+
+def _repetition_time(files: Files, sidecar: str) -> tuple[float | None, str | None]:
+    """The sidecar's ``RepetitionTime`` and, when it is unusable, what is wrong with it."""
+    text = files.read_text(sidecar, limit=2**20)  # a forbidden read is an error of its own
+    try:
+        document = json.loads(text)
+    except RecursionError:
+        return None, f"{sidecar}: its JSON is nested too deeply to be a BIDS sidecar"
+    except ValueError as exc:
+        return None, f"{sidecar}: not valid JSON ({exc})"
+    if not isinstance(document, dict):
+        return None, f"{sidecar}: a JSON {type(document).__name__}, not an object of BIDS fields"
+    if "RepetitionTime" not in document:
+        return None, None
+    value = document["RepetitionTime"]
+    low, high = _T_R_RANGE
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None, f"{sidecar}: RepetitionTime is {json.dumps(value)[:40]}, not a number of seconds"
+    if not (low <= value <= high):  # NaN fails this too
+        return None, (f"{sidecar}: RepetitionTime is {value!r}; expected seconds between {low:g} and "
+                      f"{high:g} (BIDS's unit; a value in milliseconds must be divided by 1000)")
+    return float(value), None
 
 
 def _name(path: str) -> str:
@@ -163,7 +183,7 @@ def find_runs(bids_dir, space=None, task=None, subjects=None, sessions=None, *, 
     wanted_subjects, wanted_sessions = _as_set(subjects, "sub"), _as_set(sessions, "ses")
     listed = files.glob(files.join(root, "sub-*/func/*")) + files.glob(files.join(root, "sub-*/ses-*/func/*"))
     existing = set(listed)  # one listing, then membership: no request per companion file
-    rows, problems = [], []
+    rows, problems, errors = [], [], []
     for bold in listed:
         if not _BOLD.search(_name(bold)):
             continue
@@ -177,7 +197,11 @@ def find_runs(bids_dir, space=None, task=None, subjects=None, sessions=None, *, 
         sidecar = files.with_name(bold, _name(bold).split(".")[0] + ".json")
         extension = parse_bids_filename(_name(bold))["extension"]
         mask = _companion(files, bold, entities, "_desc-brain_mask" + extension, False)
-        t_r = _repetition_time(files, sidecar) if sidecar in existing else None
+        t_r, invalid = _repetition_time(files, sidecar) if sidecar in existing else (None, None)
+        misplaced = _misplaced(bold[len(root) + 1:], entities)
+        if invalid or misplaced:
+            errors.append(invalid or misplaced)
+            continue
         missing = [what for what, ok in (
             (f"confounds {_name(confounds)}", confounds in existing),
             (f"sidecar {_name(sidecar)}" + (" (no RepetitionTime)" if sidecar in existing else ""), t_r is not None),
@@ -189,6 +213,11 @@ def find_runs(bids_dir, space=None, task=None, subjects=None, sessions=None, *, 
         row.update(bold=bold, confounds=confounds, confounds_json=confounds.removesuffix(".tsv") + ".json",
                    sidecar=sidecar, mask=mask if mask in existing else None, t_r=t_r)
         rows.append(row)
+    if errors:
+        raise ParameterError(
+            f"{len(errors)} run(s) of {root!r} cannot be used as they are:\n  " + "\n  ".join(errors)
+            + "\nFix these files (or move them out of the tree)."
+        )
     if problems and on_missing == "raise":
         raise ImageFileNotFoundError(
             f"{len(problems)} run(s) of {root!r} lack files fMRIPrep writes beside each run:\n  "
@@ -206,7 +235,31 @@ def find_runs(bids_dir, space=None, task=None, subjects=None, sessions=None, *, 
     table = table.drop(columns=[c for c in table.columns if c in ENTITIES.values() and c not in
                                 ("subject", "session", "task", "run", "space", "res") and table[c].isna().all()])
     table["group"] = _group_names(table)
+    _refuse_duplicates(table, root)
     return table.sort_values("group", kind="stable").reset_index(drop=True)
+
+
+def _misplaced(relative: str, entities: dict) -> str | None:
+    """Why a run's file is not where its own entities put it (a copy into another subject's folder)."""
+    folders = relative.split("/")[:-2]  # sub-XX[/ses-YY] (the last two parts are func/<name>)
+    expected = [f"sub-{entities.get('sub')}"] + ([f"ses-{entities['ses']}"] if "ses" in entities else [])
+    if folders != expected:
+        return (f"{relative}: its name says {'/'.join(expected)} but it lies in {'/'.join(folders)}/ "
+                "(a file copied into another subject's or session's folder?)")
+    return None
+
+
+def _refuse_duplicates(table: pd.DataFrame, root: str) -> None:
+    """Two files that would be one run of the archive (a .nii beside its .nii.gz): refused, both named."""
+    duplicated = table[table["group"].duplicated(keep=False)]
+    if duplicated.empty:
+        return
+    lines = [f"{group}: " + " and ".join(rows["bold"].str.slice(len(root) + 1)) for group, rows in
+             duplicated.groupby("group", sort=True)]
+    raise ParameterError(
+        f"{root!r} holds several files for one run:\n  " + "\n  ".join(lines)
+        + "\nKeep one file per run (delete the copy, or the decompressed .nii beside its .nii.gz)."
+    )
 
 
 def _group_names(table: pd.DataFrame) -> list[str]:

@@ -196,11 +196,11 @@ def confounds_from_table(table, strategy=("motion", "high_pass", "wm_csf"), moti
             f"{where} lacks the columns or components {missing} that strategy {list(strategy)} needs; "
             "choose another strategy (or other motion=/wm_csf=/global_signal= models)."
         )
-    confounds, sample_mask = _prepare(pd.DataFrame(selected, index=table.index), demean)
+    confounds, sample_mask = _prepare(pd.DataFrame(selected, index=table.index), demean, where)
     return (None if not strategy else confounds), sample_mask
 
 
-def _prepare(selected: pd.DataFrame, demean: bool):
+def _prepare(selected: pd.DataFrame, demean: bool, where: str = "the confounds table"):
     outlier_columns = sorted(c for c in selected.columns if "motion_outlier" in c or "non_steady_state" in c)
     kept_columns = sorted(set(selected.columns) - set(outlier_columns))
     sample_mask = None
@@ -213,7 +213,15 @@ def _prepare(selected: pd.DataFrame, demean: bool):
     confounds = selected[kept_columns].astype(float)
     if confounds.size:
         first_nan = np.isnan(confounds.to_numpy()[0])
-        confounds.iloc[0, first_nan] = confounds.iloc[1, first_nan]  # derivatives start with n/a
+        if first_nan.any():  # derivatives start with n/a: nilearn takes the second row's value
+            if len(confounds) < 2:
+                raise ParameterError(
+                    f"{where} has a single row, so the first value (n/a) of "
+                    f"{list(confounds.columns[first_nan])[:3]} cannot be taken from the second row as "
+                    "nilearn does; a run needs at least 2 volumes for derivative confounds. Choose "
+                    "models without derivatives (motion='basic', wm_csf='basic', ...)."
+                )
+            confounds.iloc[0, first_nan] = confounds.iloc[1, first_nan]
         if demean:
             rows = confounds if sample_mask is None else confounds.iloc[sample_mask]
             confounds = confounds - rows.mean(axis=0)

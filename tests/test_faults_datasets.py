@@ -90,3 +90,19 @@ def test_a_one_row_confounds_table():
     assert confounds.to_dict("list") == {"csf": [1.0], "white_matter": [2.0]} and sample_mask is None
     with pytest.raises(ParameterError, match="x.tsv has a single row.*_derivative1.*at least 2 volumes"):
         confounds_from_table(table, strategy=("motion",), motion="derivatives", where="x.tsv")
+
+
+@pytest.mark.parametrize("standardize", [False, "zscore_sample"])
+def test_a_one_volume_run_detrended_keeps_its_values_as_nilearn(standardize):
+    import numpy as np
+    from nilearn import signal as nsignal
+
+    from lazymask import signal
+
+    values = np.random.default_rng(0).normal(size=(1, 5)).astype("float32") + 10
+    with pytest.warns(UserWarning, match="Detrending"):
+        expected = nsignal.clean(values.copy(), detrend=True, standardize=standardize)
+    with pytest.warns(UserWarning, match="single time point"):
+        got = signal.clean(values.copy(), detrend=True, standardize=standardize)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    np.testing.assert_allclose(got, values, rtol=1e-6)

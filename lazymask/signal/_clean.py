@@ -150,15 +150,19 @@ def _interpolate_censored(volumes: np.ndarray, kept: np.ndarray, t_r: float, ext
 
 
 def detrend(signals: np.ndarray, inplace: bool = False) -> np.ndarray:
-    """Remove each column's mean and linear trend (in place, or in a new array of the same dtype)."""
+    """Remove each column's mean and linear trend (in place, or in a new array of the same dtype).
+
+    A single time point is returned as it is, with a warning (nilearn's rule: detrending it would
+    give zeros).
+    """
+    n_time = len(signals)
+    if n_time == 1:
+        warnings.warn("Detrending a single time point would zero it; skipped.", UserWarning, stacklevel=2)
+        return signals if inplace else signals.copy()
     if inplace:
         signals -= signals.mean(axis=0)
     else:
         signals = signals - signals.mean(axis=0)
-    n_time = len(signals)
-    if n_time == 1:
-        warnings.warn("Detrending a single time point would zero it; skipped.", UserWarning, stacklevel=2)
-        return signals
     ramp = np.arange(n_time, dtype=signals.dtype)
     ramp -= ramp.mean()
     ramp /= np.sqrt((ramp**2).sum())

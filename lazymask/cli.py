@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import sys
 import time
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
             return args.run(args)
     except LazymaskError as exc:
         _fail(exc)
+        return EXIT_ERROR
+    except OSError as exc:  # the disk (full, read-only, permissions) or the network: one line, exit 2
+        _fail(os_error_message(exc, _target_of(args)))
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("lazymask: interrupted", file=sys.stderr)
@@ -135,7 +139,43 @@ def _chunks_arg(text: str):
         raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
 
 
-def _fail(exc: BaseException) -> None:
+_OS_HINTS = {
+    errno.ENOSPC: "the device is full: free space or write elsewhere",
+    errno.EDQUOT: "the disk quota is exceeded: free space or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+    errno.EACCES: "permission denied: write elsewhere or fix the permissions",
+    errno.EPERM: "operation not permitted: write elsewhere or fix the permissions",
+}
+
+
+def _target_of(args) -> str | None:
+    """What the command writes (named when an error of the disk does not say its path)."""
+    for name in ("output", "out", "store"):
+        value = getattr(args, name, None)
+        if isinstance(value, str | os.PathLike):
+            return str(value)
+    return None
+
+
+def os_error_message(exc: OSError, target: str | None = None) -> str:
+    """One line for an operating-system error: what failed, on which path, and what to do.
+
+    Writes are staged (docs/guarantees.md), so a failed write published nothing and left an old
+    result intact; the message says so.
+
+    Examples
+    --------
+    >>> os_error_message(OSError(errno.ENOSPC, "No space left on device", "/data/out.zarr/c/0"))
+    'No space left on device (ENOSPC) at /data/out.zarr/c/0: the device is full: free space or write elsewhere. Nothing was published; an earlier result there is intact.'
+    """
+    name = errno.errorcode.get(exc.errno, "") if exc.errno is not None else ""
+    where = f" at {exc.filename}" if exc.filename else f" writing {target}" if target else ""
+    hint = _OS_HINTS.get(exc.errno, "check the path and the storage")
+    return (f"{exc.strerror or exc}{f' ({name})' if name else ''}{where}: {hint}. Nothing was published; an "
+            "earlier result there is intact.")
+
+
+def _fail(exc: BaseException | str) -> None:
     message = " ".join(str(exc).split())  # one line, whatever the message's layout
     print(f"lazymask: error: {message}", file=sys.stderr)
 

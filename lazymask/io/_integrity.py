@@ -24,12 +24,13 @@ from pathlib import Path
 
 import google_crc32c
 import zarr
-from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+from zarr.abc.store import SuffixByteRequest
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import WrapperStore
 
 from lazymask.exceptions import CorruptStoreError
+from lazymask.storage import read_bounded
 
 __all__ = ["MANIFEST_ATTR", "record_manifest", "CheckedStore", "read_metadata_document", "checksum_codec",
            "MAX_METADATA_BYTES", "MAX_NESTING"]
@@ -100,9 +101,7 @@ def _raw_document(store, key: str) -> bytes | None:
         if size > MAX_METADATA_BYTES:
             return b"\0" * (MAX_METADATA_BYTES + 1)  # too large: refused below without reading it
         return path.read_bytes()
-    # at most one byte more than the limit (one request on an object store, whatever the object's size)
-    buffer = sync(store.get(key, default_buffer_prototype(), RangeByteRequest(0, MAX_METADATA_BYTES + 1)))
-    return None if buffer is None else buffer.to_bytes()
+    return read_bounded(store, key, MAX_METADATA_BYTES)
 
 
 def read_metadata_document(store, path: str, where: str) -> dict | None:

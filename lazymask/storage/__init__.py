@@ -28,6 +28,7 @@ from lazymask.storage._publish import (
     is_staging_name,
     list_keys,
     publisher_for,
+    read_bounded,
     staged_file,
 )
 from lazymask.storage._rename import STAGING_TAG, clean_stale_staging, staged_path, staging_name
@@ -63,6 +64,7 @@ __all__ = [
     "is_staging_name",
     "list_keys",
     "publisher_for",
+    "read_bounded",
     "staged_file",
     "staged_path",
     "staging_name",

@@ -452,12 +452,14 @@ class IcechunkLocation(Location):
 def fs_put_if_absent(fs, path: str, data: bytes) -> bool:
     """A create-only write with an fsspec file system (sync or async); False when the key exists."""
     try:
-        if getattr(fs, "async_impl", False) and not hasattr(fs, "sync_fs"):
+        if hasattr(fs, "sync_fs"):  # fsspec's async wrapper of a sync file system (memory://, file://)
+            fs.sync_fs.pipe_file(path, data, mode="create")
+        elif getattr(fs, "asynchronous", False):  # an async instance (a zarr FsspecStore's): zarr's loop
             from zarr.core.sync import sync
 
             sync(fs._pipe_file(path, data, mode="create"))
         else:
-            getattr(fs, "sync_fs", fs).pipe_file(path, data, mode="create")
+            fs.pipe_file(path, data, mode="create")
     except FileExistsError:
         return False
     return True

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from lazymask.storage._rename import STAGING_TAG, staged_path
 from lazymask.storage._target import Found, State, check_target
 
 __all__ = ["StagedGroup", "Publisher", "RenamePublisher", "InPlacePublisher", "TransactionPublisher",
-           "publisher_for", "CLAIM_ATTR", "delete_prefix", "list_keys"]
+           "publisher_for", "CLAIM_ATTR", "delete_prefix", "list_keys", "read_bounded"]
 
 CLAIM_ATTR = "lazymask_claim"
 """Attribute of a group's first ``zarr.json``: a token naming the write that claimed it."""
@@ -99,8 +100,33 @@ def list_keys(store, prefix: str) -> list[str]:
             return [key async for key in store.list_prefix(prefix)]
         except FileNotFoundError:
             return []
+        except Exception as exc:  # icechunk: a prefix that names no node holds no key
+            if "bad key prefix" in str(exc):
+                return []
+            raise
 
     return sorted(sync(keys()))
+
+
+def read_bounded(store, key: str, limit: int) -> bytes | None:
+    """The bytes at ``key`` of a zarr store, reading at most ``limit + 1`` of them; None when absent.
+
+    One ranged request on object stores, whatever the object's size. icechunk keeps metadata in
+    its snapshots (no byte ranges there): its ``zarr.json`` is read whole.
+    """
+    from zarr.abc.store import RangeByteRequest
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    from zarr.storage import WrapperStore
+
+    inner = store
+    while isinstance(inner, WrapperStore):
+        inner = inner._store
+    ranged = not (type(inner).__module__ or "").startswith("icechunk")
+    request = RangeByteRequest(0, limit + 1) if ranged else None
+    buffer = sync(store.get(key, default_buffer_prototype(), request))
+    return None if buffer is None else buffer.to_bytes()
 
 
 def delete_prefix(store, prefix: str, *, last: str | None = None) -> None:
@@ -119,6 +145,58 @@ def delete_prefix(store, prefix: str, *, last: str | None = None) -> None:
                 await store.delete(key)
 
     sync(delete())
+
+
+class _GatedStore:
+    """A store whose writes can be stopped: after :meth:`close`, a write raises; close waits for those in flight.
+
+    A failed dask task does not stop the tasks already running: they would write their chunks
+    after the publisher deleted what the write left. Closing the gate first, and waiting for the
+    writes in flight, makes the deletion final. (Pickled -- on a process or distributed scheduler
+    -- it is the store itself: each process has its own gate.)
+    """
+
+    def __new__(cls, store):
+        from zarr.storage import WrapperStore
+
+        class GatedStore(WrapperStore):
+            def __init__(self, inner):
+                super().__init__(inner)
+                self._gate = threading.Condition()
+                self._closed = False
+                self._in_flight = 0
+
+            def __reduce__(self):
+                return (_identity, (self._store,))
+
+            def close_gate(self, timeout: float = 120.0) -> None:
+                with self._gate:
+                    self._closed = True
+                    self._gate.wait_for(lambda: self._in_flight == 0, timeout)
+
+            async def _guarded(self, write):
+                with self._gate:
+                    if self._closed:
+                        raise UnsafeTargetError("this write was abandoned (an earlier task failed); nothing more is written.")
+                    self._in_flight += 1
+                try:
+                    return await write
+                finally:
+                    with self._gate:
+                        self._in_flight -= 1
+                        self._gate.notify_all()
+
+            async def set(self, key, value):
+                return await self._guarded(self._store.set(key, value))
+
+            async def set_if_not_exists(self, key, value):
+                return await self._guarded(self._store.set_if_not_exists(key, value))
+
+        return GatedStore(store)
+
+
+def _identity(store):
+    return store
 
 
 def _group_document(attributes: dict) -> bytes:
@@ -197,7 +275,8 @@ class InPlacePublisher(Publisher):
                 f"{where} was claimed by another writer while lazymask was about to write it (its "
                 "zarr.json appeared); nothing was written. Two jobs write the same target: choose one."
             )
-        staged = StagedGroup(store, group)
+        gated = _GatedStore(store)
+        staged = StagedGroup(gated, group)
         try:
             yield staged
             if _claim_token(store, key) != token:  # the target, once more, before completing it
@@ -207,6 +286,7 @@ class InPlacePublisher(Publisher):
                 )
             finish(staged)
         except BaseException:
+            gated.close_gate()  # tasks still running write nothing more
             if _claim_token(store, key) == token:
                 with contextlib.suppress(Exception):
                     delete_prefix(store, group, last=key)
@@ -247,7 +327,8 @@ class TransactionPublisher(Publisher):
             delete_prefix(store, group)
         buffer = default_buffer_prototype().buffer.from_bytes(_group_document(claim))
         sync(store.set(_join(group, "zarr.json"), buffer))
-        staged = StagedGroup(store, group)
+        gated = _GatedStore(store)
+        staged = StagedGroup(gated, group)
         try:
             yield staged
             found = inspect(location, store, group)  # once more before completing it
@@ -255,6 +336,7 @@ class TransactionPublisher(Publisher):
                 raise UnsafeTargetError(f"{where} changed while lazymask wrote it ({found.description}).")
             finish(staged)
         except BaseException as exc:
+            gated.close_gate()
             if not getattr(location, "commits", False):
                 exc.add_note(
                     f"lazymask: the icechunk session now holds an unfinished group at {where}"

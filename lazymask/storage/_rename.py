@@ -39,6 +39,7 @@ __all__ = ["staged_path", "staging_name", "clean_stale_staging", "STAGING_TAG"]
 
 STAGING_TAG = ".lazymask-tmp-"
 _OLD_TAG = "old-"
+_IN_USE: set[str] = set()  # staging names this process is writing now (other threads leave them alone)
 
 
 # -- staging names --------------------------------------------------------------------------------
@@ -65,7 +66,7 @@ def _is_live_local(entry_name: str, name: str) -> bool:
         return False
     pid = int(parts[1])
     if pid == os.getpid():
-        return False
+        return entry_name in _IN_USE  # another thread of this process is writing it
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -159,6 +160,7 @@ def staged_path(target: Path, *, kind: str, overwrite: bool, inspect: Callable[[
     clean_stale_staging(target, restore=lambda old: inspect(old).state is State.COMPLETE)
     replace = check_target(shown, inspect(target), kind=kind, overwrite=overwrite)
     staging = target.with_name(staging_name(target.name))
+    _IN_USE.add(staging.name)
     try:
         if directory if create is None else create:
             staging.mkdir()
@@ -168,6 +170,7 @@ def staged_path(target: Path, *, kind: str, overwrite: bool, inspect: Callable[[
         _publish(staging, target, replace=replace, directory=directory, shown=shown, kind=kind,
                  inspect=inspect, overwrite=overwrite)
     finally:
+        _IN_USE.discard(staging.name)
         if os.path.lexists(staging):
             _remove(staging)
 
@@ -196,7 +199,12 @@ def _rename_no_clobber(staging: Path, target: Path, shown: str) -> None:
     if os.path.lexists(target):
         raise UnsafeTargetError(f"{shown} appeared while lazymask was writing it; nothing was replaced.")
     if staging.is_dir():
-        os.rename(staging, target)  # fails if a non-empty directory appeared meanwhile
+        try:
+            os.rename(staging, target)  # fails if a non-empty directory appeared meanwhile
+        except OSError:
+            if os.path.lexists(target):
+                raise UnsafeTargetError(f"{shown} appeared while lazymask was writing it; nothing was replaced.") from None
+            raise
         return
     try:
         os.link(staging, target)  # fails if anything appeared meanwhile

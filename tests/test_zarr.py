@@ -357,18 +357,22 @@ def test_niizarr_reads_lazymask_images_and_round_trips(tmp_path, nifti_path):
     np.testing.assert_array_equal(back.nifti.affine, img.nifti.affine)
 
 
-def test_memory_store_overwrite_keeps_the_old_group_until_the_new_one_is_complete(nifti_path):
+def test_memory_store_refuses_to_replace_a_complete_group_and_keeps_it(nifti_path):
+    # a zarr store object has no rename and no transaction: replacing a complete group would leave a
+    # window with neither result, so it is refused (docs/guarantees.md, "Object storage and icechunk")
     memory = zarr.storage.MemoryStore()
     signals = _region_signals()
     to_zarr(signals, memory, group="sub-01/run-1")
-    with pytest.raises(RuntimeError, match="worker lost"):
-        to_zarr(_broken(_voxel_signals(chunks=(10, 50)), 0), memory, group="sub-01/run-1", overwrite=True)
+    with pytest.raises(UnsafeTargetError, match="neither an atomic rename nor transactions.*icechunk"):
+        to_zarr(signals * 3, memory, group="sub-01/run-1", overwrite=True)
     xr.testing.assert_identical(open_zarr(memory, group="sub-01/run-1").compute(), signals)
-    to_zarr(signals * 3, memory, group="sub-01/run-1", overwrite=True)
-    np.testing.assert_array_equal(open_zarr(memory, group="sub-01/run-1"), signals * 3)
+    with pytest.raises(RuntimeError, match="worker lost"):  # a failed new group leaves nothing behind
+        to_zarr(_broken(_voxel_signals(chunks=(10, 50)), 0), memory, group="sub-01/run-2")
+    assert not lazymask.io.is_complete(memory, "sub-01/run-2")
+
     async def keys():
         return [key async for key in memory.list()]
-    assert not [key for key in zarr.core.sync.sync(keys()) if ".lazymask-tmp-" in key]  # staging cleaned
+    assert not [key for key in zarr.core.sync.sync(keys()) if key.startswith("sub-01/run-2")]
 
 
 def test_verify_walks_every_group_of_a_store(tmp_path, nifti_path):

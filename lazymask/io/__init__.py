@@ -20,6 +20,7 @@ from lazymask.io._runcache import clear_run_cache, persist_within_budget, run_ca
 from lazymask.io._write import to_nibabel, to_nifti
 from lazymask.io._staging import Found, check_target, found_unless, staged_path
 from lazymask.io._zarr import (
+    PendingMember,
     StagedGroup,
     check_group_target,
     is_complete,
@@ -65,6 +66,7 @@ __all__ = [
     "inspect_store",
     "require_root",
     "normalise_group",
+    "PendingMember",
     "VolumeReader",
     "clear_run_cache",
     "persist_within_budget",

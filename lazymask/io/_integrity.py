@@ -30,6 +30,7 @@ from zarr.core.sync import sync
 from zarr.storage import WrapperStore
 
 from lazymask.exceptions import CorruptStoreError
+from lazymask.storage import read_bounded
 
 __all__ = ["MANIFEST_ATTR", "record_manifest", "CheckedStore", "read_metadata_document", "checksum_codec",
            "MAX_METADATA_BYTES", "MAX_NESTING"]
@@ -100,8 +101,7 @@ def _raw_document(store, key: str) -> bytes | None:
         if size > MAX_METADATA_BYTES:
             return b"\0" * (MAX_METADATA_BYTES + 1)  # too large: refused below without reading it
         return path.read_bytes()
-    buffer = sync(store.get(key, default_buffer_prototype()))
-    return None if buffer is None else buffer.to_bytes()
+    return read_bounded(store, key, MAX_METADATA_BYTES)
 
 
 def read_metadata_document(store, path: str, where: str) -> dict | None:

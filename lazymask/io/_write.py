@@ -26,7 +26,6 @@ Contract
 
 from __future__ import annotations
 
-import gzip
 import os
 import shutil
 import struct
@@ -42,10 +41,11 @@ from isal import isal_zlib
 from lazymask.exceptions import DimensionError, ParameterError
 from lazymask.io._arrays import as_dask
 from lazymask.io._meta import IMAGE_DIMS_3D, IMAGE_DIMS_4D, get_affine, get_t_r
-from lazymask.io._staging import Found, found_unless, staged_path
+from lazymask.storage import Found, is_url, resolve, staged_file
 
 __all__ = ["to_nifti", "to_nibabel", "nifti_header"]
 
+_GZIP_HEAD_BYTES = 64 * 1024  # enough gzip to hold a NIfTI-2 header, even at level 0
 _NIFTI1_DATA_OFFSET = 352  # 348-byte header + 4-byte extension flag (no extensions)
 _GZIP_MAGIC = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0, OS unknown
 _WIDENED_DTYPES = {np.dtype(bool): np.dtype(np.uint8), np.dtype(np.float16): np.dtype(np.float32)}
@@ -152,7 +152,8 @@ def to_nibabel(img: xr.DataArray) -> nib.Nifti1Image:
 
 
 # -- to a file --------------------------------------------------------------------------------------
-def to_nifti(img: xr.DataArray, path, *, compresslevel: int = 1, overwrite: bool = False) -> Path:
+def to_nifti(img: xr.DataArray, path, *, compresslevel: int = 1, overwrite: bool = False,
+             storage_options=None):
     """Write an image DataArray to a ``.nii`` or ``.nii.gz`` file, one time-chunk per task.
 
     The voxels are never gathered: each task computes one chunk of whole volumes and writes (or,
@@ -165,8 +166,11 @@ def to_nifti(img: xr.DataArray, path, *, compresslevel: int = 1, overwrite: bool
     img : xarray.DataArray
         A 3D ``(i, j, k)`` or 4D ``(i, j, k, time)`` image with ``attrs["affine"]`` (and
         ``attrs["t_r"]`` for the repetition time), numpy- or dask-backed.
-    path : str or pathlib.Path
-        Target file, ending in ``.nii`` or ``.nii.gz`` (any case).
+    path : str, pathlib.Path or URL
+        Target file, ending in ``.nii`` or ``.nii.gz`` (any case): a local path, or an object store
+        URL (``s3://bucket/sub-01/bold.nii.gz``), where the finished file is uploaded in one
+        request (create-only unless it replaces a NIfTI image with ``overwrite=True``): no partial
+        object is ever visible under its name.
     compresslevel : int, default 1
         ISA-L gzip level (0-3) for ``.nii.gz``; 1 is fast and compresses scanner data well.
     overwrite : bool, default False
@@ -174,11 +178,13 @@ def to_nifti(img: xr.DataArray, path, *, compresslevel: int = 1, overwrite: bool
         complete: readers see the old file or the new one, and no copy of the old one is kept).
         Anything else at ``path`` -- a directory, a symbolic link, a file that is not a NIfTI
         image -- is refused whatever ``overwrite`` says.
+    storage_options : dict, optional
+        fsspec options for a URL.
 
     Returns
     -------
-    pathlib.Path
-        The path written.
+    pathlib.Path or str
+        The path written (the URL, for an object store).
 
     Raises
     ------
@@ -190,14 +196,14 @@ def to_nifti(img: xr.DataArray, path, *, compresslevel: int = 1, overwrite: bool
     >>> img = lazymask.open_nifti("bold.nii.gz")               # doctest: +SKIP
     >>> lazymask.to_nifti(img.astype("float32"), "bold_f32.nii.gz")  # doctest: +SKIP
     """
-    path = Path(path)
-    compressed = _nifti_suffix(path)
+    location = resolve(path, storage_options)
+    compressed = _nifti_suffix(Path(str(location)))
     if compresslevel not in range(4):
         raise ParameterError(f"compresslevel={compresslevel!r}: ISA-L gzip levels are 0, 1, 2 and 3.")
     header = nifti_header(img)
     volumes = _volume_chunks(img, header.get_data_dtype())
-    with staged_path(path, kind="NIfTI image file", overwrite=overwrite, inspect=inspect_nifti_target,
-                     directory=False) as staging:
+    with staged_file(location, kind="NIfTI image file", overwrite=overwrite,
+                     inspect=inspect_nifti_target) as staging:
         if compressed:
             parts = staging.with_name(staging.name + ".parts")
             try:
@@ -206,7 +212,7 @@ def to_nifti(img: xr.DataArray, path, *, compresslevel: int = 1, overwrite: bool
                 shutil.rmtree(parts, ignore_errors=True)
         else:
             _write_raw(volumes, header, staging)
-    return path
+    return path if is_url(path) else Path(path)
 
 
 def _nifti_suffix(path: Path) -> bool:
@@ -220,7 +226,7 @@ def _nifti_suffix(path: Path) -> bool:
     return name.endswith(".gz")
 
 
-def inspect_nifti_target(path: Path) -> Found:
+def inspect_nifti_target(location) -> Found:
     """What is at a to_nifti target: nothing, a NIfTI image file (replaceable with overwrite), or else.
 
     "A lazymask result of the same kind" for a NIfTI file is a regular file whose first bytes are a
@@ -228,20 +234,20 @@ def inspect_nifti_target(path: Path) -> Found:
     NIfTI has no place to mark a file as lazymask's, so any NIfTI image counts, and it is replaced
     only with ``overwrite=True``.
     """
-    settled = found_unless(path, directory=False)
+    location = resolve(location)
+    settled = location.found_at(directory=False)
     if settled is not None:
         return settled
     try:
-        with open(path, "rb") as f:
-            start = f.read(2)
-            f.seek(0)
-            stream = gzip.GzipFile(fileobj=f) if start == b"\x1f\x8b" else f
-            head = stream.read(540)
+        raw = location.read_head(_GZIP_HEAD_BYTES)
+        if raw[:2] == b"\x1f\x8b":
+            raw = zlib.decompressobj(31).decompress(raw, 540)
+        head = raw[:540]
     except (OSError, EOFError, zlib.error):
         head = b""
     if _is_nifti_header(head):
         return Found.complete("a NIfTI image file")
-    return Found.other(f"a file that is not a NIfTI image ({path.stat().st_size} bytes)")
+    return Found.other("a file that is not a NIfTI image")
 
 
 def _is_nifti_header(head: bytes) -> bool:

@@ -9,9 +9,11 @@ Layout of a group written by :func:`save_signals`::
     <group>/mask           the masker's spatial definition (NIfTI-Zarr image); region maskers
                            store theirs (labels, maps, seeds) the same way, one group per name
 
-The whole group goes through the one staged-write protocol (:func:`lazymask.io.staged_group`,
-kind ``"signals"``): written beside its target, marked complete last, published by a rename; a
-target holding anything but a complete signals group is refused whatever ``overwrite`` says.
+The whole group goes through the one staged write (:func:`lazymask.io.staged_group`, kind
+``"signals"``) on every storage kind -- a local directory (staged beside, renamed), an object store
+(claimed create-only, written in place, completed last), an icechunk repository (one commit for the
+call) or session (written in place, committed by its owner) -- marked complete last; a target
+holding anything but a complete signals group is refused whatever ``overwrite`` says.
 
 Reading trusts nothing in the store: its metadata is validated as data, every chunk read is
 checked against the checksums recorded at write time, and :func:`load_masker` passes the stored
@@ -45,6 +47,7 @@ from lazymask.io import (
 )
 from lazymask.maskers import _base
 from lazymask.maskers._base import MASKER_CLASSES, BaseMasker, jsonable
+from lazymask.storage import resolve
 
 SIGNALS = "signals"
 META = "lazymask"
@@ -56,11 +59,12 @@ def _join(group: str, name: str) -> str:
     return f"{group}/{name}" if group else name
 
 
-def _where(store, group: str) -> str:
-    return f"zarr store {str(store)!r}" + (f", group {group!r}," if group else "")
+def _where(location, group: str) -> str:
+    return f"zarr store {str(location)!r}" + (f", group {group!r}," if group else "")
 
 
-def save_signals(signals, store, group=None, *, masker: BaseMasker | None = None, overwrite: bool = False):
+def save_signals(signals, store, group=None, *, masker: BaseMasker | None = None, overwrite: bool = False,
+                 storage_options=None):
     """Write signals (computed chunk by chunk, streamed) and what made them to a zarr group.
 
     Parameters
@@ -70,9 +74,11 @@ def save_signals(signals, store, group=None, *, masker: BaseMasker | None = None
         :class:`MultiNiftiMasker`'s runs) is written to one group per run, the runs computed
         together (the scheduler reads and cleans several runs at once), in windows of runs whose
         signals add up to at most ``lazymask.config.get("memory_budget")``.
-    store : str, pathlib.Path or zarr store
+    store : str, pathlib.Path, URL, zarr store or icechunk Repository/Session/IcechunkStore
         The zarr store (a directory is created). A group is written only into a store lazymask
-        created (a lazymask store or archive) or a new one.
+        created (a lazymask store or archive) or a new one. An icechunk repository gets one
+        commit for the whole call; into a session (or its store) the groups are written in place,
+        marked complete, and nothing is committed (the session's owner commits).
     group : str or list of str, optional
         The group inside the store (``"sub-01/run-1"``); the root when omitted. For a list of
         signals, a list of as many distinct groups.
@@ -83,7 +89,10 @@ def save_signals(signals, store, group=None, *, masker: BaseMasker | None = None
     overwrite : bool, default False
         Replace a complete signals group already there, once the new one is complete. Anything
         else at the target (a directory or file lazymask did not write) is refused, whatever
-        ``overwrite`` says.
+        ``overwrite`` says. On an object store without icechunk a complete group is never
+        replaced (see docs/guarantees.md).
+    storage_options : dict, optional
+        fsspec options for a URL.
 
     Returns
     -------
@@ -112,20 +121,22 @@ def save_signals(signals, store, group=None, *, masker: BaseMasker | None = None
     if masker is not None:
         masker._check_fitted()
         spatial = masker._spatial_arrays()
-    for name in groups:  # every target refused or accepted before anything is written
-        if name:  # (the root: checked by staged_group; a list never writes it)
-            check_group_target(store, name, kind=KIND, overwrite=overwrite)
-    for window in _windows(runs, config.get("memory_budget")):
-        with contextlib.ExitStack() as stack:
-            pending = []
-            for index in window:
-                staged = stack.enter_context(staged_group(store, groups[index], overwrite=overwrite, kind=KIND))
-                staged.open().attrs.update({META: jsonable(_meta(runs[index], masker, spatial))})
-                pending.append(write_member(runs[index], staged, SIGNALS, compute=False))
-                pending.extend(write_member(array, staged, name, compute=False) for name, array in spatial.items())
-            dask.compute(*[p.delayed for p in pending])
-            for p in pending:
-                p.finish()
+    shown = ", ".join(repr(g or "/") for g in groups[:3]) + (", ..." if len(groups) > 3 else "")
+    with resolve(store, storage_options).transaction(f"lazymask: save_signals {shown}") as location:
+        for name in groups:  # every target refused or accepted before anything is written
+            if name:  # (the root: checked by staged_group; a list never writes it)
+                check_group_target(location, name, kind=KIND, overwrite=overwrite)
+        for window in _windows(runs, config.get("memory_budget")):
+            with contextlib.ExitStack() as stack:
+                pending = []
+                for index in window:
+                    staged = stack.enter_context(staged_group(location, groups[index], overwrite=overwrite, kind=KIND))
+                    staged.open().attrs.update({META: jsonable(_meta(runs[index], masker, spatial))})
+                    pending.append(write_member(runs[index], staged, SIGNALS, compute=False))
+                    pending.extend(write_member(array, staged, name, compute=False) for name, array in spatial.items())
+                dask.compute(*[p.delayed for p in pending])
+                for p in pending:
+                    p.finish()
     return store
 
 
@@ -173,9 +184,9 @@ def _meta(signals: xr.DataArray, masker, spatial: dict) -> dict:
     }
 
 
-def _read_meta(store, group: str) -> dict:
-    meta = read_group_metadata(store, group, kind=KIND)
-    where = _where(store, group)
+def _read_meta(location, group: str) -> dict:
+    meta = read_group_metadata(location, group, kind=KIND)
+    where = _where(location, group)
     _check_type(meta.get("masker"), (str, type(None)), where, "masker", "a masker class name or null")
     _check_type(meta.get("parameters"), (dict, type(None)), where, "parameters", "an object of parameters or null")
     spatial = _check_type(meta.get("spatial", []), list, where, "spatial", "a list of group names")
@@ -198,17 +209,19 @@ def _check_type(value, types, where: str, key: str, expected: str):
     return value
 
 
-def open_signals(store, group: str | None = None, *, verify: bool = False) -> xr.DataArray:
+def open_signals(store, group: str | None = None, *, verify: bool = False, storage_options=None) -> xr.DataArray:
     """The signals stored by :func:`save_signals`, lazily (metadata read now, values on compute).
 
     Parameters
     ----------
-    store : str, pathlib.Path or zarr store
-        The zarr store.
+    store : str, pathlib.Path, URL, zarr store or icechunk Repository/Session/IcechunkStore
+        The zarr store (an icechunk repository is read on its branch; a session as it is).
     group : str, optional
         The run's group inside the store; the root when omitted.
     verify : bool, default False
         Check the whole group now (every chunk read once, one at a time) before returning.
+    storage_options : dict, optional
+        fsspec options for a URL.
 
     Returns
     -------
@@ -232,35 +245,38 @@ def open_signals(store, group: str | None = None, *, verify: bool = False) -> xr
     --------
     >>> signals = open_signals("out.zarr", "sub-01/run-1")         # doctest: +SKIP
     """
+    location = resolve(store, storage_options)
     group = normalise_group(group)
-    _read_meta(store, group)
+    _read_meta(location, group)
     if verify:
-        _verify(store, group)
-    return _member(store, group, SIGNALS)
+        _verify(location, group)
+    return _member(location, group, SIGNALS)
 
 
 _verify = verify
 
 
-def _member(store, group: str, name: str) -> xr.DataArray:
+def _member(location, group: str, name: str) -> xr.DataArray:
     try:
-        return open_zarr(store, group=_join(group, name))
+        return open_zarr(location, group=_join(group, name))
     except ImageFileNotFoundError:
         raise CorruptStoreError(
-            f"{_where(store, group)}: its {name!r} group was recorded when it was written but is missing; "
+            f"{_where(location, group)}: its {name!r} group was recorded when it was written but is missing; "
             "the store was damaged. Write it again."
         ) from None
 
 
-def load_masker(store, group: str | None = None) -> BaseMasker:
+def load_masker(store, group: str | None = None, *, storage_options=None) -> BaseMasker:
     """The fitted masker that made the stored signals, rebuilt from the store alone.
 
     Parameters
     ----------
-    store : str, pathlib.Path or zarr store
+    store : str, pathlib.Path, URL, zarr store or icechunk Repository/Session/IcechunkStore
         A store written by :func:`save_signals` with ``masker=``.
     group : str, optional
         The run's group inside the store; the root when omitted.
+    storage_options : dict, optional
+        fsspec options for a URL.
 
     Returns
     -------
@@ -277,9 +293,10 @@ def load_masker(store, group: str | None = None) -> BaseMasker:
     >>> masker = load_masker("out.zarr", "sub-01/run-1")           # doctest: +SKIP
     >>> img = masker.inverse_transform(open_signals("out.zarr", "sub-01/run-1"))   # doctest: +SKIP
     """
+    location = resolve(store, storage_options)
     group = normalise_group(group)
-    meta = _read_meta(store, group)
-    where = _where(store, group)
+    meta = _read_meta(location, group)
+    where = _where(location, group)
     if not meta.get("spatial"):
         raise ParameterError(
             f"{where} holds signals only (save_signals was called without masker=); "
@@ -291,7 +308,7 @@ def load_masker(store, group: str | None = None) -> BaseMasker:
             f"{where}: written by an unknown masker {str(meta.get('masker'))[:60]!r}; this lazymask knows "
             f"{sorted(MASKER_CLASSES)}."
         )
-    arrays = {name: _member(store, group, name) for name in meta["spatial"]}
+    arrays = {name: _member(location, group, name) for name in meta["spatial"]}
     parameters = _data_parameters(cls, dict(meta.get("parameters") or {}), where, rebuilt=set(arrays))
     return cls._from_store(parameters, arrays)
 

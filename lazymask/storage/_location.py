@@ -211,6 +211,41 @@ class Location:
         """A zarr (v3) store rooted at the location."""
         raise NotImplementedError
 
+    def found_at(self, path: str = "", *, directory: bool = True):
+        """What is at ``path`` (below the location) when the storage alone settles it, else None.
+
+        Only a file system has symbolic links, regular files where a store goes and empty
+        directories; an object store or a zarr store settles nothing here (None): the writer
+        looks at the keys.
+        """
+        return None
+
+    def check_parent(self) -> None:
+        """Raise :class:`ParameterError` when a new store cannot be created here (a missing directory)."""
+
+    def put_if_absent(self, store, key: str, data: bytes) -> bool:
+        """Write ``data`` at ``key`` of ``store`` only if nothing is there; return whether it was written.
+
+        Two writers racing for one key: exactly one gets True (a create-only write where the
+        storage has one: S3's ``If-None-Match``, ``O_EXCL``, an icechunk session).
+        """
+        from zarr.core.buffer import default_buffer_prototype
+        from zarr.core.sync import sync
+
+        buffer = default_buffer_prototype().buffer.from_bytes(data)
+        sync(store.set_if_not_exists(key, buffer))
+        stored = sync(store.get(key, default_buffer_prototype()))
+        return stored is not None and stored.to_bytes() == data
+
+    @contextlib.contextmanager
+    def transaction(self, message: str):
+        """The location to write to for one job; on a transactional location, committed at the end.
+
+        Everywhere but an icechunk repository this is the location itself (each write publishes
+        on its own).
+        """
+        yield self
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()}>"
 
@@ -232,6 +267,46 @@ class LocalLocation(Location):
         import zarr
 
         return zarr.storage.LocalStore(str(self.path), read_only=read_only)
+
+    def found_at(self, path: str = "", *, directory: bool = True):
+        from lazymask.storage._target import Found, found_unless
+
+        local = self.path / path if path else self.path
+        settled = found_unless(local, directory=directory)
+        if settled is not None or not directory:
+            return settled
+        metadata = local / "zarr.json"
+        if metadata.is_symlink():
+            return Found.other("a zarr node whose zarr.json is a symbolic link")
+        if not metadata.exists():
+            entries = sorted(p.name for p in local.iterdir())
+            if not entries:
+                return Found.other("an empty directory lazymask did not create")
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            return Found.other(f"a directory lazymask did not write ({len(entries)} entries: {shown})")
+        return None
+
+    def check_parent(self) -> None:
+        if not os.path.lexists(self.path) and not self.path.parent.is_dir():
+            raise ParameterError(
+                f"store={str(self.path)!r}: the directory {str(self.path.parent)!r} does not exist; create it first."
+            )
+
+    def put_if_absent(self, store, key: str, data: bytes) -> bool:
+        target = self.path / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return True
+
+    def read_head(self, n: int) -> bytes:
+        """The first ``n`` bytes of the file at the location."""
+        with open(self.path, "rb") as f:
+            return f.read(n)
 
 
 @dataclass(frozen=True, repr=False)
@@ -283,6 +358,37 @@ class ObjectLocation(Location):
         return zarr.storage.FsspecStore.from_url(self.url, storage_options=self.options.as_dict() or None,
                                                  read_only=read_only)
 
+    def found_at(self, path: str = "", *, directory: bool = True):
+        from lazymask.storage._target import Found
+
+        where = f"{self.fs_path.rstrip('/')}/{path}" if path else self.fs_path
+        fs = self.filesystem
+        if directory:
+            return Found.other("an object (a file) where a store goes") if fs.isfile(where) else None
+        if fs.isfile(where):
+            return None
+        return Found.other("a prefix holding objects (a directory)") if fs.isdir(where) else Found.absent()
+
+    def put_if_absent(self, store, key: str, data: bytes) -> bool:
+        return fs_put_if_absent(self.filesystem, f"{self.fs_path.rstrip('/')}/{key}", data)
+
+    def read_head(self, n: int) -> bytes:
+        """The first ``n`` bytes of the object at the location."""
+        return self.filesystem.cat_file(self.fs_path, start=0, end=n)
+
+    def put_file(self, local_path, *, replace: bool) -> None:
+        """Upload a finished local file in one request (no partial object is ever visible).
+
+        ``replace`` False: create-only (``UnsafeTargetError`` if an object appeared meanwhile);
+        True: an object store replaces an object atomically (readers see the old or the new one).
+        """
+        from lazymask.exceptions import UnsafeTargetError
+
+        try:
+            self.filesystem.put_file(str(local_path), self.fs_path, mode="overwrite" if replace else "create")
+        except FileExistsError:
+            raise UnsafeTargetError(f"{self.url} appeared while lazymask was writing it; nothing was replaced.") from None
+
 
 @dataclass(frozen=True, repr=False)
 class StoreLocation(Location):
@@ -300,6 +406,13 @@ class StoreLocation(Location):
             return store.with_read_only(True)
         return store
 
+    def put_if_absent(self, store, key: str, data: bytes) -> bool:
+        import zarr
+
+        if isinstance(store, zarr.storage.FsspecStore):  # S3 & co: the file system's create-only write
+            return fs_put_if_absent(store.fs, f"{store.path.rstrip('/')}/{key}", data)
+        return super().put_if_absent(store, key, data)
+
 
 @dataclass(frozen=True, repr=False)
 class IcechunkLocation(Location):
@@ -312,7 +425,38 @@ class IcechunkLocation(Location):
     repository: object = None
     session: object = None
     branch: str = "main"
+    commits: bool = False  # a session lazymask opened on the repository: it commits it
     capabilities = Capabilities(conditional_put=True, transactional=True)
+
+    @contextlib.contextmanager
+    def transaction(self, message: str):
+        """A writable session on the branch, committed with ``message`` when the block succeeds.
+
+        With a session the user gave: that session, never committed (its owner commits). An
+        error in the block leaves the repository as it was (the session is not committed).
+        """
+        if self.session is not None:
+            if getattr(self.session, "read_only", False):
+                raise ParameterError(
+                    f"{self.describe()} is read-only; open a writable session "
+                    "(repo.writable_session(branch)) or pass the repository."
+                )
+            yield self
+            return
+        import icechunk
+
+        session = self.repository.writable_session(self.branch)
+        yield IcechunkLocation(self.repository, session, self.branch, commits=True)
+        if session.has_uncommitted_changes:
+            try:
+                session.commit(message)
+            except icechunk.ConflictError as exc:
+                from lazymask.exceptions import UnsafeTargetError
+
+                raise UnsafeTargetError(
+                    f"{self.describe()}: another writer committed to branch {self.branch!r} while lazymask "
+                    f"wrote ({exc}); nothing of this write was committed. Run it again."
+                ) from None
 
     def describe(self) -> str:
         if self.session is not None:
@@ -325,6 +469,22 @@ class IcechunkLocation(Location):
         session = (self.repository.readonly_session(branch=self.branch) if read_only
                    else self.repository.writable_session(self.branch))
         return session.store
+
+
+def fs_put_if_absent(fs, path: str, data: bytes) -> bool:
+    """A create-only write with an fsspec file system (sync or async); False when the key exists."""
+    try:
+        if hasattr(fs, "sync_fs"):  # fsspec's async wrapper of a sync file system (memory://, file://)
+            fs.sync_fs.pipe_file(path, data, mode="create")
+        elif getattr(fs, "asynchronous", False):  # an async instance (a zarr FsspecStore's): zarr's loop
+            from zarr.core.sync import sync
+
+            sync(fs._pipe_file(path, data, mode="create"))
+        else:
+            fs.pipe_file(path, data, mode="create")
+    except FileExistsError:
+        return False
+    return True
 
 
 def _repository_name(repository) -> str:

@@ -151,7 +151,9 @@ def open_repository(store, storage_options=None, *, create: bool) -> Target:
         storage = icechunk.local_filesystem_storage(str(path.absolute()))
         exists = path.is_dir() and icechunk.Repository.exists(storage)
         if not exists and path.exists() and (not path.is_dir() or any(path.iterdir())):
-            _refuse_local(path)
+            if not _being_created(path):
+                _refuse_local(path)
+            exists = _wait_for_repository(storage)
         description, lock = str(store), path / LOCK_NAME
     elif isinstance(location, ObjectLocation) and location.protocol == "s3":
         storage = s3_storage(location.url, location.options)
@@ -179,6 +181,25 @@ def open_repository(store, storage_options=None, *, create: bool) -> Target:
     if lock is not None:
         lock.touch(exist_ok=True)
     return Target(repository, description, lock)
+
+
+_ICECHUNK_ENTRIES = {"refs", "snapshots", "chunks", "manifests", "transactions", "config.yaml", "repo", LOCK_NAME}
+
+
+def _being_created(path: Path) -> bool:
+    """Whether ``path`` holds only what icechunk writes (a repository another builder is creating)."""
+    return path.is_dir() and not path.is_symlink() and {entry.name for entry in path.iterdir()} <= _ICECHUNK_ENTRIES
+
+
+def _wait_for_repository(storage, seconds: float = 10.0) -> bool:
+    import icechunk
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if icechunk.Repository.exists(storage):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def _has_keys(location: ObjectLocation) -> bool:

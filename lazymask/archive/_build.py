@@ -286,8 +286,11 @@ class _Builder:
         self.target, self.record = target, record
         self.commits: list[str] = []
 
-    def commit(self, message: str, forks: list, outcomes: dict) -> None:
-        """Merge ``forks`` into the tip, merge the root record with ``outcomes``, commit (redo on conflict)."""
+    def commit(self, message: str, forks: list, outcomes: dict, session=None) -> None:
+        """Merge ``forks`` into the tip, merge the root record with ``outcomes``, commit (redo on conflict).
+
+        ``session``: the session the runs were written into (a repository in memory, unforkable).
+        """
         description = self.target.description
 
         def apply(session):
@@ -300,7 +303,7 @@ class _Builder:
             return session.has_uncommitted_changes
 
         metadata = {"lazymask_outcomes": {g: e is None for g, e in outcomes.items()}}
-        snapshot = transact(self.target, BRANCH, message, apply, metadata=metadata)
+        snapshot = transact(self.target, BRANCH, message, apply, metadata=metadata, session=session)
         if snapshot is not None:
             self.commits.append(snapshot)
 
@@ -325,22 +328,30 @@ class _Builder:
 
     def run_local(self, jobs: list, masker, confounds, batch: int, bar) -> None:
         """Runs one after the other on the active local scheduler, a commit per ``batch`` runs."""
-        base = self.target.repository.writable_session(BRANCH)
+        repository = self.target.repository
+        base = repository.writable_session(BRANCH) if self.target.forkable else None
         with bar:
             for chunk in _batches(jobs, batch):
-                fork = base.fork()
+                fork = base.fork() if base is not None else repository.writable_session(BRANCH)
                 results = []
                 for row, overwrite in chunk:
                     bar.start_run(row["group"])
                     result = _build_run(row, fork.store, masker, confounds, overwrite)
                     bar.run_done(result)
                     results.append(result)
-                self.commit(_commit_message(results), [fork], {r["group"]: r["error"] for r in results})
+                outcomes = {r["group"]: r["error"] for r in results}
+                if base is not None:
+                    self.commit(_commit_message(results), [fork], outcomes)
+                else:
+                    self.commit(_commit_message(results), [], outcomes, session=fork)
 
     def run_distributed(self, client, jobs: list, masker, confounds, batch: int | None, bar) -> None:
         """Runs as tasks holding forks, at most as many in flight as the cluster has threads."""
         from distributed import as_completed
 
+        if not self.target.forkable:
+            raise ParameterError(f"{self.target.description}: a repository in memory cannot be written from a "
+                                 "distributed cluster (its sessions do not travel); use a local path or s3://.")
         slots = max(1, sum(client.nthreads().values()))
         batch = batch or max(2, slots)
         base = self.target.repository.writable_session(BRANCH)

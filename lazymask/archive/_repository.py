@@ -43,6 +43,11 @@ class Target:
     def __init__(self, repository, description: str, lock_path: Path | None = None):
         self.repository, self.description, self.lock_path = repository, description, lock_path
 
+    @property
+    def forkable(self) -> bool:
+        """Whether sessions can be forked (not in memory: a fork's copy of memory storage is empty)."""
+        return "memory" not in str(getattr(self.repository, "storage", "")).lower()
+
     @contextlib.contextmanager
     def lock(self):
         """Hold the repository's commit lock (local repositories only; object stores need none)."""
@@ -159,7 +164,10 @@ def open_repository(store, storage_options=None, *, create: bool) -> Target:
         storage = s3_storage(location.url, location.options)
         exists = icechunk.Repository.exists(storage)
         description, lock = location.url, None
-        if not exists and _has_keys(location):
+        entries = set() if exists else _object_entries(location)
+        if entries and entries <= _ICECHUNK_ENTRIES:  # another builder is creating it
+            exists = _wait_for_repository(storage)
+        elif entries:
             raise UnsafeTargetError(
                 f"store={location.url!r} holds objects that are not an icechunk repository; lazymask never "
                 "writes into what it did not create: choose a new prefix.")
@@ -202,12 +210,14 @@ def _wait_for_repository(storage, seconds: float = 10.0) -> bool:
     return False
 
 
-def _has_keys(location: ObjectLocation) -> bool:
+def _object_entries(location: ObjectLocation) -> set[str]:
+    """The names directly under an object-store prefix (empty when there is nothing)."""
     try:
         fs = location.filesystem
-        return bool(fs.exists(location.fs_path) and fs.ls(location.fs_path, detail=False))
-    except (OSError, ParameterError, ValueError):
-        return False
+        fs.invalidate_cache()
+        return {name.rstrip("/").rsplit("/", 1)[-1] for name in fs.ls(location.fs_path, detail=False)}
+    except (FileNotFoundError, ParameterError):
+        return set()
 
 
 def _describe_repository(repository) -> str:
@@ -218,13 +228,20 @@ def _describe_repository(repository) -> str:
 
 
 def transact(target: Target, branch: str, message: str, apply, *, metadata: dict | None = None,
-             attempts: int = 200) -> str:
+             attempts: int = 200, session=None) -> str:
     """Apply ``apply(session)`` to a fresh writable session at the tip and commit it; redo on conflict.
 
-    Returns the new snapshot's id, or None when ``apply`` returned False (nothing to commit).
+    Returns the new snapshot's id, or None when ``apply`` returned False (nothing to commit). With
+    ``session`` (an in-memory repository's, which cannot be forked), that session is committed
+    once: a conflict there is an error.
     """
     import icechunk
 
+    if session is not None:
+        with target.lock():
+            if apply(session) is False:
+                return None
+            return session.commit(message, metadata=metadata)
     for attempt in range(attempts):
         with target.lock():
             session = target.repository.writable_session(branch)

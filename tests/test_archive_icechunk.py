@@ -219,3 +219,26 @@ def test_failed_runs_are_recorded_in_the_commit(dataset, tmp_path):
     runs = archive.runs.set_index("group")
     assert runs.loc[GROUPS[0], "status"] == "failed" and runs.loc[GROUPS[1], "status"] == "complete"
     assert not np.isnan(archive.signals(group=GROUPS[1]).values).any()
+
+
+# -- the command line -----------------------------------------------------------------------------------
+def test_cli_builds_on_s3_with_storage_options_and_reads_with_aws_environment(dataset, s3_server):
+    url = f"{s3_server.bucket()}/cli"
+    endpoint = s3_server.endpoint_url
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["PYTHONPATH"] = str(ROOT)
+    built = subprocess.run(
+        [sys.executable, "-m", "lazymask", "archive", str(dataset), url, "--labels", str(dataset / "atlas-demo_dseg.nii.gz"),
+         "--participant-label", "03", "--quiet", "--storage-option", f"endpoint_url={endpoint}",
+         "--storage-option", "key=lazymask-test", "--storage-option", "secret=lazymask-test",
+         "--storage-option", 'client_kwargs={"region_name": "us-east-1"}'],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert built.returncode == 0, built.stderr
+    assert "1/1 runs complete; build-1" in built.stdout
+    aws = {**env, "AWS_ACCESS_KEY_ID": "lazymask-test", "AWS_SECRET_ACCESS_KEY": "lazymask-test",
+           "AWS_REGION": "us-east-1"}
+    status = subprocess.run([sys.executable, "-m", "lazymask", "archive", "--status", url, "--tag", "build-1",
+                             "--storage-option", f"endpoint_url={endpoint}"],
+                            capture_output=True, text=True, env=aws, timeout=300)
+    assert status.returncode == 0, status.stderr
+    assert "sub-03/task-rest_run-1 complete" in " ".join(status.stdout.split()) and "(build-1)" in status.stdout

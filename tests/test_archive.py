@@ -223,7 +223,7 @@ dataset, store = sys.argv[1], sys.argv[2]
 masker = NiftiLabelsMasker(dataset + "/atlas-demo_dseg.nii.gz", lut=dataset + "/atlas-demo_dseg.tsv",
                            detrend=True, standardize="zscore_sample")
 with dask.config.set(scheduler="sync"):
-    build_archive(dataset, store, masker, confounds_strategy="simple", progress=False)
+    build_archive(dataset, store, masker, confounds_strategy="simple", progress=False, commit_every=2)
 """
 
 

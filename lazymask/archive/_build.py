@@ -11,8 +11,9 @@ Contract
   the ``signals`` attrs record the entities, the sources (path, size, mtime), the confound columns
   used and the sample mask.
 * Commits: one first (the root record with this call's index, and the parent groups of the runs
-  to write), then one per batch of runs (as many as are in flight, at least two) whose message
-  names the runs written and failed; each also updates the root record (index union, failures).
+  to write), then one per batch of runs (``commit_every`` runs; by default once a batch holds
+  about 10 s of work and at least as many runs as are in flight) whose message names the runs
+  written and failed; each also updates the root record (index union, failures).
   A build that made commits is tagged ``build-<n>``.
 * Concurrency: a commit is made on a fresh session at the branch's tip, with the batch's forks
   merged in and the root record read, merged and written there; when another builder committed
@@ -61,6 +62,26 @@ from lazymask.io import is_complete, require_root
 from lazymask.maskers import BaseMasker, open_signals, save_signals
 
 BRANCH = "main"
+COMMIT_SECONDS = 10.0  # without commit_every: a batch is committed once it holds this much work
+
+
+class _Batching:
+    """When a batch is committed: every ``every`` runs, or (``every`` None) once it holds at least
+    ``minimum`` runs and ``COMMIT_SECONDS`` of work -- or when nothing is left to run."""
+
+    def __init__(self, every: int | None, minimum: int):
+        import time
+
+        self.every, self.minimum, self._clock = every, minimum, time.monotonic
+        self.started = self._clock()
+
+    def due(self, n_pending: int) -> bool:
+        if self.every is not None:
+            return n_pending >= self.every
+        return n_pending >= self.minimum and self._clock() - self.started >= COMMIT_SECONDS
+
+    def committed(self) -> None:
+        self.started = self._clock()
 
 _LOAD_CONFOUNDS_DEFAULTS = {
     "strategy": ["motion", "high_pass", "wm_csf"], "motion": "full", "scrub": 5, "fd_threshold": 0.5,
@@ -326,26 +347,29 @@ class _Builder:
         if snapshot is not None:
             self.commits.append(snapshot)
 
-    def run_local(self, jobs: list, masker, confounds, batch: int, bar) -> None:
-        """Runs one after the other on the active local scheduler, a commit per ``batch`` runs."""
+    def run_local(self, jobs: list, masker, confounds, batching: _Batching, bar) -> None:
+        """Runs one after the other on the active local scheduler, committed in batches."""
         repository = self.target.repository
         base = repository.writable_session(BRANCH) if self.target.forkable else None
         with bar:
-            for chunk in _batches(jobs, batch):
-                fork = base.fork() if base is not None else repository.writable_session(BRANCH)
-                results = []
-                for row, overwrite in chunk:
-                    bar.start_run(row["group"])
-                    result = _build_run(row, fork.store, masker, confounds, overwrite)
-                    bar.run_done(result)
-                    results.append(result)
-                outcomes = {r["group"]: r["error"] for r in results}
-                if base is not None:
-                    self.commit(_commit_message(results), [fork], outcomes)
-                else:
-                    self.commit(_commit_message(results), [], outcomes, session=fork)
+            fork, results = None, []
+            for index, (row, overwrite) in enumerate(jobs):
+                if fork is None:
+                    fork = base.fork() if base is not None else repository.writable_session(BRANCH)
+                bar.start_run(row["group"])
+                result = _build_run(row, fork.store, masker, confounds, overwrite)
+                bar.run_done(result)
+                results.append(result)
+                if batching.due(len(results)) or index == len(jobs) - 1:
+                    outcomes = {r["group"]: r["error"] for r in results}
+                    if base is not None:
+                        self.commit(_commit_message(results), [fork], outcomes)
+                    else:
+                        self.commit(_commit_message(results), [], outcomes, session=fork)
+                    batching.committed()
+                    fork, results = None, []
 
-    def run_distributed(self, client, jobs: list, masker, confounds, batch: int | None, bar) -> None:
+    def run_distributed(self, client, jobs: list, masker, confounds, every: int | None, bar) -> None:
         """Runs as tasks holding forks, at most as many in flight as the cluster has threads."""
         from distributed import as_completed
 
@@ -353,7 +377,7 @@ class _Builder:
             raise ParameterError(f"{self.target.description}: a repository in memory cannot be written from a "
                                  "distributed cluster (its sessions do not travel); use a local path or s3://.")
         slots = max(1, sum(client.nthreads().values()))
-        batch = batch or max(2, slots)
+        batching = _Batching(every, max(2, slots))
         base = self.target.repository.writable_session(BRANCH)
         jobs = iter(jobs)
         groups = {}
@@ -379,10 +403,11 @@ class _Builder:
             job = next(jobs, None)
             if job is not None:
                 running.add(submit(job))
-            if len(pending) >= batch or running.is_empty():
+            if batching.due(len(pending)) or running.is_empty():
                 results = [r for r, _ in pending]
                 self.commit(_commit_message(results), [f for _, f in pending if f is not None],
                             {r["group"]: r["error"] for r in results})
+                batching.committed()
                 pending = []
 
 
@@ -421,9 +446,10 @@ def build_archive(runs_or_bids_dir, store, masker, *, confounds_strategy=None, c
         those of :func:`lazymask.storage.set_storage_options`, then the ``AWS_*`` environment
         variables and ``~/.aws``.
     commit_every : int, optional
-        Runs per commit. Default: as many as run at once (the cluster's worker threads, or the
-        local scheduler's workers), at least 2. A build killed between commits loses only the runs
-        of its current batch.
+        Runs per commit. Default: a commit once a batch holds about 10 s of work and at least as
+        many runs as run at once (the cluster's worker threads, or the local scheduler's workers;
+        at least 2), and one at the end. A build killed between commits loses only the runs of its
+        current batch.
     **find_runs_args
         ``space=``, ``task=``, ``subjects=``, ``sessions=``, ``on_missing=`` of :func:`find_runs`.
 
@@ -490,7 +516,7 @@ def build_archive(runs_or_bids_dir, store, masker, *, confounds_strategy=None, c
     if todo and active is not None:
         builder.run_distributed(active, todo, masker, record["confounds"], commit_every, bar)
     elif todo:
-        builder.run_local(todo, masker, record["confounds"], commit_every or _local_batch(), bar)
+        builder.run_local(todo, masker, record["confounds"], _Batching(commit_every, _local_batch()), bar)
     if builder.commits:
         tag_build(target, builder.commits[-1])
     archive = _open_target(target, branch=BRANCH)

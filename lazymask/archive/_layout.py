@@ -121,8 +121,9 @@ def merge_record(tip: dict | None, new: dict, outcomes: dict, description: str) 
 
     Examples
     --------
-    >>> new = {"masker": "M", "parameters": {}, "confounds": None, "runs": [{"group": "b"}], "failures": {}}
-    >>> tip = {**new, "runs": [{"group": "a"}], "failures": {"a": "boom"}}
+    >>> new = {"masker": "M", "parameters": {}, "confounds": None, "runs": [{"group": "b", "bold": "b.nii"}],
+    ...        "failures": {}}
+    >>> tip = {**new, "runs": [{"group": "a", "bold": "a.nii"}], "failures": {"a": "boom"}}
     >>> merged = merge_record(tip, new, {"b": "oops"}, "archive")
     >>> [row["group"] for row in merged["runs"]], merged["failures"]
     (['a', 'b'], {'a': 'boom', 'b': 'oops'})

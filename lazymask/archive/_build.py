@@ -1,60 +1,87 @@
-"""build_archive: every run of a dataset through one masker, one resumable zarr group per run.
+"""build_archive: every run of a dataset through one masker, into one icechunk repository.
 
 Contract
 --------
+* The archive is an icechunk repository (a local directory, an ``s3://bucket/prefix``, or a
+  ``Repository`` given); see ``_repository`` for what may be opened and what is refused.
 * One group per run, named by its entities (``sub-01/ses-1/task-rest_run-1``), written by
-  :func:`lazymask.maskers.save_signals` (staged: an interrupted write leaves nothing complete),
-  with the run's own fitted masker (a clone of the unfitted one given, ``t_r`` taken from the
-  sidecar when the masker has none), cleaned with the run's confounds and sample mask; the
-  ``signals`` attrs record the entities, the sources (path, size, mtime), the confound columns
+  :func:`lazymask.maskers.save_signals` into a fork of a writable session (never into the branch
+  directly), with the run's own fitted masker (a clone of the unfitted one given, ``t_r`` taken
+  from the sidecar when the masker has none), cleaned with the run's confounds and sample mask;
+  the ``signals`` attrs record the entities, the sources (path, size, mtime), the confound columns
   used and the sample mask.
-* The root records the masker's class and parameters, the confounds parameters, the lazymask
-  version and the index of runs (merged over invocations); consolidated metadata is written when
-  every indexed run is complete.
-* Resumable: a run whose group is complete and verified (:func:`~lazymask.archive._layout._verify_run`)
-  and whose sources did not change is skipped; the others are (re)done. A store built with another
-  masker, other parameters or other confounds is refused with the differences listed.
-* Other ``find_runs`` filters on an existing archive: the index is the union of the runs of every
-  call, so ``subjects=``/``sessions=``/``task=`` subsets build an archive piece by piece (every run
-  is processed by the same masker, parameters and confounds: the archive stays one consistent
-  dataset). What would replace or duplicate data is refused with the runs listed: a group whose
-  file differs from the archive's (another ``space``/``res``, another dataset) or a file the
-  archive already holds under another group name (its name gains ``space-``/``res-`` when the
-  filter lets several spaces of one run in).
-* Scheduling: the library picks no scheduler. Each run's graph (its mask pass, extraction and
-  write) is computed by the ACTIVE scheduler, its chunks in parallel; the reader chains a
-  ``.nii.gz``'s chunks in file order, so a file is decompressed about once. With a
-  ``distributed`` client (given, or the default one) each run is a task that submits its own
-  graph from the worker (``worker_client``), at most as many runs in flight as the cluster has
-  worker threads (back-pressure through ``as_completed``); with a local scheduler the runs go
-  one after the other. Memory therefore depends on the number of workers, not on the number of
-  runs. (Measured against the former one task per run with a nested synchronous compute in
-  benchmarks/bench_archive_scheduling.py: the same time for many short runs, faster for a long
-  run; see docs/archive.md.)
+* Commits: one first (the root record with this call's index, and the parent groups of the runs
+  to write), then one per batch of runs (``commit_every`` runs; by default once a batch holds
+  about 10 s of work and at least as many runs as are in flight) whose message names the runs
+  written and failed; each also updates the root record (index union, failures).
+  A build that made commits is tagged ``build-<n>``.
+* Concurrency: a commit is made on a fresh session at the branch's tip, with the batch's forks
+  merged in and the root record read, merged and written there; when another builder committed
+  first icechunk raises ``ConflictError`` and that step is redone on the new tip
+  (``_repository.transact``). Two builders of one archive (one per subject) thus lose no run and
+  no index row. Local repositories serialise their commits with a lock file.
+* Resume = what the branch's last commit holds: a run complete and verified there
+  (:func:`~lazymask.archive._layout._verify_run`) whose sources did not change is skipped; the
+  others are (re)done. A build killed between commits resumes from the last one. A repository
+  built with another masker, other parameters or other confounds is refused with the differences
+  listed; so are runs that would replace or duplicate runs of the index (another ``space``/``res``,
+  another dataset).
+* Scheduling: the library picks no scheduler. Under a threaded or synchronous scheduler each
+  run's graph (its mask pass, extraction and write) is computed by it, its chunks in parallel,
+  runs one after the other. A session's writes must happen in the process holding it, so under the
+  ``processes`` scheduler a run's signals are computed by the pool, then written in this process;
+  with a ``distributed`` client (given, or the default one) each run is a task holding a fork of
+  the session, which computes the run's graph on the cluster (``worker_client``), writes it into
+  its fork and returns the fork, merged by the client at the next commit; at most as many runs in
+  flight as the cluster has worker threads.
 * A run that fails is recorded (``status == "failed"`` in :attr:`Archive.runs`, with its error),
   warned about, and retried by the next invocation; it does not stop the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import warnings
-from itertools import islice
-from pathlib import Path
 
+import dask
 import numpy as np
 import pandas as pd
+import zarr
 from sklearn.base import clone
 
 from lazymask.archive import _layout
 from lazymask.archive._progress import ArchiveProgress
+from lazymask.archive._repository import open_repository, tag_build, transact
 from lazymask.exceptions import ParameterError
 from lazymask.interfaces import find_runs
-from lazymask.io import is_complete, require_root
 from lazymask.interfaces.fmriprep import PRESETS, confounds_from_table, strategy_parameters
+from lazymask.io import is_complete, require_root
 from lazymask.maskers import BaseMasker, open_signals, save_signals
+
+BRANCH = "main"
+COMMIT_SECONDS = 10.0  # without commit_every: a batch is committed once it holds this much work
+
+
+class _Batching:
+    """When a batch is committed: every ``every`` runs, or (``every`` None) once it holds at least
+    ``minimum`` runs and ``COMMIT_SECONDS`` of work -- or when nothing is left to run."""
+
+    def __init__(self, every: int | None, minimum: int):
+        import time
+
+        self.every, self.minimum, self._clock = every, minimum, time.monotonic
+        self.started = self._clock()
+
+    def due(self, n_pending: int) -> bool:
+        if self.every is not None:
+            return n_pending >= self.every
+        return n_pending >= self.minimum and self._clock() - self.started >= COMMIT_SECONDS
+
+    def committed(self) -> None:
+        self.started = self._clock()
 
 _LOAD_CONFOUNDS_DEFAULTS = {
     "strategy": ["motion", "high_pass", "wm_csf"], "motion": "full", "scrub": 5, "fd_threshold": 0.5,
@@ -114,25 +141,20 @@ def _run_masker(masker: BaseMasker, row: dict) -> BaseMasker:
     return fitted
 
 
-def _build_run(row: dict, store: str, masker: BaseMasker, confounds: dict | None, overwrite: bool) -> dict:
-    """Extract, clean and write one run; never raises (the error is returned for the report).
 
-    Its graph (the mask pass of ``fit``, then the extraction and the write) goes to the active
-    scheduler: called on a ``distributed`` worker (a run submitted as a task), the task secedes
-    from the worker's thread pool (``worker_client``) and submits the run's chunks to the cluster.
-    """
+def _build_run(row: dict, store, masker: BaseMasker, confounds: dict | None, overwrite: bool) -> dict:
+    """Extract, clean and write one run into ``store`` (a fork's); never raises (the error is returned)."""
     on_worker = _on_distributed_worker()
     try:
-        if on_worker:
-            from distributed import worker_client
-
-            with worker_client():
-                _extract_and_write(row, store, masker, confounds, overwrite)
-        else:
-            _extract_and_write(row, store, masker, confounds, overwrite)
+        _extract_and_write(row, store, masker, confounds, overwrite, on_worker=on_worker)
         return {"group": row["group"], "error": None}
     except Exception as exc:  # noqa: BLE001 - reported per run, the others go on
         return {"group": row["group"], "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _build_run_in_fork(row: dict, fork, masker: BaseMasker, confounds: dict | None, overwrite: bool):
+    """A ``distributed`` task: one run written into ``fork``; returns the outcome and the fork."""
+    return _build_run(row, fork.store, masker, confounds, overwrite), fork
 
 
 def _on_distributed_worker() -> bool:
@@ -147,15 +169,34 @@ def _on_distributed_worker() -> bool:
     return True
 
 
-def _extract_and_write(row: dict, store: str, masker: BaseMasker, confounds: dict | None, overwrite: bool) -> None:
+
+def _multiprocess_scheduler() -> bool:
+    """Whether the active local scheduler runs tasks in other processes (their writes would be lost)."""
+    import dask.multiprocessing
+
+    return dask.base.get_scheduler() is dask.multiprocessing.get
+
+
+def _extract_and_write(row: dict, store, masker: BaseMasker, confounds: dict | None, overwrite: bool, *,
+                       on_worker: bool) -> None:
     group = row["group"]
     sources = _sources(row)
-    frame, sample_mask = None, None
-    if confounds is not None:
-        params = {**confounds, "strategy": tuple(confounds["strategy"])}
-        frame, sample_mask = confounds_from_table(row["confounds"], **params)
-    fitted = _run_masker(masker, row)
-    signals = fitted.fit_transform(row["bold"], confounds=frame, sample_mask=sample_mask)
+    remote = on_worker or _multiprocess_scheduler()
+    if on_worker:
+        from distributed import worker_client
+
+        context = worker_client()
+    else:
+        context = contextlib.nullcontext()
+    with context:  # the run's graph on the active scheduler (the cluster, from a worker)
+        frame, sample_mask = None, None
+        if confounds is not None:
+            params = {**confounds, "strategy": tuple(confounds["strategy"])}
+            frame, sample_mask = confounds_from_table(row["confounds"], **params)
+        fitted = _run_masker(masker, row)
+        signals = fitted.fit_transform(row["bold"], confounds=frame, sample_mask=sample_mask)
+        if remote:  # computed where the scheduler runs tasks; written below, in this process
+            signals = signals.compute()
     signals.attrs["archive"] = _json({
         "group": group,
         "entities": {k: row.get(k) for k in _layout.ENTITY_COLUMNS if row.get(k) is not None},
@@ -164,7 +205,35 @@ def _extract_and_write(row: dict, store: str, masker: BaseMasker, confounds: dic
         "sample_mask": None if sample_mask is None else np.asarray(sample_mask).tolist(),
         "n_volumes": _n_volumes(row),
     })
-    save_signals(signals, store, group, masker=fitted, overwrite=overwrite)
+    with dask.config.set(scheduler="sync") if remote else contextlib.nullcontext():
+        save_signals(signals, _SessionStore(store), group, masker=fitted, overwrite=overwrite)
+
+
+class _SessionStore(zarr.storage.WrapperStore):
+    """A session's store as ``save_signals``'s key/value staging path expects a store to behave.
+
+    Works around two icechunk behaviours the staging path (``lazymask.io``) does not expect:
+    listing a prefix that is not a node raises (``save_signals`` lists its target to inspect it;
+    here: nothing there), and deleting a group's ``zarr.json`` deletes the whole node, so the
+    staging's remaining keys are gone when their turn comes (here: already deleted is deleted).
+    Dropped once ``save_signals`` writes into icechunk sessions in place.
+    """
+
+    async def delete(self, key: str) -> None:
+        with contextlib.suppress(KeyError):
+            await self._store.delete(key)
+
+    async def list_prefix(self, prefix: str):
+        import icechunk
+
+        try:
+            keys = [key async for key in self._store.list_prefix(prefix)]
+        except icechunk.IcechunkError as exc:
+            if "bad key prefix" not in str(exc):
+                raise
+            keys = []
+        for key in keys:
+            yield key
 
 
 def _n_volumes(row: dict) -> int:
@@ -201,45 +270,6 @@ def _index_rows(table: pd.DataFrame) -> list[dict]:
     return _json(rows)
 
 
-def _difference(old: dict, new: dict) -> list[str]:
-    lines = []
-    if old.get("masker") != new["masker"]:
-        lines.append(f"masker: the archive has {old.get('masker')}, this call {new['masker']}")
-    old_params, new_params = old.get("parameters") or {}, new["parameters"] or {}
-    for key in sorted(set(old_params) | set(new_params)):
-        if old_params.get(key) != new_params.get(key):
-            lines.append(f"{key}: the archive has {old_params.get(key)!r}, this call {new_params.get(key)!r}")
-    if old.get("confounds") != new["confounds"]:
-        lines.append(f"confounds: the archive has {old.get('confounds')!r}, this call {new['confounds']!r}")
-    return lines
-
-
-def _run_conflicts(old_runs: list[dict], new_runs: list[dict]) -> list[str]:
-    """Where this call's runs contradict the archive's index: a group from another file, or a file
-    under another group name (another ``space``/``res`` filter, another dataset)."""
-    by_group = {row["group"]: row.get("bold") for row in old_runs}
-    by_bold = {row.get("bold"): row["group"] for row in old_runs}
-    lines = []
-    for row in new_runs:
-        group, bold = row["group"], row.get("bold")
-        if group in by_group and by_group[group] != bold:
-            lines.append(f"group {group!r}: the archive has {by_group[group]!r}, this call {bold!r}")
-        elif bold in by_bold and by_bold[bold] != group:
-            lines.append(f"{bold!r}: the archive holds it as group {by_bold[bold]!r}, this call as {group!r}")
-    return lines
-
-
-def _check_same_arguments(store, old: dict, new: dict) -> None:
-    lines = _difference(old, new)
-    conflicts = _run_conflicts(old.get("runs", []), new["runs"])
-    lines += conflicts[:10] + ([f"... and {len(conflicts) - 10} more run(s)"] if len(conflicts) > 10 else [])
-    if lines:
-        raise ParameterError(
-            f"the archive {_layout.describe(store)!r} was built with other arguments:\n  " + "\n  ".join(lines)
-            + "\nResume it with its own arguments, or build the new one into another store."
-        )
-
-
 def _active_client(client):
     if client is not None:
         return client
@@ -253,49 +283,151 @@ def _active_client(client):
         return None
 
 
-def _run_local(jobs, report, bar) -> None:
-    """One run after the other, each run's graph computed by the active local scheduler."""
-    with bar:
-        for job in jobs:
-            bar.start_run(job[0]["group"])
-            report(_build_run(*job))
+
+def _batches(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
-def _run_distributed(client, jobs, report) -> None:
-    """Runs as tasks, at most as many in flight as the cluster has threads (each submits its chunks)."""
-    from distributed import as_completed
+def _commit_message(results: list[dict]) -> str:
+    written = [r["group"] for r in results if r["error"] is None]
+    failed = [r["group"] for r in results if r["error"] is not None]
+    parts = []
+    if written:
+        parts.append(f"{len(written)} run(s) written: {', '.join(written)}")
+    if failed:
+        parts.append(f"{len(failed)} run(s) failed: {', '.join(failed)}")
+    return "lazymask build_archive: " + "; ".join(parts)
 
-    slots = max(1, sum(client.nthreads().values()))
-    jobs = iter(jobs)
 
-    def submit(job):
-        return client.submit(_build_run, *job, key=f"archive-run-{job[0]['group']}-{os.urandom(4).hex()}",
-                             pure=False)
+class _Builder:
+    """One call's state: the repository, this call's record, and the commits it made."""
 
-    running = as_completed([submit(job) for job in islice(jobs, slots)])
-    for future in running:
-        group = future.key.split("archive-run-", 1)[1].rsplit("-", 1)[0]
-        try:
-            result = future.result()
-        except Exception as exc:  # noqa: BLE001 - a lost worker: reported, retried next time
-            result = {"group": group, "error": f"{type(exc).__name__}: {exc}"}
-        future.release()
-        report(result)
-        job = next(jobs, None)
-        if job is not None:
-            running.add(submit(job))
+    def __init__(self, target, record: dict):
+        self.target, self.record = target, record
+        self.commits: list[str] = []
+
+    def commit(self, message: str, forks: list, outcomes: dict, session=None) -> None:
+        """Merge ``forks`` into the tip, merge the root record with ``outcomes``, commit (redo on conflict).
+
+        ``session``: the session the runs were written into (a repository in memory, unforkable).
+        """
+        description = self.target.description
+
+        def apply(session):
+            for fork in forks:
+                session.merge(fork)
+            tip = _layout.read_root(session.store, description)
+            merged = _layout.merge_record(tip, self.record, outcomes, description)
+            if tip != merged:
+                _layout.write_root(session.store, merged)
+            return session.has_uncommitted_changes
+
+        metadata = {"lazymask_outcomes": {g: e is None for g, e in outcomes.items()}}
+        snapshot = transact(self.target, BRANCH, message, apply, metadata=metadata, session=session)
+        if snapshot is not None:
+            self.commits.append(snapshot)
+
+    def prepare(self, todo: list[dict], skipped: list[str]) -> None:
+        """The first commit: the root record with this call's index, the runs' parent groups."""
+        description = self.target.description
+
+        def apply(session):
+            tip = _layout.read_root(session.store, description)
+            merged = _layout.merge_record(tip, self.record, dict.fromkeys(skipped), description)
+            if tip != merged:
+                _layout.write_root(session.store, merged)
+            for row in todo:  # sub-01/ses-1 made here, not by runs written at once
+                require_root(session.store, row["group"])
+            return session.has_uncommitted_changes
+
+        snapshot = transact(self.target, BRANCH,
+                            f"lazymask build_archive: index of {len(self.record['runs'])} run(s), "
+                            f"{len(todo)} to write", apply)
+        if snapshot is not None:
+            self.commits.append(snapshot)
+
+    def run_local(self, jobs: list, masker, confounds, batching: _Batching, bar) -> None:
+        """Runs one after the other on the active local scheduler, committed in batches."""
+        repository = self.target.repository
+        base = repository.writable_session(BRANCH) if self.target.forkable else None
+        with bar:
+            fork, results = None, []
+            for index, (row, overwrite) in enumerate(jobs):
+                if fork is None:
+                    fork = base.fork() if base is not None else repository.writable_session(BRANCH)
+                bar.start_run(row["group"])
+                result = _build_run(row, fork.store, masker, confounds, overwrite)
+                bar.run_done(result)
+                results.append(result)
+                if batching.due(len(results)) or index == len(jobs) - 1:
+                    outcomes = {r["group"]: r["error"] for r in results}
+                    if base is not None:
+                        self.commit(_commit_message(results), [fork], outcomes)
+                    else:
+                        self.commit(_commit_message(results), [], outcomes, session=fork)
+                    batching.committed()
+                    fork, results = None, []
+
+    def run_distributed(self, client, jobs: list, masker, confounds, every: int | None, bar) -> None:
+        """Runs as tasks holding forks, at most as many in flight as the cluster has threads."""
+        from distributed import as_completed
+
+        if not self.target.forkable:
+            raise ParameterError(f"{self.target.description}: a repository in memory cannot be written from a "
+                                 "distributed cluster (its sessions do not travel); use a local path or s3://.")
+        slots = max(1, sum(client.nthreads().values()))
+        batching = _Batching(every, max(2, slots))
+        base = self.target.repository.writable_session(BRANCH)
+        jobs = iter(jobs)
+        groups = {}
+
+        def submit(job):
+            row, overwrite = job
+            key = f"archive-run-{row['group']}-{os.urandom(4).hex()}"
+            groups[key] = row["group"]
+            return client.submit(_build_run_in_fork, row, base.fork(), masker, confounds, overwrite, key=key,
+                                 pure=False)
+
+        started = [submit(job) for job in [next(jobs, None) for _ in range(slots)] if job is not None]
+        running = as_completed(started)
+        pending = []
+        for future in running:
+            try:
+                result, fork = future.result()
+            except Exception as exc:  # noqa: BLE001 - a lost worker: reported, retried next time
+                result, fork = {"group": groups[future.key], "error": f"{type(exc).__name__}: {exc}"}, None
+            future.release()
+            bar.run_done(result)
+            pending.append((result, fork))
+            job = next(jobs, None)
+            if job is not None:
+                running.add(submit(job))
+            if batching.due(len(pending)) or running.is_empty():
+                results = [r for r, _ in pending]
+                self.commit(_commit_message(results), [f for _, f in pending if f is not None],
+                            {r["group"]: r["error"] for r in results})
+                batching.committed()
+                pending = []
+
+
+def _local_batch() -> int:
+    workers = dask.config.get("num_workers", None) or os.cpu_count() or 1
+    return max(2, int(workers))
 
 
 def build_archive(runs_or_bids_dir, store, masker, *, confounds_strategy=None, client=None, progress=True,
-                  **find_runs_args):
-    """Extract every run of a dataset into one resumable zarr archive (one group per run).
+                  storage_options=None, commit_every=None, **find_runs_args):
+    """Extract every run of a dataset into one resumable archive: an icechunk repository, a group per run.
 
     Parameters
     ----------
     runs_or_bids_dir : str, pathlib.Path or pandas.DataFrame
         An fMRIPrep derivatives directory, or the table :func:`find_runs` returned (possibly filtered).
-    store : str or pathlib.Path
-        The archive (a directory; created, or resumed when it is an archive already).
+    store : str, pathlib.Path or icechunk.Repository
+        The archive: a local directory (an icechunk repository, created when absent or empty), an
+        ``s3://bucket/prefix`` URL, or an icechunk ``Repository`` (any storage icechunk has).
+        Resumed when it is an archive already; anything else there is refused.
     masker : lazymask masker
         An unfitted masker (any of the five); each run is extracted by its own clone, fitted on it.
     confounds_strategy : None, "none", "simple", "scrubbing" or dict, optional
@@ -308,84 +440,89 @@ def build_archive(runs_or_bids_dir, store, masker, *, confounds_strategy=None, c
         scheduler.
     progress : bool, default True
         Show a bar over runs on stderr.
+    storage_options : dict, optional
+        For an ``s3://`` store, the fsspec/s3fs options: ``endpoint_url``, ``key``, ``secret``,
+        ``token``, ``anon``, ``region`` (or ``client_kwargs={"region_name": ...}``). Without them,
+        those of :func:`lazymask.storage.set_storage_options`, then the ``AWS_*`` environment
+        variables and ``~/.aws``.
+    commit_every : int, optional
+        Runs per commit. Default: a commit once a batch holds about 10 s of work and at least as
+        many runs as run at once (the cluster's worker threads, or the local scheduler's workers;
+        at least 2), and one at the end. A build killed between commits loses only the runs of its
+        current batch.
     **find_runs_args
         ``space=``, ``task=``, ``subjects=``, ``sessions=``, ``on_missing=`` of :func:`find_runs`.
 
     Returns
     -------
     Archive
-        The archive opened (:func:`open_archive`); ``.runs["status"]`` says which runs failed.
+        The archive at the branch's tip (:func:`open_archive`); ``.runs["status"]`` says which runs
+        failed, ``.history`` lists the commits.
 
     Raises
     ------
     ParameterError
-        The store is an archive built with another masker, other parameters or other confounds.
+        The store is an archive built with another masker, other parameters or other confounds,
+        or this call's runs would replace or duplicate some of its runs.
     UnsafeTargetError
-        ``store`` exists and is not a lazymask archive.
+        ``store`` holds something that is not a lazymask icechunk archive (an archive of the former
+        plain-zarr format included: build it again into a new path).
 
     Examples
     --------
-    >>> from lazymask.maskers import NiftiLabelsMasker
-    >>> masker = NiftiLabelsMasker("atlas.nii.gz", detrend=True, standardize="zscore_sample")  # doctest: +SKIP
-    >>> archive = build_archive("derivatives/fmriprep", "archive.zarr", masker,
-    ...                         confounds_strategy="simple", space="MNI152NLin2009cAsym")  # doctest: +SKIP
-    >>> archive.runs[["group", "status"]]                                   # doctest: +SKIP
+    >>> import icechunk, tempfile
+    >>> from lazymask.datasets import make_fmriprep_dataset
+    >>> from lazymask.maskers import NiftiSpheresMasker
+    >>> dataset = make_fmriprep_dataset(tempfile.mkdtemp(), n_subjects=1, n_volumes=12)
+    >>> repository = icechunk.Repository.create(icechunk.in_memory_storage())
+    >>> archive = build_archive(dataset, repository, NiftiSpheresMasker([(0.0, -20.0, 10.0)], radius=10.0),
+    ...                         progress=False)
+    >>> archive.runs[["group", "status"]]
+                              group    status
+    0  sub-01/ses-1/task-rest_run-1  complete
+    1  sub-01/ses-2/task-rest_run-1  complete
+    >>> [commit["message"][:40] for commit in archive.history][:2]
+    ['lazymask build_archive: 2 run(s) written', 'lazymask build_archive: index of 2 run(s']
     """
-    from lazymask.archive._open import open_archive
+    from lazymask.archive._open import _open_target
 
-    if not isinstance(store, str | os.PathLike):
-        raise ParameterError(f"store={store!r}: build_archive writes to a local directory (str or pathlib.Path).")
     if not isinstance(masker, BaseMasker):
         raise ParameterError(f"masker must be a lazymask masker (lazymask.maskers); got {type(masker).__name__}.")
-    store = str(store)
-    if not Path(store).parent.is_dir():
-        raise ParameterError(f"store={store!r}: the directory {str(Path(store).parent)!r} does not exist.")
+    if commit_every is not None and (not isinstance(commit_every, int) or commit_every < 1):
+        raise ParameterError(f"commit_every={commit_every!r}: expected a positive int, or None.")
     table = _runs_table(runs_or_bids_dir, find_runs_args)
     from lazymask import __version__
 
     record = {"format_version": _layout.FORMAT_VERSION, "version": __version__, "masker": type(masker).__name__,
-              "parameters": _json(masker.json_parameters()), "confounds": confounds_parameters(confounds_strategy)}
-    old = _layout.read_root(store)
-    failures = {}
-    index = _index_rows(table)
-    if old is not None:
-        _check_same_arguments(store, old, {**record, "runs": index})
-        failures = old["failures"]
-        known = {row["group"]: row for row in old.get("runs", [])}
-        known.update({row["group"]: row for row in index})
-        index = [known[g] for g in sorted(known)]
-        _layout.drop_consolidated(store)
-    record["runs"] = index
-    _layout.write_root(store, record, failures)
+              "parameters": _json(masker.json_parameters()), "confounds": confounds_parameters(confounds_strategy),
+              "runs": _index_rows(table), "failures": {}}
+    target = open_repository(store, storage_options, create=True)
+    tip = target.repository.readonly_session(branch=BRANCH)
+    old = _layout.read_root(tip.store, target.description)
+    _layout.check_compatible(old, record, target.description)  # refused before anything is written
 
     rows = table.astype(object).where(table.notna(), None).to_dict("records")
-    todo = []
+    todo, skipped = [], []
     for row in rows:
         group = row["group"]
-        if _layout._verify_run(store, group) and _sources_unchanged(store, group, row):
-            failures.pop(group, None)
-            continue
-        todo.append((row, store, masker, record["confounds"], is_complete(store, group)))
-    for job in todo:  # parent groups (sub-01/ses-1) made here, before runs of one subject write at once
-        require_root(store, job[0]["group"])
-    bar = ArchiveProgress(len(todo), progress)
-
-    def report(result):
-        bar.run_done(result)
-        if result["error"] is None:
-            failures.pop(result["group"], None)
+        if old is not None and _layout._verify_run(tip.store, group) and _sources_unchanged(tip.store, group, row):
+            skipped.append(group)
         else:
-            failures[result["group"]] = result["error"]
-        _layout.write_root(store, record, failures)
-
+            todo.append((row, old is not None and is_complete(tip.store, group)))
+    builder = _Builder(target, record)
+    builder.prepare([row for row, _ in todo], skipped)
+    bar = ArchiveProgress(len(todo), progress)
     active = _active_client(client)
-    if active is not None:
-        _run_distributed(active, todo, report)
-    else:
-        _run_local(todo, report, bar)
+    if todo and active is not None:
+        builder.run_distributed(active, todo, masker, record["confounds"], commit_every, bar)
+    elif todo:
+        builder.run_local(todo, masker, record["confounds"], _Batching(commit_every, _local_batch()), bar)
+    if builder.commits:
+        tag_build(target, builder.commits[-1])
+    archive = _open_target(target, branch=BRANCH)
+    groups = {row["group"] for row in rows}
+    failures = {g: e for g, e in archive._record["failures"].items() if g in groups}
     if failures:
         warnings.warn(f"{len(failures)} run(s) failed (run build_archive again to retry them):\n  "
                       + "\n  ".join(f"{g}: {e}" for g, e in sorted(failures.items())), stacklevel=2)
-    elif all(_layout._verify_run(store, row["group"]) for row in index):
-        _layout.consolidate(store)
-    return open_archive(store)
+    return archive

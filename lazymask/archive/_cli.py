@@ -1,12 +1,18 @@
-"""``lazymask archive``: a whole fMRIPrep dataset into one resumable zarr archive, from the shell.
+"""``lazymask archive``: a whole fMRIPrep dataset into one resumable archive (an icechunk repository).
 
 Usage::
 
-    lazymask archive BIDS_DIR OUT.zarr (--labels ATLAS [--lut TSV] [--strategy S] | --maps MAPS |
+    lazymask archive BIDS_DIR OUT (--labels ATLAS [--lut TSV] [--strategy S] | --maps MAPS |
                      --seeds CSV [--radius MM] | [--mask-strategy S]) [cleaning options]
                      [--confounds-strategy simple|scrubbing|none] [--space S] [--task T]
                      [--participant-label L ...] [--scheduler ADDRESS]
-    lazymask archive --status OUT.zarr
+                     [--storage-option KEY=VALUE ...]
+    lazymask archive --status OUT [--tag TAG | --snapshot ID] [--storage-option KEY=VALUE ...]
+
+OUT is a local directory or ``s3://bucket/prefix``; ``--storage-option`` (repeatable) gives the
+fsspec/s3fs options (``endpoint_url=...``, ``anon=true``, ``client_kwargs={"region_name": ...}``:
+a value is parsed as JSON when it parses, else taken as a string); without credentials the usual
+``AWS_*`` environment variables apply.
 
 Exit 0 when every run is complete; 2 with one line per failed run otherwise (a failed run does
 not stop the others, and the next invocation retries it).
@@ -26,13 +32,20 @@ EXIT_OK, EXIT_ERROR = 0, 2
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``archive`` command to the ``lazymask`` parser's subcommands."""
     parser = subparsers.add_parser(
-        "archive", help="extract every run of an fMRIPrep dataset into one resumable zarr archive",
+        "archive", help="extract every run of an fMRIPrep dataset into one resumable archive (an icechunk repository)",
         description="Extract (and clean) every preprocessed run of an fMRIPrep derivatives tree with one "
-                    "masker into OUT.zarr, one group per run; run it again to resume.",
+                    "masker into OUT (a directory or s3://bucket/prefix; an icechunk repository), one group "
+                    "per run, committed in batches; run it again to resume.",
     )
     parser.add_argument("bids_dir", nargs="?", metavar="BIDS_DIR", help="the fMRIPrep derivatives directory")
-    parser.add_argument("out", nargs="?", metavar="OUT.zarr", help="the archive to write (or resume)")
-    parser.add_argument("--status", metavar="OUT.zarr", help="print the archive's index and exit")
+    parser.add_argument("out", nargs="?", metavar="OUT", help="the archive to write (or resume): a directory or "
+                        "s3://bucket/prefix")
+    parser.add_argument("--status", metavar="OUT", help="print the archive's index and exit")
+    parser.add_argument("--tag", help="with --status: the version tagged TAG (build-1, ...)")
+    parser.add_argument("--snapshot", metavar="ID", help="with --status: the version of snapshot ID")
+    parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the s3:// store (repeatable): endpoint_url, key, secret, anon, region, "
+                             "client_kwargs; VALUE is parsed as JSON when it parses")
     regions = parser.add_mutually_exclusive_group()
     regions.add_argument("--labels", metavar="ATLAS", help="region signals of a labels image (NiftiLabelsMasker)")
     regions.add_argument("--maps", metavar="MAPS", help="region signals of 4D maps (NiftiMapsMasker)")
@@ -82,12 +95,37 @@ def _masker(args):
     return maskers.NiftiMasker(mask_strategy=args.mask_strategy, **clean)
 
 
-def _print_status(store) -> int:
+def storage_options(pairs: list[str]) -> dict | None:
+    """``--storage-option KEY=VALUE`` pairs as a dict (VALUE parsed as JSON when it parses).
+
+    Examples
+    --------
+    >>> storage_options(["anon=true", "endpoint_url=http://127.0.0.1:9000", 'client_kwargs={"region_name": "x"}'])
+    {'anon': True, 'endpoint_url': 'http://127.0.0.1:9000', 'client_kwargs': {'region_name': 'x'}}
+    """
+    import json
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ParameterError(f"--storage-option {pair!r}: expected KEY=VALUE (for example anon=true).")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options or None
+
+
+def _print_status(args) -> int:
     from lazymask.archive import open_archive
 
-    runs = open_archive(store).runs
+    archive = open_archive(args.status, tag=args.tag, snapshot=args.snapshot,
+                           storage_options=storage_options(args.storage_option))
+    runs = archive.runs
     columns = [c for c in ("group", "status", "t_r", "error") if c in runs.columns]
     print(runs[columns].to_string(index=False))
+    print(f"version    {archive.snapshot_id}" + (f" ({', '.join(archive.tags)})" if archive.tags else ""))
     failed = runs[runs["status"] != "complete"]
     return EXIT_OK if failed.empty else EXIT_ERROR
 
@@ -95,9 +133,12 @@ def _print_status(store) -> int:
 def run(args) -> int:
     """Run ``lazymask archive`` with parsed ``args``; returns the exit code."""
     if args.status:
-        return _print_status(args.status)
+        return _print_status(args)
     if not args.bids_dir or not args.out:
-        raise ParameterError("lazymask archive needs BIDS_DIR and OUT.zarr (or --status OUT.zarr).")
+        raise ParameterError("lazymask archive needs BIDS_DIR and OUT (or --status OUT).")
+    if args.tag or args.snapshot:
+        raise ParameterError("--tag/--snapshot go with --status (a build always extends the branch's tip).")
+    options = storage_options(args.storage_option)
     from lazymask.archive import build_archive
 
     client = None
@@ -117,7 +158,7 @@ def run(args) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # failures are printed below, one line each
             archive = build_archive(args.bids_dir, args.out, _masker(args), confounds_strategy=args.confounds_strategy,
-                                    client=client, progress=not args.quiet, **find_args)
+                                    client=client, progress=not args.quiet, storage_options=options, **find_args)
     finally:
         if client is not None:
             client.close()
@@ -125,5 +166,6 @@ def run(args) -> int:
     failed = runs[runs["status"] != "complete"]
     for group, error in zip(failed["group"], failed["error"], strict=True):
         print(f"lazymask: run {group} failed: {str(error).splitlines()[0] if error else 'not written'}", file=sys.stderr)
-    print(f"archive    {args.out} ({len(runs) - len(failed)}/{len(runs)} runs complete)")
+    print(f"archive    {args.out} ({len(runs) - len(failed)}/{len(runs)} runs complete; "
+          f"{', '.join(archive.tags) or 'no new commit'})")
     return EXIT_OK if failed.empty else EXIT_ERROR

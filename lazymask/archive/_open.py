@@ -1,4 +1,5 @@
-"""open_archive: the index, lazy signals per run, a stacked view and the fitted masker of an archive."""
+"""open_archive: the index, lazy signals per run, a stacked view and the fitted masker of an archive,
+at any of its versions (a branch's tip, a tag, a snapshot)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pandas as pd
 import xarray as xr
 
 from lazymask.archive import _layout
+from lazymask.archive._repository import history, open_repository
 from lazymask.exceptions import ImageFileNotFoundError, ParameterError
 from lazymask.maskers import load_masker, open_signals
 
@@ -17,29 +19,50 @@ class Archive:
 
     Attributes
     ----------
-    store : str
-        The archive's path.
+    store : icechunk.IcechunkStore
+        The read-only store of the version opened (``xarray.open_datatree(archive.store,
+        engine="zarr", consolidated=False)`` and ``zarr.open_group(archive.store)`` read it too).
+    snapshot_id : str
+        The icechunk snapshot opened.
+    repository : icechunk.Repository
+        The repository (``archive.repository.list_tags()``, ...).
     masker_class : str
         The class of the masker that made it; ``parameters`` its parameters, ``confounds`` the
         confounds parameters, ``version`` the lazymask version.
 
     Examples
     --------
-    >>> archive = open_archive("archive.zarr")                      # doctest: +SKIP
+    >>> archive = open_archive("archive")                           # doctest: +SKIP
     >>> archive.runs[["subject", "session", "status"]]              # doctest: +SKIP
     >>> archive.signals(subject="01", session="1")                   # doctest: +SKIP
+    >>> open_archive("archive", tag="build-1").runs                  # doctest: +SKIP
     """
 
-    def __init__(self, store):
-        record = _layout.read_root(store)
+    def __init__(self, target, session):
+        record = _layout.read_root(session.store, target.description)
         if record is None:
-            raise ImageFileNotFoundError(f"store={str(store)!r}: no archive there (build it with build_archive).")
-        self.store = str(store)
+            raise ImageFileNotFoundError(f"store={target.description!r}: no archive in this version (build it with "
+                                         "build_archive).")
+        self.description = target.description
+        self.repository = target.repository
+        self.store = session.store
+        self.snapshot_id = session.snapshot_id
         self._record = record
         self.masker_class = record["masker"]
         self.parameters = record["parameters"]
         self.confounds = record["confounds"]
         self.version = record["version"]
+
+    @property
+    def history(self) -> list[dict]:
+        """The commits leading to this version, newest first: ``id``, ``time`` (UTC), ``message``."""
+        return history(self.repository, self.snapshot_id)
+
+    @property
+    def tags(self) -> list[str]:
+        """The repository's tags on this version (``build-<n>``: a finished build)."""
+        return sorted(tag for tag in self.repository.list_tags()
+                      if self.repository.lookup_tag(tag) == self.snapshot_id)
 
     @property
     def runs(self) -> pd.DataFrame:
@@ -76,7 +99,7 @@ class Archive:
         if not _layout._verify_run(self.store, group):
             error = self._record["failures"].get(group)
             raise ImageFileNotFoundError(
-                f"run {group!r} of {self.store!r} is not complete"
+                f"run {group!r} of {self.description!r} is not complete"
                 + (f" (it failed: {error})" if error else "") + "; run build_archive again to finish it."
             )
         return group
@@ -95,7 +118,7 @@ class Archive:
         runs = self.runs
         complete = runs[runs["status"] == COMPLETE]
         if complete.empty:
-            raise ImageFileNotFoundError(f"{self.store!r} has no complete run yet.")
+            raise ImageFileNotFoundError(f"{self.description!r} has no complete run yet.")
         return self.load_masker(group=complete["group"].iloc[0])
 
     def stack(self, **entities) -> xr.DataArray:
@@ -139,27 +162,59 @@ class Archive:
     def __repr__(self) -> str:
         runs = self.runs
         counts = runs["status"].value_counts().to_dict()
-        return (f"<lazymask Archive {self.store!r}: {len(runs)} runs "
+        return (f"<lazymask Archive {self.description!r} at {self.snapshot_id}: {len(runs)} runs "
                 f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}), {self.masker_class}>")
 
 
-def open_archive(store) -> Archive:
-    """Open an archive written by :func:`~lazymask.archive.build_archive` (reads metadata only).
+def _open_target(target, *, snapshot=None, tag=None, branch=None) -> Archive:
+    given = {name: value for name, value in (("snapshot", snapshot), ("tag", tag), ("branch", branch))
+             if value is not None}
+    if len(given) > 1:
+        raise ParameterError(f"{', '.join(f'{k}=' for k in given)}: name one version (a snapshot, a tag or a branch).")
+    import icechunk
+
+    try:
+        if snapshot is not None:
+            session = target.repository.readonly_session(snapshot_id=snapshot)
+        elif tag is not None:
+            session = target.repository.readonly_session(tag=tag)
+        else:
+            session = target.repository.readonly_session(branch=branch or "main")
+    except icechunk.IcechunkError as exc:
+        first = str(exc).strip().splitlines()[0].strip(" x")
+        tags = sorted(target.repository.list_tags())
+        raise ParameterError(f"{target.description}: no version {given or {'branch': 'main'}} ({first}); its tags: "
+                             f"{tags[:10]}, its branches: {sorted(target.repository.list_branches())}.") from None
+    return Archive(target, session)
+
+
+def open_archive(store, *, snapshot=None, tag=None, branch=None, storage_options=None) -> Archive:
+    """Open an archive written by :func:`~lazymask.archive.build_archive`, read-only (reads metadata only).
 
     Parameters
     ----------
-    store : str or pathlib.Path
-        The archive.
+    store : str, pathlib.Path or icechunk.Repository
+        The archive: a local directory, an ``s3://bucket/prefix`` URL or an icechunk repository.
+    snapshot, tag, branch : str, optional
+        The version to open (at most one): an icechunk snapshot id (see :attr:`Archive.history`),
+        a tag (``build-1``: each build that committed is tagged) or a branch. Default: the tip
+        of ``main``.
+    storage_options : dict, optional
+        For an ``s3://`` store: ``endpoint_url``, ``key``, ``secret``, ``anon``, ``region`` (as
+        for :func:`~lazymask.archive.build_archive`).
 
     Returns
     -------
     Archive
         ``.runs`` (the index with ``status``), ``.signals(**entities)``, ``.stack(**entities)``,
-        ``.masker``.
+        ``.masker``, ``.history``.
 
     Examples
     --------
-    >>> archive = open_archive("archive.zarr")                      # doctest: +SKIP
+    >>> archive = open_archive("archive")                           # doctest: +SKIP
     >>> connectivity = archive.stack(task="rest")                   # doctest: +SKIP
+    >>> first = open_archive("archive", tag="build-1")              # doctest: +SKIP
+    >>> archive = open_archive("s3://bucket/archive", storage_options={"anon": True})  # doctest: +SKIP
     """
-    return Archive(store)
+    return _open_target(open_repository(store, storage_options, create=False), snapshot=snapshot, tag=tag,
+                        branch=branch)

@@ -49,7 +49,6 @@ import warnings
 import dask
 import numpy as np
 import pandas as pd
-import zarr
 from sklearn.base import clone
 
 from lazymask.archive import _layout
@@ -206,34 +205,7 @@ def _extract_and_write(row: dict, store, masker: BaseMasker, confounds: dict | N
         "n_volumes": _n_volumes(row),
     })
     with dask.config.set(scheduler="sync") if remote else contextlib.nullcontext():
-        save_signals(signals, _SessionStore(store), group, masker=fitted, overwrite=overwrite)
-
-
-class _SessionStore(zarr.storage.WrapperStore):
-    """A session's store as ``save_signals``'s key/value staging path expects a store to behave.
-
-    Works around two icechunk behaviours the staging path (``lazymask.io``) does not expect:
-    listing a prefix that is not a node raises (``save_signals`` lists its target to inspect it;
-    here: nothing there), and deleting a group's ``zarr.json`` deletes the whole node, so the
-    staging's remaining keys are gone when their turn comes (here: already deleted is deleted).
-    Dropped once ``save_signals`` writes into icechunk sessions in place.
-    """
-
-    async def delete(self, key: str) -> None:
-        with contextlib.suppress(KeyError):
-            await self._store.delete(key)
-
-    async def list_prefix(self, prefix: str):
-        import icechunk
-
-        try:
-            keys = [key async for key in self._store.list_prefix(prefix)]
-        except icechunk.IcechunkError as exc:
-            if "bad key prefix" not in str(exc):
-                raise
-            keys = []
-        for key in keys:
-            yield key
+        save_signals(signals, store, group, masker=fitted, overwrite=overwrite)
 
 
 def _n_volumes(row: dict) -> int:

@@ -43,9 +43,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--status", metavar="OUT", help="print the archive's index and exit")
     parser.add_argument("--tag", help="with --status: the version tagged TAG (build-1, ...)")
     parser.add_argument("--snapshot", metavar="ID", help="with --status: the version of snapshot ID")
-    parser.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="an option of the s3:// store (repeatable): endpoint_url, key, secret, anon, region, "
-                             "client_kwargs; VALUE is parsed as JSON when it parses")
     regions = parser.add_mutually_exclusive_group()
     regions.add_argument("--labels", metavar="ATLAS", help="region signals of a labels image (NiftiLabelsMasker)")
     regions.add_argument("--maps", metavar="MAPS", help="region signals of 4D maps (NiftiMapsMasker)")
@@ -95,33 +92,18 @@ def _masker(args):
     return maskers.NiftiMasker(mask_strategy=args.mask_strategy, **clean)
 
 
-def storage_options(pairs: list[str]) -> dict | None:
-    """``--storage-option KEY=VALUE`` pairs as a dict (VALUE parsed as JSON when it parses).
+def _storage_options() -> dict | None:
+    """The command line's ``--storage-option`` pairs (``lazymask.cli.main`` sets them for every command)."""
+    from lazymask.storage import default_storage_options
 
-    Examples
-    --------
-    >>> storage_options(["anon=true", "endpoint_url=http://127.0.0.1:9000", 'client_kwargs={"region_name": "x"}'])
-    {'anon': True, 'endpoint_url': 'http://127.0.0.1:9000', 'client_kwargs': {'region_name': 'x'}}
-    """
-    import json
-
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ParameterError(f"--storage-option {pair!r}: expected KEY=VALUE (for example anon=true).")
-        try:
-            options[key] = json.loads(value)
-        except ValueError:
-            options[key] = value
-    return options or None
+    return default_storage_options() or None
 
 
 def _print_status(args) -> int:
     from lazymask.archive import open_archive
 
     archive = open_archive(args.status, tag=args.tag, snapshot=args.snapshot,
-                           storage_options=storage_options(args.storage_option))
+                           storage_options=_storage_options())
     runs = archive.runs
     columns = [c for c in ("group", "status", "t_r", "error") if c in runs.columns]
     print(runs[columns].to_string(index=False))
@@ -138,7 +120,7 @@ def run(args) -> int:
         raise ParameterError("lazymask archive needs BIDS_DIR and OUT (or --status OUT).")
     if args.tag or args.snapshot:
         raise ParameterError("--tag/--snapshot go with --status (a build always extends the branch's tip).")
-    options = storage_options(args.storage_option)
+    options = _storage_options()
     from lazymask.archive import build_archive
 
     client = None

@@ -4,9 +4,18 @@ The layer below :mod:`lazymask.io`. What a user gives as a path or a store (a lo
 URL with ``storage_options``, a zarr store, an icechunk repository or session) becomes a
 :class:`Location` once, in :func:`resolve`; writers publish according to its
 :class:`Capabilities`; readers check a source's identity (:func:`source_identity`) before every
-read.
+read, and read its bytes through :func:`read_into` / :func:`open_sequential` (ranged,
+held to that identity).
 """
 
+from lazymask.storage._bytes import (
+    BLOCK_BYTES,
+    bytes_fetched,
+    open_sequential,
+    read_head,
+    read_into,
+    reads_check_identity,
+)
 from lazymask.storage._identity import (
     FileIdentity,
     ObjectIdentity,
@@ -30,6 +39,12 @@ from lazymask.storage._location import (
 )
 
 __all__ = [
+    "BLOCK_BYTES",
+    "bytes_fetched",
+    "open_sequential",
+    "read_head",
+    "read_into",
+    "reads_check_identity",
     "Capabilities",
     "FileIdentity",
     "IcechunkLocation",

@@ -107,11 +107,14 @@ def read_into(identity: FileIdentity | ObjectIdentity, offset: int, out) -> None
         check_unchanged(identity)
         got = _file_read_into(identity.path, offset, view)
     if got < len(view):
-        raise CorruptImageError(
-            f"{identity.path}: the {_kind(identity)} ends at byte {offset + got} but bytes up to "
-            f"{offset + len(view)} were needed (its header declares them); it is truncated. "
-            "Re-create or re-upload it."
-        )
+        raise _truncated(identity, offset + got, offset + len(view))
+
+
+def _truncated(identity, end: int, wanted: int) -> CorruptImageError:
+    return CorruptImageError(
+        f"{identity.path}: the {_kind(identity)} ends at byte {end} but bytes up to {wanted} were "
+        "needed (its header declares them); it is truncated. Re-create or re-upload it."
+    )
 
 
 def read_head(identity: FileIdentity | ObjectIdentity, n_bytes: int) -> bytes:
@@ -225,7 +228,7 @@ def _object_read_into(identity: ObjectIdentity, offset: int, view: memoryview) -
         from fsspec.asyn import sync
 
         bucket, key, _ = fs.split_path(location.fs_path)
-        got = sync(fs.loop, _s3_get_into, fs, identity, bucket, key, offset, view, condition)
+        return sync(fs.loop, _s3_get_into, fs, identity, bucket, key, offset, view, condition)
     else:
         check_unchanged(identity)
         end = min(offset + len(view), identity.size)
@@ -235,7 +238,7 @@ def _object_read_into(identity: ObjectIdentity, offset: int, view: memoryview) -
             raise _gone(identity) from None
         got = min(len(data), len(view))
         view[:got] = data[:got]
-    _count(got)
+        _count(got)
     return got
 
 
@@ -273,7 +276,32 @@ async def _s3_get_into(fs, identity: ObjectIdentity, bucket: str, key: str, offs
             got += len(piece)
     finally:
         body.close()
+        _count(got)
     return got
+
+
+class _ReadAhead:
+    """One ranged ``GET`` (with ``If-Match``) running on fsspec's event loop while the caller works."""
+
+    def __init__(self, identity: ObjectIdentity, offset: int, n_bytes: int):
+        import asyncio
+
+        location = identity.location
+        fs = location.filesystem
+        bucket, key, _ = fs.split_path(location.fs_path)
+        self.identity, self.offset, self.buffer = identity, offset, bytearray(n_bytes)
+        coroutine = _s3_get_into(fs, identity, bucket, key, offset, memoryview(self.buffer),
+                                 {"IfMatch": _etag(identity)})
+        self._future = asyncio.run_coroutine_threadsafe(coroutine, fs.loop)
+
+    def result(self) -> memoryview:
+        got = self._future.result()
+        if got < len(self.buffer):
+            raise _truncated(self.identity, self.offset + got, self.offset + len(self.buffer))
+        return memoryview(self.buffer)
+
+    def cancel(self) -> None:
+        self._future.cancel()
 
 
 def _error_code(exc: BaseException) -> str | None:
@@ -292,12 +320,19 @@ def _gone(identity: ObjectIdentity) -> ImageFileNotFoundError:
 
 
 class _ObjectStream(io.RawIOBase):
-    """An object read front to back in ranges of at least ``block_bytes`` (see the module's contract)."""
+    """An object read front to back in ranges of at least ``block_bytes`` (see the module's contract).
+
+    On S3 (reads held by ``If-Match``) the next range is requested as soon as one is handed out,
+    on fsspec's own event loop (no thread of lazymask's): the download of block ``n + 1`` overlaps
+    the decompression of block ``n``, and at most two blocks are held.
+    """
 
     def __init__(self, identity: ObjectIdentity, block_bytes: int):
         self.identity, self.size, self.block_bytes = identity, identity.size, block_bytes
         self._position = 0
         self._block, self._block_start = memoryview(b""), 0
+        self._read_ahead = reads_check_identity(identity)
+        self._ahead: _ReadAhead | None = None
 
     def readable(self) -> bool:
         return True
@@ -319,22 +354,36 @@ class _ObjectStream(io.RawIOBase):
         while filled < wanted:
             position, rest = self._position + filled, view[filled:wanted]
             start = position - self._block_start
-            if 0 <= start < len(self._block):  # in the block fetched last
-                n = min(len(rest), len(self._block) - start)
-                rest[:n] = self._block[start : start + n]
-            elif len(rest) >= min(self.block_bytes, self.size - position):  # large: straight into the caller's buffer
-                n = len(rest)
-                read_into(self.identity, position, rest)
-            else:
-                block = bytearray(min(self.block_bytes, self.size - position))
-                read_into(self.identity, position, block)
-                self._block, self._block_start = memoryview(block), position
-                n = min(len(rest), len(block))
-                rest[:n] = self._block[:n]
+            if not 0 <= start < len(self._block):
+                if not self._read_ahead and len(rest) >= min(self.block_bytes, self.size - position):
+                    read_into(self.identity, position, rest)  # large: straight into the caller's buffer
+                    filled += len(rest)
+                    continue
+                self._block, self._block_start, start = self._fetch(position), position, 0
+            n = min(len(rest), len(self._block) - start)
+            rest[:n] = self._block[start : start + n]
             filled += n
         self._position += filled
         return filled
 
+    def _fetch(self, position: int) -> memoryview:
+        """The block starting at ``position`` (the one read ahead, if it is that one); read the next ahead."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.offset == position:
+            block = ahead.result()
+        else:
+            if ahead is not None:
+                ahead.cancel()
+            block = memoryview(bytearray(min(self.block_bytes, self.size - position)))
+            read_into(self.identity, position, block)
+        following = position + len(block)
+        if self._read_ahead and following < self.size:
+            self._ahead = _ReadAhead(self.identity, following, min(self.block_bytes, self.size - following))
+        return block
+
     def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead.cancel()
+            self._ahead = None
         self._block = memoryview(b"")
         super().close()

@@ -74,12 +74,12 @@ def download_decompress_case(url: str, storage_options: dict) -> dict:
 def masker_case(source: str, n_time: int, storage_options: dict | None = None) -> dict:
     """NiftiMasker setting (b) of bench_speed/bench_maskers, fit_transform from a path or a URL."""
     from lazymask.maskers import NiftiMasker
-    from lazymask.storage import set_storage_options
+    from lazymask.storage import bytes_fetched, set_storage_options
 
     with set_storage_options(storage_options or {}):
         masker = NiftiMasker(**bench_maskers._masker_kwargs("b"))
         signals = masker.fit_transform(source, confounds=bench_maskers._confounds("b", n_time))
-        return bench_maskers._summary(signals.data)
+        return {"summary": bench_maskers._summary(signals.data), "fetched": bytes_fetched()}
 
 
 def _stats(values: list[float]) -> dict:
@@ -120,7 +120,8 @@ def main(repeat: int = 3, masker: bool = True) -> dict:
                 theirs = measure(f"{here}:masker_case", source=path, n_time=200)
                 times["masker_s3"].append(ours["seconds"])
                 times["masker_local"].append(theirs["seconds"])
-                checks["masker_same"] = ours["result"] == theirs["result"]
+                checks["masker_same"] = ours["result"]["summary"] == theirs["result"]["summary"]
+                checks["masker_fetched_over_size"] = ours["result"]["fetched"] / size
         print(f"load after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     stats = {name: _stats(values) for name, values in times.items() if values}
     for name, row in stats.items():

@@ -303,3 +303,40 @@ def test_reader_pickles_with_its_object_identity(tmp_path, bucket, options):
     copy = pickle.loads(pickle.dumps(reader))
     assert copy == reader and "secret" not in repr(copy)
     np.testing.assert_array_equal(copy.read(0, 2), reader.read(0, 2))
+
+
+def test_xarray_backend_opens_a_url(tmp_path, bucket, options):
+    import xarray as xr
+
+    url = f"{bucket}/backend-{next(_names)}.nii.gz"
+    path = _upload(tmp_path, _scaled_int16(), url, options, ".nii.gz")
+    image = xr.open_dataarray(url, engine="lazymask", chunks={}, storage_options=options)
+    np.testing.assert_array_equal(image.values, np.asanyarray(nib.load(path).dataobj))
+
+
+def test_masking_memory_cache_is_keyed_on_the_object(tmp_path, bucket, options):
+    from lazymask.masking import compute_epi_mask
+
+    url = f"{bucket}/memory-{next(_names)}.nii.gz"
+    _upload(tmp_path, fake_fmri(shape=(16, 18, 14), n_volumes=10, seed=9), url, options, ".nii.gz")
+    first = compute_epi_mask(lazymask.open_nifti(url, storage_options=options), memory=str(tmp_path / "m"))
+    before = bytes_fetched()
+    again = compute_epi_mask(lazymask.open_nifti(url, storage_options=options), memory=str(tmp_path / "m"))
+    assert bytes_fetched() - before <= 544 + (1 << 14)  # the header only: the mask came from the cache
+    np.testing.assert_array_equal(first.values, again.values)
+    _upload(tmp_path, fake_fmri(shape=(16, 18, 14), n_volumes=10, seed=10), url, options, ".nii.gz")
+    before = bytes_fetched()
+    compute_epi_mask(lazymask.open_nifti(url, storage_options=options), memory=str(tmp_path / "m"))
+    assert bytes_fetched() - before > 10_000  # a new object (new ETag): recomputed, not the old entry
+
+
+def test_versioned_bucket_reads_the_version_opened_and_refuses_a_new_one(tmp_path, s3_server, options):
+    bucket = s3_server.bucket("versioned", versioned=True)
+    url = f"{bucket}/run.nii.gz"
+    path = _upload(tmp_path, _scaled_int16(), url, options, ".nii.gz")
+    image = lazymask.open_nifti(url, chunks=4, storage_options=options)
+    assert image.data.dask  # the identity holds the version id
+    np.testing.assert_array_equal(image.values, np.asanyarray(nib.load(path).dataobj))
+    fsspec.filesystem("s3", **options).pipe(url, b"a new version")
+    with pytest.raises(SourceChangedError, match=f"{url}: the object changed after it was opened"):
+        image.values

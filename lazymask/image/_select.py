@@ -64,8 +64,8 @@ def load_img(img, wildcards: bool = True, dtype=None) -> xr.DataArray:
     >>> img.dims, img.dtype
     (('i', 'j', 'k'), dtype('int32'))
     """
-    if not wildcards and isinstance(img, str) and any(c in img for c in "*?["):
-        img = Path(img)  # open_nifti expands globs in strings only
+    if not wildcards and isinstance(img, str) and "://" not in img and any(c in img for c in "*?["):
+        img = Path(img)  # open_nifti expands globs in strings only (a URL naming an object is never globbed)
     image = open_nifti(img)
     target = _target_dtype(image.dtype, dtype)
     return image if target is None else image.astype(target)

@@ -2,7 +2,8 @@
 
 Registered as the ``lazymask`` engine (``[project.entry-points."xarray.backends"]`` in
 ``pyproject.toml``). It opens what :func:`lazymask.open_nifti` opens — a NIfTI file (plain or gzip,
-recognised by content) or a lazymask image store — with the same dims, attrs (``affine``, ``t_r``,
+recognised by content; a URL with ``storage_options``, read by ranged requests) or a lazymask
+image store — with the same dims, attrs (``affine``, ``t_r``,
 ``source``), ``time`` coordinate and lazy reads, as a Dataset of one variable (so
 ``open_dataarray`` gives the image, named ``None`` like ``open_nifti``'s). ``chunks={}`` (or
 ``chunks=None``) keeps lazymask's chunks along time ("auto": whole volumes, at most 30 MiB);
@@ -18,6 +19,7 @@ from xarray.backends import BackendEntrypoint
 
 from lazymask.io._codecs import codec_for
 from lazymask.io._nifti import open_nifti
+from lazymask.storage import is_url
 
 _VARIABLE = "__xarray_dataarray_variable__"  # xarray's name for "the DataArray of this Dataset"
 
@@ -37,10 +39,10 @@ class LazymaskBackendEntrypoint(BackendEntrypoint):
 
     description = "NIfTI images (.nii, .nii.gz, recognised by content) and lazymask image stores, read lazily"
     url = "https://github.com/lazymask/lazymask"
-    open_dataset_parameters = ("filename_or_obj", "drop_variables")
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", "storage_options")
 
-    def open_dataset(self, filename_or_obj, *, drop_variables=None) -> xr.Dataset:
-        image = open_nifti(os.fspath(filename_or_obj))
+    def open_dataset(self, filename_or_obj, *, drop_variables=None, storage_options=None) -> xr.Dataset:
+        image = open_nifti(os.fspath(filename_or_obj), storage_options=storage_options)
         preferred = dict(zip(image.dims, image.data.chunks, strict=True))
         image.encoding["preferred_chunks"] = preferred  # xarray's chunks={} keeps these
         dataset = image.to_dataset(name=_VARIABLE)
@@ -60,6 +62,8 @@ class LazymaskBackendEntrypoint(BackendEntrypoint):
         lower = path.lower()
         if lower.endswith((".nii", ".nii.gz")):
             return True
+        if is_url(path):
+            return False  # an object without a NIfTI suffix: name engine="lazymask" (no request here)
         try:
             with open(path, "rb") as f:
                 head = f.read(348)

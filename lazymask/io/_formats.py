@@ -22,6 +22,7 @@ import os
 import nibabel as nib
 
 from lazymask.exceptions import ImageFileNotFoundError, NotNiftiError
+from lazymask.storage import ObjectLocation
 
 
 class ZarrImageFormat:
@@ -57,9 +58,9 @@ FORMATS = (ZarrImageFormat(), NiftiFormat())
 
 
 def format_for(source):
-    """The format that opens ``source`` (a path, or a nibabel image: NIfTI)."""
-    if isinstance(source, nib.spatialimages.SpatialImage):
-        return next(f for f in FORMATS if isinstance(f, NiftiFormat))
+    """The format that opens ``source`` (a path; a nibabel image or an object URL's location: NIfTI)."""
+    if isinstance(source, nib.spatialimages.SpatialImage | ObjectLocation):
+        return next(f for f in FORMATS if isinstance(f, NiftiFormat))  # an object: its header decides
     path = os.fspath(source)
     if not os.path.exists(path):
         if os.path.lexists(path):

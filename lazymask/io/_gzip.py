@@ -24,12 +24,18 @@ CRC-32 and length.
 Contract
 --------
 * ``read_gzip_range(identity, offset, out)`` fills ``out`` (a writable buffer) with the decompressed
-  bytes ``offset .. offset + len(out)`` of the gzip file ``identity.path``, or raises
-  :class:`~lazymask.exceptions.CorruptImageError` naming the file when the data ends early or is
+  bytes ``offset .. offset + len(out)`` of the gzip file or object ``identity.path``, or raises
+  :class:`~lazymask.exceptions.CorruptImageError` naming it when the data ends early or is
   not valid gzip.
-* Streams are cached per process, keyed on the file's :class:`~lazymask.io._identity.FileIdentity`
-  taken at open, which every read checks first (one ``os.stat``): a file rewritten or replaced
-  raises :class:`~lazymask.exceptions.SourceChangedError` and is never read through stale state. Tasks waiting on one stream are served lowest offset first.
+* The compressed bytes come from :func:`lazymask.storage.open_sequential`: a local file, or an
+  object fetched front to back in 16 MiB ranged reads (ISA-L's input buffer is filled by one
+  ``GET`` at a time), so a pass over a remote ``.nii.gz`` is one download and one decompression,
+  in file order, never whole in memory.
+* Streams are cached per process, keyed on the source's identity
+  (:class:`~lazymask.storage.FileIdentity` or :class:`~lazymask.storage.ObjectIdentity`) taken at
+  open, which every read checks first (one ``os.stat``; on S3 each ranged ``GET`` carries
+  ``If-Match: <etag>`` instead): a source rewritten or replaced raises
+  :class:`~lazymask.exceptions.SourceChangedError` and is never read through stale state. Tasks waiting on one stream are served lowest offset first.
 * Nothing here is pickled: tasks carry a path; each process builds its own streams and checkpoints.
 """
 
@@ -50,8 +56,22 @@ try:  # the C reader behind igzip.IGzipFile, which takes the size of its input b
 except ImportError:  # pragma: no cover - an isal without it: its file class (512 kB input reads)
     _GzipReader = None
 
-from lazymask.exceptions import CorruptImageError
-from lazymask.storage import FileIdentity, check_unchanged
+from lazymask.exceptions import CorruptImageError, LazymaskError
+from lazymask.storage import (
+    FileIdentity,
+    ObjectIdentity,
+    check_unchanged,
+    file_identity,
+    open_sequential,
+    reads_check_identity,
+)
+
+Identity = FileIdentity | ObjectIdentity
+
+
+def as_identity(source: Identity | str | os.PathLike) -> Identity:
+    """``source`` itself when it is an identity, else the identity of the local file it names."""
+    return source if isinstance(source, FileIdentity | ObjectIdentity) else file_identity(source)
 
 _INPUT_BLOCK = 1 << 20  # compressed bytes read from disk at a time (zlib)
 _ISAL_INPUT_BUFFER = 16 << 20
@@ -129,13 +149,14 @@ class LowestOffsetFirst:
 class GzipStream:
     """One decompressor over one gzip file, with checkpoints to resume from."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, identity: Identity | str):
+        identity = as_identity(identity)
+        self.path, self.size = identity.path, identity.size
         self._turns = LowestOffsetFirst()
         self._checkpoints: list[_Checkpoint] = []
         self._forward = zlib if _READER == "zlib" else isal_zlib  # until a read jumps back (then zlib)
         self._library = self._forward
-        self._file = open(path, "rb")  # noqa: SIM115 - kept open across reads of this process
+        self._file = open_sequential(identity)  # kept open across reads of this process (ranged reads if remote)
         self._restart()
 
     def close(self) -> None:
@@ -157,7 +178,7 @@ class GzipStream:
             self._fill(out)
             if to_end:
                 self._check_end()
-        except CorruptImageError:
+        except LazymaskError:  # corrupt, changed or gone: said as it is
             self._restart()
             raise
         except _ERRORS as exc:
@@ -181,8 +202,7 @@ class GzipStream:
     def _isal_reader(self):
         if _GzipReader is None:  # pragma: no cover
             return igzip.IGzipFile(fileobj=self._file, mode="rb")
-        size = os.fstat(self._file.fileno()).st_size
-        return _GzipReader(self._file, max(1 << 16, min(_ISAL_INPUT_BUFFER, size)))
+        return _GzipReader(self._file, max(1 << 16, min(_ISAL_INPUT_BUFFER, self.size)))
 
     def _seek(self, offset: int) -> None:
         index = bisect.bisect_right([c.position for c in self._checkpoints], offset) - 1
@@ -310,12 +330,14 @@ class RapidgzipStream:
     its own thread pool (the user's scheduler should decide the cores used) and reads by whole blocks.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, identity: Identity | str):
         import rapidgzip
 
-        self.path = path
+        identity = as_identity(identity)
+        self.path = identity.path
         self._lock = threading.Lock()
-        self._file = rapidgzip.open(path, parallelization=os.cpu_count() or 1)
+        source = identity.path if isinstance(identity, FileIdentity) else open_sequential(identity)
+        self._file = rapidgzip.open(source, parallelization=os.cpu_count() or 1)
 
     def close(self) -> None:
         self._file.close()
@@ -336,7 +358,7 @@ class RapidgzipStream:
                 if to_end:
                     while self._file.read(_STEP):
                         pass
-            except CorruptImageError:
+            except LazymaskError:
                 raise
             except Exception as exc:  # rapidgzip raises ValueError/RuntimeError on corrupt data
                 raise CorruptImageError(
@@ -356,8 +378,9 @@ def _close_streams() -> None:
             _streams.popitem()[1].close()
 
 
-def _stream_for(identity: FileIdentity) -> GzipStream:
-    check_unchanged(identity)
+def _stream_for(identity: Identity) -> GzipStream:
+    if not reads_check_identity(identity):  # else every ranged GET of the stream carries the check
+        check_unchanged(identity)
     with _streams_lock:
         stream = _streams.get(identity)
         if stream is None:
@@ -365,17 +388,17 @@ def _stream_for(identity: FileIdentity) -> GzipStream:
                 from lazymask.io._zran import ZranStream as kind
             else:
                 kind = RapidgzipStream if _READER == "rapidgzip" else GzipStream
-            stream = _streams[identity] = kind(identity.path)
+            stream = _streams[identity] = kind(identity)
             while len(_streams) > _MAX_OPEN_STREAMS:
                 _streams.popitem(last=False)  # closed when the last task using it lets go
         _streams.move_to_end(identity)
         return stream
 
 
-def read_gzip_range(identity: FileIdentity, offset: int, out, to_end: bool = False) -> None:
+def read_gzip_range(identity: Identity, offset: int, out, to_end: bool = False) -> None:
     """Fill the writable buffer ``out`` with decompressed bytes ``offset ..`` of a gzip file.
 
-    ``identity`` is the file's :func:`~lazymask.io._identity.file_identity` taken at open; a file
+    ``identity`` is the source's :func:`~lazymask.storage.source_identity` taken at open; a source
     changed since raises :class:`~lazymask.exceptions.SourceChangedError`. ``to_end``: the range
     ends the data; check the gzip trailer after it (see :meth:`GzipStream.read_into`).
     """
@@ -392,7 +415,7 @@ def resumable_streams() -> bool:
     return available()
 
 
-def resume_point(identity: FileIdentity, end: int):
+def resume_point(identity: Identity, end: int):
     """A point, picklable, from which another process can resume reading ``identity`` at or before
     decompressed offset ``end``: the one this process's stream took when its read ending at ``end``
     finished; None when its stream takes none (ISA-L and zlib streams; see :mod:`lazymask.io._zran`)."""
@@ -402,7 +425,7 @@ def resume_point(identity: FileIdentity, end: int):
     return point_at(end) if point_at is not None else None
 
 
-def offer_resume_point(identity: FileIdentity, point) -> None:
+def offer_resume_point(identity: Identity, point) -> None:
     """Let this process's stream of ``identity`` resume from ``point`` (taken by another process)."""
     stream = _stream_for(identity)
     if hasattr(stream, "offer"):

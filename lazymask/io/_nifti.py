@@ -31,7 +31,7 @@ from lazymask.exceptions import (
 )
 from lazymask.io._codecs import SNIFF_BYTES, codec_for
 from lazymask.io._gzip import offer_resume_point, resumable_streams, resume_point
-from lazymask.storage import file_identity
+from lazymask.storage import ObjectLocation, file_identity, object_identity, read_head, resolve
 from lazymask.io._meta import image_dataarray
 from lazymask.io._reader import LazyVolumes, VolumeReader
 from lazymask.io._runcache import all_cached, current_settings, read_volumes, read_volumes_deferring_tee, write_tee
@@ -50,7 +50,7 @@ _MAX_DEFLATE_RATIO = 1032  # deflate never expands less than this: bounds a .gz 
 _SUPPORTED_KINDS = "biuf"  # bool, signed/unsigned integers, floats
 
 
-def open_nifti(src, chunks="auto") -> xr.DataArray:
+def open_nifti(src, chunks="auto", *, storage_options=None) -> xr.DataArray:
     """Open NIfTI image(s) as a lazy, chunked DataArray, reading headers only.
 
     Parameters
@@ -61,11 +61,20 @@ def open_nifti(src, chunks="auto") -> xr.DataArray:
         :func:`lazymask.to_zarr`, a glob pattern, a nibabel image, a DataArray (returned as is),
         or a list: of 3D images (stacked along time) or of 4D runs
         (concatenated along time). All images of a list must share shape and affine.
+        A URL (``s3://``, ``gs://``, ``az://``, ``https://``, ``memory://`` -- any fsspec
+        protocol) names a NIfTI object, read lazily by ranged reads: the header with one small
+        read; a ``.nii`` reads only the volumes asked for; a pass over a ``.nii.gz`` downloads it
+        once, front to back, in 16 MiB ranges (never whole in memory). Glob patterns work on
+        object stores (``s3://bucket/sub-*/func/*_bold.nii.gz``).
     chunks : "auto", int, -1, None, dict or tuple, default "auto"
         Chunking along ``time`` (spatial dims are never split: a chunk is whole volumes).
         ``"auto"``: at most 30 MiB per chunk; an int: that many volumes per chunk; ``-1`` or
         ``None``: one chunk; ``{"time": n}``; or a tuple of chunk lengths summing to the number
         of volumes. A zarr store keeps its stored chunks under ``"auto"``.
+    storage_options : dict, optional
+        fsspec options for URLs (``{"anon": True}``, ``{"endpoint_url": ...}``, credentials).
+        Without them, those of :func:`lazymask.storage.set_storage_options` apply (that is how a
+        masker given a URL reaches its store), then fsspec's defaults.
 
     Returns
     -------
@@ -79,24 +88,35 @@ def open_nifti(src, chunks="auto") -> xr.DataArray:
     ImageFileNotFoundError, NotNiftiError, DimensionError, ImageMismatchError,
     ImageTooLargeError, CorruptImageError, ParameterError
         When the input cannot be read as asked (a header with a non-finite or singular affine, a
-        bad ``chunks``, ...); raised here, before any voxel is read; the message names the file
-        and the fix.
+        bad ``chunks``, a missing object, ...); raised here, before any voxel is read; the message
+        names the file or URL and the fix.
     SourceChangedError
-        At compute time, when a file was replaced or rewritten after it was opened (every read
-        task compares the file's identity with the one taken here).
+        At compute time, when a file was replaced or rewritten after it was opened, or an object
+        overwritten (every read task compares the source's identity -- stat, or ETag/version --
+        with the one taken here; on S3 each ranged ``GET`` carries ``If-Match``).
 
     Examples
     --------
     >>> img = open_nifti("run-1_bold.nii.gz")          # doctest: +SKIP
     >>> img.nifti.affine, img.chunks                     # doctest: +SKIP
     >>> img.mean("time").compute()                       # one pass over the file # doctest: +SKIP
+    >>> open_nifti("s3://bucket/sub-01_bold.nii.gz", storage_options={"anon": True})  # doctest: +SKIP
+
+    A URL of any fsspec file system opens the same way:
+
+    >>> import fsspec, nibabel as nib, numpy as np
+    >>> image = nib.Nifti1Image(np.arange(24, dtype=np.int16).reshape(2, 3, 2, 2), np.eye(4))
+    >>> fsspec.filesystem("memory").pipe("/doc/bold.nii", image.to_bytes())
+    >>> remote = open_nifti("memory://doc/bold.nii")
+    >>> remote.shape, int(remote.sum())
+    ((2, 3, 2, 2), 276)
     """
     from lazymask.io._formats import format_for
 
     if isinstance(src, xr.DataArray):
         return src
     check_chunks(chunks)
-    images = _expand(src)
+    images = _expand(src, storage_options)
     if not images:
         raise ParameterError(f"no image to open: {src!r} names no file.")
     formats = [format_for(image) for image in images]
@@ -136,11 +156,16 @@ def _is_list(src) -> bool:
     return isinstance(src, Sequence) and not isinstance(src, str | bytes)
 
 
-def _expand(src) -> list:
-    """A flat list of paths and nibabel images, with glob patterns expanded (sorted)."""
+def _expand(src, storage_options=None) -> list:
+    """A flat list of paths, object locations and nibabel images, with glob patterns expanded (sorted)."""
     if _is_list(src):
-        return [item for entry in src for item in _expand(entry)]
+        return [item for entry in src for item in _expand(entry, storage_options)]
+    if isinstance(src, ObjectLocation):
+        return [src]
     if isinstance(src, str | os.PathLike):
+        location = resolve(src, storage_options)  # refuses storage_options with a local path
+        if isinstance(location, ObjectLocation):
+            return _expand_url(location)
         path = os.fspath(src)
         if not os.path.exists(path) and glob.has_magic(path):
             matches = sorted(glob.glob(os.path.expanduser(path)))
@@ -154,6 +179,19 @@ def _expand(src) -> list:
         f"cannot open {type(src).__name__!r} as an image: pass a path to a .nii/.nii.gz file, "
         "a nibabel image, an xarray.DataArray, or a list of these."
     )
+
+
+def _expand_url(location: ObjectLocation) -> list[ObjectLocation]:
+    """The objects a URL names: itself, or the matches of its glob pattern (sorted)."""
+    if location.protocol in ("http", "https") or not glob.has_magic(location.url):
+        return [location]
+    fs = location.filesystem
+    if fs.exists(location.fs_path):
+        return [location]
+    matches = sorted(path for path in fs.glob(location.fs_path) if fs.isfile(path))
+    if not matches:
+        raise ImageFileNotFoundError(f"no object matches the pattern {location.url!r}.")
+    return [ObjectLocation(f"{location.protocol}://{path.lstrip('/')}", location.options) for path in matches]
 
 
 class _Part:
@@ -175,6 +213,8 @@ class _Part:
 def _open_one(image) -> _Part:
     if isinstance(image, str):
         return _open_path(image)
+    if isinstance(image, ObjectLocation):
+        return _open_source(object_identity(image), image.url)
     else:
         label = image.get_filename() or f"<in-memory {type(image).__name__}>"
     shape = _validated_shape(label, image.shape)
@@ -191,13 +231,20 @@ def _open_one(image) -> _Part:
 
 def _open_path(path: str) -> _Part:
     """Read and validate one NIfTI file's header; the codec is found from its first bytes."""
-    identity = file_identity(path)
-    head = _first_bytes(path)
+    return _open_source(file_identity(path), path)
+
+
+_HEADER_BYTES = 544  # a NIfTI-2 header and its extension flag: what a header read fetches
+
+
+def _open_source(identity, path: str) -> _Part:
+    """Read and validate the header of one NIfTI file or object (``path``: its name in messages)."""
+    head = read_head(identity, _HEADER_BYTES)
     if not head:
         raise NotNiftiError(f"{path}: the file is empty (0 bytes), not a readable NIfTI image. "
                             "Re-create or re-download it.")
-    codec = codec_for(head)
-    header, raw_pixdim = _parse_header(path, codec.read_head(path, 544), codec.name)
+    codec = codec_for(head[:SNIFF_BYTES])
+    header, raw_pixdim = _parse_header(path, codec.read_head(identity, _HEADER_BYTES, head), codec.name)
     shape = _validated_shape(path, _header_call(path, header.get_data_shape))
     affine = _validated_affine(path, header.get_best_affine(), header, raw_pixdim)
     t_r = _repetition_time(header) if len(shape) == 4 else None
@@ -462,7 +509,7 @@ def lazy_volumes_array(volumes: LazyVolumes, time_chunks: tuple[int, ...]) -> da
     With the run cache on (``config.get("cache_dir")``, read here, at graph build), gzip reads go
     through :mod:`lazymask.io._runcache`; files whose entry is complete at build time are not chained.
     """
-    cache = current_settings() if any(reader.compressed for reader in volumes.readers) else None
+    cache = current_settings() if any(reader.cacheable for reader in volumes.readers) else None
     chained = not all_cached(volumes, cache)  # a file in the run cache reads in any order, in parallel
     resumable = chained and resumable_streams()
     # the readers hold their files' identities: a replaced file never reuses a graph key

@@ -2,8 +2,9 @@
 
 Contract
 --------
-* A :class:`VolumeReader` holds what is needed to read volumes of one file — the file's identity
-  taken at open (path, size, times, inode), its codec's name (``"raw"``/``"gzip"``, found from the
+* A :class:`VolumeReader` holds what is needed to read volumes of one file or object — its identity
+  taken at open (path, size, times, inode; or URL, size, ETag/version and storage options for an
+  object: :mod:`lazymask.storage`), its codec's name (``"raw"``/``"gzip"``, found from the
   file's first bytes), data offset, on-disk dtype, spatial shape, scaling — and nothing else: no
   open file, no data. It pickles in a
   few hundred bytes, so tasks can carry it to other processes and machines.
@@ -11,10 +12,12 @@ Contract
   ``spatial_shape + (stop - start,)`` and dtype ``reader.dtype``: exactly the values and dtype of
   ``np.asanyarray(nibabel_image.dataobj)[..., start:stop]`` (scaled by ``scl_slope``/``scl_inter``,
   in native byte order), through the codec (:mod:`lazymask.io._codecs`): a plain file with one
-  positioned read, a gzip file through the process's shared sequential stream.
-* Every read first checks the file's identity (one ``os.stat``): a file changed or replaced since
-  it was opened raises :class:`~lazymask.exceptions.SourceChangedError` naming it; a truncated
-  file raises :class:`~lazymask.exceptions.CorruptImageError` naming the file.
+  positioned read, a gzip file through the process's shared sequential stream; an object's bytes
+  by ranged reads (:func:`lazymask.storage.read_into`): a ``.nii`` fetches only the volumes asked for.
+* Every read first checks the source's identity (one ``os.stat``; one ``HEAD``, or on S3 an
+  ``If-Match`` on the ranged ``GET`` itself): a source changed or replaced since it was opened
+  raises :class:`~lazymask.exceptions.SourceChangedError` naming it; a truncated one raises
+  :class:`~lazymask.exceptions.CorruptImageError` naming it.
 * :class:`LazyVolumes` presents a sequence of readers (the files of a list) as one
   ``(i, j, k, time)`` array with ``shape``/``dtype``/``ndim`` and ``read(start, stop)``; the dask
   graph built on it is in :func:`lazymask.io._nifti.lazy_volumes_array`.
@@ -29,7 +32,7 @@ from nibabel.volumeutils import apply_read_scaling
 
 from lazymask._pages import empty
 from lazymask.io._codecs import codec_named
-from lazymask.storage import FileIdentity
+from lazymask.storage import FileIdentity, ObjectIdentity
 
 
 def scaled_dtype(disk_dtype: np.dtype, slope: float, inter: float) -> np.dtype:
@@ -48,7 +51,7 @@ def _cast_scaling(slope, inter):
 class VolumeReader:
     """Reads whole volumes of one NIfTI file (plain or gzip-compressed)."""
 
-    identity: FileIdentity
+    identity: FileIdentity | ObjectIdentity
     codec: str
     offset: int
     spatial_shape: tuple[int, int, int]
@@ -73,6 +76,16 @@ class VolumeReader:
     def compressed(self) -> bool:
         """Whether reads must go front to back to be cheap (a gzip file)."""
         return codec_named(self.codec).sequential
+
+    @property
+    def remote(self) -> bool:
+        """Whether the source is an object (``s3://`` ...), read by ranged requests."""
+        return isinstance(self.identity, ObjectIdentity)
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether a local copy in the run cache saves a later pass work (a gzip file, or any object)."""
+        return self.compressed or self.remote
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Volumes ``start .. stop`` as a Fortran-ordered array, scaled, in native byte order."""

@@ -5,15 +5,17 @@ volumes stored as zarr chunks with blosc lz4 and byte shuffle (55 % of the raw s
 about 1.5 GB/s and encode at 1.2 GB/s on this 2-core machine under load, against 0.4-0.45 GB/s
 for blosc zstd level 1 (43 %): the cache is a local scratch copy, so speed wins over size. When the cache is on (``lazymask.config.set(cache_dir=...)`` or the
 ``LAZYMASK_CACHE_DIR`` environment variable; off by default), every read of a gzip-compressed
-NIfTI file *tees*: the volumes a read task decompressed are also written, as they go, into a
+NIfTI file -- or of any NIfTI object (``s3://`` ..., where a second download is what a pass
+saves) -- *tees*: the volumes a read task decompressed are also written, as they go, into a
 staging entry of the cache; when every volume of the file has been written (and the last read
 checked the gzip trailer), the entry is marked complete and published. Later passes -- the
 extraction after the mask's mean, another masker, another job -- read their volumes from the entry.
 
 Contract
 --------
-* **Keyed on the file's identity.** An entry's name is a hash of the file's
-  :func:`~lazymask.io.file_identity` (path, size, mtime, inode, ctime) and of the header's layout
+* **Keyed on the source's identity.** An entry's name is a hash of the file's
+  :func:`~lazymask.io.file_identity` (path, size, mtime, inode, ctime) -- or, for an object
+  (``s3://`` ...), its URL, size and ETag/version -- and of the header's layout
   (data offset, dtype, shape, scaling); the entry records them and is used only when they are
   equal. A rewritten or replaced file has another identity: its old entry is never used (and ages
   out). Every read through the cache still checks the source file first (one ``os.stat``), so a
@@ -65,7 +67,7 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
 from lazymask import config
 from lazymask._pages import empty
 from lazymask.exceptions import CorruptStoreError, LazymaskError
-from lazymask.storage import check_unchanged
+from lazymask.storage import ObjectIdentity, check_unchanged
 from lazymask.io._integrity import (
     MANIFEST_ATTR,
     CheckedStore,
@@ -119,10 +121,10 @@ def current_settings() -> CacheSettings | None:
 
 # -- reading volumes through the cache ----------------------------------------------------------------
 def read_volumes(volumes: LazyVolumes, start: int, stop: int, settings: CacheSettings | None) -> np.ndarray:
-    """``volumes.read(start, stop)``, with the gzip-compressed files read through the run cache."""
-    if settings is None or not any(reader.compressed for reader in volumes.readers):
+    """``volumes.read(start, stop)``, with the gzip-compressed (and remote) files read through the run cache."""
+    if settings is None or not any(reader.cacheable for reader in volumes.readers):
         return volumes.read(start, stop)
-    readers = [_CachedReader(reader, settings) if reader.compressed else reader for reader in volumes.readers]
+    readers = [_CachedReader(reader, settings) if reader.cacheable else reader for reader in volumes.readers]
     return LazyVolumes(readers, squeeze_time=volumes.squeeze_time).read(start, stop)
 
 
@@ -132,7 +134,7 @@ def read_volumes_deferring_tee(volumes: LazyVolumes, start: int, stop: int,
     instead of written here: the graph runs the next chunk's decompression while this one is
     compressed into the cache (the gzip order chain waits for the read, not for the cache write)."""
     pending: list = []
-    readers = [_CachedReader(reader, settings, pending) if reader.compressed else reader
+    readers = [_CachedReader(reader, settings, pending) if reader.cacheable else reader
                for reader in volumes.readers]
     return LazyVolumes(readers, squeeze_time=volumes.squeeze_time).read(start, stop), pending
 
@@ -179,9 +181,9 @@ def all_cached(volumes: LazyVolumes, settings: CacheSettings | None) -> bool:
     Then reads need not go front to back (:func:`lazymask.io._nifti.lazy_volumes_array` drops their
     chain and the scheduler reads chunks in parallel); an entry deleted meanwhile only costs speed.
     """
-    compressed = [reader for reader in volumes.readers if reader.compressed]
-    return settings is not None and bool(compressed) and all(
-        _open_entry(settings, entry_key(reader), reader) is not None for reader in compressed)
+    cacheable = [reader for reader in volumes.readers if reader.cacheable]
+    return settings is not None and bool(cacheable) and all(
+        _open_entry(settings, entry_key(reader), reader) is not None for reader in cacheable)
 
 
 def entry_key(reader: VolumeReader) -> str:
@@ -190,10 +192,17 @@ def entry_key(reader: VolumeReader) -> str:
 
 
 def _description(reader: VolumeReader) -> dict:
-    return {"format": _FORMAT, "identity": list(reader.identity), "offset": reader.offset,
+    return {"format": _FORMAT, "identity": _identity_record(reader.identity), "offset": reader.offset,
             "spatial_shape": list(reader.spatial_shape), "n_volumes": reader.n_volumes,
             "disk_dtype": reader.disk_dtype, "slope": float(reader.slope), "inter": float(reader.inter),
             "dtype": reader.dtype.str}
+
+
+def _identity_record(identity) -> list:
+    """The identity as JSON: a file's every field; an object's URL, size and version (never its options)."""
+    if isinstance(identity, ObjectIdentity):
+        return [identity.path, identity.size, identity.version]
+    return list(identity)
 
 
 def _as_rows(block: np.ndarray) -> np.ndarray:

@@ -33,7 +33,8 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from lazymask.io._gzip import LowestOffsetFirst, corrupt_stream
+from lazymask.io._gzip import LowestOffsetFirst, as_identity, corrupt_stream
+from lazymask.storage import open_sequential
 
 _WINDOW = 32768
 _INPUT_BLOCK = 1 << 20
@@ -108,11 +109,12 @@ def _count(n_bytes: int) -> None:
 class ZranStream:
     """One raw-deflate decompressor over one gzip file, resumable at block boundaries."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, identity):
+        identity = as_identity(identity)
+        self.path = identity.path
         self._z = _library()
         self._turns = LowestOffsetFirst()
-        self._file = open(path, "rb")  # noqa: SIM115 - kept open across reads of this process
+        self._file = open_sequential(identity)  # kept open across reads of this process
         self._strm = _ZStream()
         self._live = False
         self._input = bytearray(_INPUT_BLOCK)
@@ -136,7 +138,7 @@ class ZranStream:
     # -- the service --------------------------------------------------------------------------------
     def read_into(self, offset: int, out: memoryview, to_end: bool = False) -> None:
         """Fill ``out`` with the decompressed bytes starting at ``offset`` (see the module's contract)."""
-        from lazymask.exceptions import CorruptImageError
+        from lazymask.exceptions import LazymaskError
 
         self._turns.acquire(offset)
         try:
@@ -148,7 +150,7 @@ class ZranStream:
                     self._recent.popitem(last=False)
             if to_end:
                 self._check_end()
-        except CorruptImageError:
+        except LazymaskError:  # corrupt, changed or gone: said as it is
             self._forget()
             raise
         except (zlib.error, OSError, EOFError, ValueError) as exc:

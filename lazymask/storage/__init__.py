@@ -4,11 +4,20 @@ The layer below :mod:`lazymask.io`. What a user gives as a path or a store (a lo
 URL with ``storage_options``, a zarr store, an icechunk repository or session) becomes a
 :class:`Location` once, in :func:`resolve`; writers publish according to its
 :class:`Capabilities`; readers check a source's identity (:func:`source_identity`) before every
-read. The one write-safety rule (:func:`check_target`) and one publisher per capability
+read, and read its bytes through :func:`read_into` / :func:`open_sequential` (ranged, held to
+that identity). The one write-safety rule (:func:`check_target`) and one publisher per capability
 (:func:`publisher_for`: a rename on a local disk, create-only claims on object stores, icechunk
 transactions) decide how a write becomes visible.
 """
 
+from lazymask.storage._bytes import (
+    BLOCK_BYTES,
+    bytes_fetched,
+    open_sequential,
+    read_head,
+    read_into,
+    reads_check_identity,
+)
 from lazymask.storage._files import Files, files_at
 from lazymask.storage._identity import (
     FileIdentity,
@@ -50,6 +59,12 @@ from lazymask.storage._location import (
 )
 
 __all__ = [
+    "BLOCK_BYTES",
+    "bytes_fetched",
+    "open_sequential",
+    "read_head",
+    "read_into",
+    "reads_check_identity",
     "CLAIM_ATTR",
     "Found",
     "InPlacePublisher",

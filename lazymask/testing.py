@@ -211,7 +211,9 @@ class S3TestServer:
         if public:
             import json
 
-            statement = {"Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject", "s3:ListBucket"],
+            # S3 lets s3:GetObject answer HEAD requests too; moto checks HEAD as "s3:HeadObject"
+            statement = {"Effect": "Allow", "Principal": "*",
+                         "Action": ["s3:GetObject", "s3:HeadObject", "s3:ListBucket"],
                          "Resource": [f"arn:aws:s3:::{name}", f"arn:aws:s3:::{name}/*"]}
             client.put_bucket_policy(Bucket=name, Policy=json.dumps({"Version": "2012-10-17",
                                                                      "Statement": [statement]}))

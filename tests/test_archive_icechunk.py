@@ -242,3 +242,26 @@ def test_cli_builds_on_s3_with_storage_options_and_reads_with_aws_environment(da
                             capture_output=True, text=True, env=aws, timeout=300)
     assert status.returncode == 0, status.stderr
     assert "sub-03/task-rest_run-1 complete" in " ".join(status.stdout.split()) and "(build-1)" in status.stdout
+
+
+def test_a_dataset_on_a_public_bucket_is_archived_like_its_local_copy(dataset, reference, s3_server, tmp_path):
+    import fsspec
+
+    bucket = s3_server.bucket(public=True)
+    fs = fsspec.filesystem("s3", **s3_server.storage_options)
+    for path in sorted(dataset.rglob("*")):
+        if path.is_file() and "func" in path.parts:
+            fs.pipe_file(f"{bucket[5:]}/ds/{path.relative_to(dataset).as_posix()}", path.read_bytes())
+    anonymous = {"anon": True, "endpoint_url": s3_server.endpoint_url}
+    archive = build_archive(f"{bucket}/ds", tmp_path / "archive", _masker(dataset), confounds_strategy="simple",
+                            progress=False, source_storage_options=anonymous)
+    assert list(archive.runs["status"]) == ["complete"] * len(GROUPS)
+    expected = open_archive(reference)
+    for group in GROUPS:
+        xr.testing.assert_identical(archive.signals(group=group).load().drop_attrs(),
+                                    expected.signals(group=group).load().drop_attrs())
+    sources = archive.signals(group=GROUPS[0]).attrs["archive"]["sources"]
+    assert sources[0]["path"].startswith(f"{bucket}/ds/sub-01/") and sources[0]["version"].startswith("ETag=")
+    again = build_archive(f"{bucket}/ds", tmp_path / "archive", _masker(dataset), confounds_strategy="simple",
+                          progress=False, source_storage_options=anonymous)
+    assert again.history == archive.history  # resumed: every run skipped, no commit

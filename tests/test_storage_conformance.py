@@ -228,8 +228,6 @@ def test_a_corrupted_chunk_is_found_by_verify_and_by_reads(target):
 
 # -- races ----------------------------------------------------------------------------------------------
 def test_two_writers_of_one_new_target_exactly_one_wins(target):
-    if target.kind == "icechunk-local":
-        pytest.skip("icechunk's local file system storage is not safe for concurrent commits (icechunk says so)")
     to_zarr(_signals(seed=0), target.store, group="other", **target.kwargs)  # the root exists already
     outcomes, barrier = [], threading.Barrier(2)
 

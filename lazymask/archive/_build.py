@@ -57,7 +57,8 @@ from lazymask.archive._repository import open_repository, tag_build, transact
 from lazymask.exceptions import ParameterError
 from lazymask.interfaces import find_runs
 from lazymask.interfaces.fmriprep import PRESETS, confounds_from_table, strategy_parameters
-from lazymask.io import is_complete, require_root
+from lazymask.io import is_complete, open_nifti, require_root
+from lazymask.storage import FileIdentity, default_storage_options, is_url, source_identity
 from lazymask.maskers import BaseMasker, open_signals, save_signals
 
 BRANCH = "main"
@@ -123,12 +124,14 @@ def confounds_parameters(confounds_strategy) -> dict | None:
 
 
 def _sources(row: dict) -> list[dict]:
+    """The identity of each of the run's files (local: size and mtime; an object: size and ETag/version)."""
     records = []
     for role in ("bold", "confounds", "sidecar", "mask"):
         path = row.get(role)
         if path:
-            stat = os.stat(path)
-            records.append({"role": role, "path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
+            identity = source_identity(path, row.get("storage_options"))
+            version = (f"mtime_ns={identity.mtime_ns}" if isinstance(identity, FileIdentity) else identity.version)
+            records.append({"role": role, "path": str(path), "size": identity.size, "version": version})
     return records
 
 
@@ -191,9 +194,11 @@ def _extract_and_write(row: dict, store, masker: BaseMasker, confounds: dict | N
         frame, sample_mask = None, None
         if confounds is not None:
             params = {**confounds, "strategy": tuple(confounds["strategy"])}
-            frame, sample_mask = confounds_from_table(row["confounds"], **params)
+            frame, sample_mask = confounds_from_table(row["confounds"], storage_options=row.get("storage_options"),
+                                                      **params)
         fitted = _run_masker(masker, row)
-        signals = fitted.fit_transform(row["bold"], confounds=frame, sample_mask=sample_mask)
+        signals = fitted.fit_transform(open_nifti(row["bold"], storage_options=row.get("storage_options")),
+                                       confounds=frame, sample_mask=sample_mask)
         if remote:  # computed where the scheduler runs tasks; written below, in this process
             signals = signals.compute()
     signals.attrs["archive"] = _json({
@@ -209,9 +214,7 @@ def _extract_and_write(row: dict, store, masker: BaseMasker, confounds: dict | N
 
 
 def _n_volumes(row: dict) -> int:
-    from lazymask.io import open_nifti
-
-    return int(open_nifti(row["bold"]).sizes["time"])
+    return int(open_nifti(row["bold"], storage_options=row.get("storage_options")).sizes["time"])
 
 
 def _sources_unchanged(store, group: str, row: dict) -> bool:
@@ -389,7 +392,7 @@ def _local_batch() -> int:
 
 
 def build_archive(runs_or_bids_dir, store, masker, *, confounds_strategy=None, client=None, progress=True,
-                  storage_options=None, commit_every=None, **find_runs_args):
+                  storage_options=None, source_storage_options=None, commit_every=None, **find_runs_args):
     """Extract every run of a dataset into one resumable archive: an icechunk repository, a group per run.
 
     Parameters
@@ -417,6 +420,10 @@ def build_archive(runs_or_bids_dir, store, masker, *, confounds_strategy=None, c
         ``token``, ``anon``, ``region`` (or ``client_kwargs={"region_name": ...}``). Without them,
         those of :func:`lazymask.storage.set_storage_options`, then the ``AWS_*`` environment
         variables and ``~/.aws``.
+    source_storage_options : dict, optional
+        The fsspec options of the dataset when ``runs_or_bids_dir`` (or the table's paths) are URLs
+        (``{"anon": True}`` for OpenNeuro's public buckets); by default those of
+        :func:`lazymask.storage.set_storage_options`. They travel with each run to the workers.
     commit_every : int, optional
         Runs per commit. Default: a commit once a batch holds about 10 s of work and at least as
         many runs as run at once (the cluster's worker threads, or the local scheduler's workers;
@@ -462,7 +469,13 @@ def build_archive(runs_or_bids_dir, store, masker, *, confounds_strategy=None, c
         raise ParameterError(f"masker must be a lazymask masker (lazymask.maskers); got {type(masker).__name__}.")
     if commit_every is not None and (not isinstance(commit_every, int) or commit_every < 1):
         raise ParameterError(f"commit_every={commit_every!r}: expected a positive int, or None.")
-    table = _runs_table(runs_or_bids_dir, find_runs_args)
+    given_options = source_storage_options is not None
+    if not given_options:
+        source_storage_options = default_storage_options() or None
+    remote_tree = isinstance(runs_or_bids_dir, str) and is_url(runs_or_bids_dir)
+    table = _runs_table(runs_or_bids_dir, {**find_runs_args, "storage_options": source_storage_options}
+                        if remote_tree or (given_options and not isinstance(runs_or_bids_dir, pd.DataFrame))
+                        else find_runs_args)
     from lazymask import __version__
 
     record = {"format_version": _layout.FORMAT_VERSION, "version": __version__, "masker": type(masker).__name__,
@@ -474,6 +487,8 @@ def build_archive(runs_or_bids_dir, store, masker, *, confounds_strategy=None, c
     _layout.check_compatible(old, record, target.description)  # refused before anything is written
 
     rows = table.astype(object).where(table.notna(), None).to_dict("records")
+    for row in rows:  # read where the run is built (a worker too) with the dataset's options
+        row["storage_options"] = source_storage_options if given_options or is_url(row["bold"]) else None
     todo, skipped = [], []
     for row in rows:
         group = row["group"]

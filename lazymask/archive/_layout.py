@@ -8,8 +8,8 @@ Layout (an icechunk repository; every path below is a zarr node of its snapshots
     /sub-01/ses-1/task-rest_run-1/
                             a group written by lazymask.save_signals (signals + the masker's
                             mask/labels/maps/seeds + affine, t_r, parameters, source), whose
-                            ``signals`` attrs hold ``archive``: {entities, sources (path, size,
-                            mtime_ns), confounds_columns, sample_mask, n_volumes}
+                            ``signals`` attrs hold ``archive``: {entities, sources (path, size, version:
+                            mtime_ns or ETag), confounds_columns, sample_mask, n_volumes}
 
 The root record is changed only by :func:`merge_record` inside a commit (see ``_repository``):
 the index is the union of the tip's rows and this builder's, failures are the tip's updated with

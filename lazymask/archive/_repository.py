@@ -29,9 +29,8 @@ import time
 from pathlib import Path
 
 from lazymask.exceptions import ImageFileNotFoundError, ParameterError, UnsafeTargetError
-from lazymask.storage import IcechunkLocation, LocalLocation, ObjectLocation, resolve
+from lazymask.storage import LOCK_NAME, IcechunkLocation, LocalLocation, ObjectLocation, commit_lock, resolve
 
-LOCK_NAME = ".lazymask-lock"
 BUILD_TAG = re.compile(r"^build-(\d+)$")
 _S3_NAMES = {"endpoint_url", "key", "secret", "token", "anon", "region", "region_name", "client_kwargs",
              "use_ssl", "requester_pays"}
@@ -48,20 +47,9 @@ class Target:
         """Whether sessions can be forked (not in memory: a fork's copy of memory storage is empty)."""
         return "memory" not in str(getattr(self.repository, "storage", "")).lower()
 
-    @contextlib.contextmanager
     def lock(self):
         """Hold the repository's commit lock (local repositories only; object stores need none)."""
-        if self.lock_path is None:
-            yield
-            return
-        import fcntl
-
-        with open(self.lock_path, "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return commit_lock(self.lock_path.parent) if self.lock_path is not None else contextlib.nullcontext()
 
 
 def _quiet_icechunk() -> None:

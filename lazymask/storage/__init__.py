@@ -19,6 +19,7 @@ from lazymask.storage._bytes import (
     reads_check_identity,
 )
 from lazymask.storage._files import Files, files_at
+from lazymask.storage._icechunk import LOCK_NAME, commit_lock, local_repository_path
 from lazymask.storage._identity import (
     FileIdentity,
     ObjectIdentity,
@@ -66,6 +67,9 @@ __all__ = [
     "read_into",
     "reads_check_identity",
     "CLAIM_ATTR",
+    "LOCK_NAME",
+    "commit_lock",
+    "local_repository_path",
     "Found",
     "InPlacePublisher",
     "Publisher",

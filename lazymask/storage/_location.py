@@ -445,12 +445,15 @@ class IcechunkLocation(Location):
             return
         import icechunk
 
+        from lazymask.storage._icechunk import commit_lock
+
         session = self.repository.writable_session(self.branch)
         yield IcechunkLocation(self.repository, session, self.branch, commits=True)
         if session.has_uncommitted_changes:
-            try:
-                session.commit(message)
-            except icechunk.ConflictError as exc:
+            try:  # another writer's commit to other nodes is rebased on; one to the same nodes is refused
+                with commit_lock(self.repository):
+                    session.commit(message, rebase_with=icechunk.ConflictDetector(), rebase_tries=20)
+            except (icechunk.ConflictError, icechunk.RebaseFailedError) as exc:
                 from lazymask.exceptions import UnsafeTargetError
 
                 raise UnsafeTargetError(

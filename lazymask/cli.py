@@ -268,10 +268,17 @@ def _staged_output(out, overwrite: bool):
 
     The data-safety rule of :func:`lazymask.io.check_target` applies to OUT: a complete lazymask
     store is replaced only with ``--overwrite`` and only now, once the new one is complete;
-    anything else is refused.
+    anything else is refused. On an object store (a URL) there is no rename: OUT itself is
+    yielded and each group is claimed, written and marked complete in place (replacing a complete
+    store there is refused, see docs/guarantees.md).
     """
-    from lazymask.io import inspect_store, staged_path
+    from lazymask.io import check_target, inspect_store, staged_path
+    from lazymask.storage import LocalLocation, resolve
 
+    if not isinstance(resolve(out), LocalLocation):  # an object store: each group published in place
+        check_target(str(out), inspect_store(out), kind="lazymask store", overwrite=overwrite)
+        yield out
+        return
     with staged_path(Path(out), kind="lazymask store", overwrite=overwrite, inspect=inspect_store,
                      directory=True, create=False) as staging:
         yield staging
@@ -401,7 +408,7 @@ def _check_output(out, overwrite: bool) -> None:
 def _finish_extract(args, masker, runs, start: float) -> int:
     """Stream every run's signals to the store (published when all are written), the report, say where."""
     with _staged_output(args.out, args.overwrite) as staging:
-        _save_runs(runs, staging, masker)
+        _save_runs(runs, staging, masker, overwrite=args.overwrite and staging == args.out)
     print(f"signals    {args.out}" + ("" if len(runs) == 1 else f" ({len(runs)} groups)"))
     if args.report:
         print(f"report     {masker.generate_report().save_as_html(args.report)}")
@@ -424,7 +431,7 @@ def _group_names(paths) -> list[str]:
     return names
 
 
-def _save_runs(runs, store, masker) -> None:
+def _save_runs(runs, store, masker, overwrite: bool = False) -> None:
     """Write each run's signals (one group per run), the runs computed together (save_signals' windows)."""
     from lazymask._progress import ProgressBar
 
@@ -433,7 +440,7 @@ def _save_runs(runs, store, masker) -> None:
     groups, signals = [group for group, _ in runs], [run for _, run in runs]
     with ProgressBar(out=sys.stderr):
         save_signals(signals if len(signals) > 1 else signals[0], store, groups if len(groups) > 1 else groups[0],
-                     masker=masker)
+                     masker=masker, overwrite=overwrite)
 
 
 # -- demo -------------------------------------------------------------------------------------------

@@ -177,3 +177,33 @@ def test_a_malformed_storage_option_is_one_line(capsys):
 
     assert cli.main(["verify", "x.zarr", "--storage-option", "anon"]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_convert_extract_and_verify_on_s3(run_gz, s3_server, capsys):
+    import xarray as xr
+
+    from lazymask import open_zarr
+    from lazymask.maskers import open_signals
+
+    bucket = s3_server.bucket()
+    options = [f"--storage-option={k}={v}" for k, v in (("endpoint_url", s3_server.endpoint_url), ("key", "lazymask-test"),
+                                                         ("secret", "lazymask-test"))]
+    source = f"{bucket}/in/bold.nii.gz"
+    from lazymask.storage import resolve
+
+    location = resolve(source, s3_server.storage_options)
+    location.filesystem.pipe_file(location.fs_path, run_gz.read_bytes())
+    assert main(["info", source, *options]) == 0
+    assert "(20, 24, 20, 30)" in capsys.readouterr().out
+    assert main(["convert", source, f"{bucket}/out/bold.zarr", *options]) == 0
+    assert main(["extract", source, "--out", f"{bucket}/out/signals.zarr", "--mask-strategy", "epi", *options]) == 0
+    assert main(["verify", f"{bucket}/out/signals.zarr", *options]) == 0
+    assert "ok " in capsys.readouterr().out
+    image = open_zarr(f"{bucket}/out/bold.zarr", storage_options=s3_server.storage_options)
+    assert image.shape == (20, 24, 20, 30)
+    signals = open_signals(f"{bucket}/out/signals.zarr", storage_options=s3_server.storage_options)
+    local = main(["extract", str(run_gz), "--out", str(run_gz.parent / "signals-local.zarr"), "--mask-strategy", "epi"])
+    assert local == 0
+    xr.testing.assert_allclose(signals.load(), open_signals(run_gz.parent / "signals-local.zarr").load())
+    assert main(["convert", source, f"{bucket}/out/bold.zarr", *options]) == 2  # complete: refused
+    assert "already holds" in capsys.readouterr().err

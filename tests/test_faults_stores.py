@@ -328,6 +328,30 @@ def test_replacement_cut_between_its_two_renames_is_restored(run_path, tmp_path)
     np.testing.assert_array_equal(open_zarr(store).values, np.asanyarray(nib.load(run_path).dataobj))
 
 
+def test_a_cut_replacement_followed_by_a_write_of_another_kind_restores_the_old_store(run_path, tmp_path):
+    from lazymask.maskers import NiftiMasker, save_signals
+
+    store = _write_image(run_path, tmp_path / "s.zarr")
+    aside = tmp_path / ".s.zarr.lazymask-tmp-old-0123456789ab"
+    os.rename(store, aside)  # a kill between "old aside" and "new in place"
+    masker = NiftiMasker().fit(run_path)
+    with pytest.raises(UnsafeTargetError, match="another kind of lazymask result"):
+        save_signals(masker.transform(run_path), store, masker=masker)
+    assert is_complete(store) and not aside.exists()  # put back, then refused: never deleted
+    np.testing.assert_array_equal(open_zarr(store).values, np.asanyarray(nib.load(run_path).dataobj))
+
+
+def test_a_cut_nifti_replacement_followed_by_a_zarr_write_restores_the_old_file(run_path, tmp_path):
+    target = tmp_path / "out.nii.gz"
+    to_nifti(_small(5.0), target)
+    before = target.read_bytes()
+    aside = tmp_path / ".out.nii.gz.lazymask-tmp-old-0123456789ab"
+    os.rename(target, aside)
+    with pytest.raises(UnsafeTargetError, match="a regular file"):
+        to_zarr(_image(run_path), target)
+    assert target.read_bytes() == before and not aside.exists()
+
+
 # -- damaged stores: never fill values ----------------------------------------------------------------
 def test_deleted_image_chunk_is_an_error_naming_store_array_and_chunk(run_path, tmp_path):
     store = _write_image(run_path, tmp_path / "s.zarr")

@@ -76,12 +76,14 @@ def _is_live_local(entry_name: str, name: str) -> bool:
     return True
 
 
-def clean_stale_staging(target: Path, *, restore: Callable[[Path], bool] | None = None) -> None:
+def clean_stale_staging(target: Path) -> None:
     """Delete what interrupted writes of ``target`` left beside it (only lazymask's staging names).
 
     An old result moved aside by a replacement that was cut between its two renames
-    (``.<name>.lazymask-tmp-old-<hex>``) is renamed back to ``target`` when ``target`` is missing
-    and ``restore(old)`` says it is a complete result; otherwise it is deleted like any staging.
+    (``.<name>.lazymask-tmp-old-<hex>``) is renamed back to ``target`` when ``target`` is missing,
+    whatever the writer that finds it: only a result the rule let a writer replace is ever moved
+    aside, and it is deleted only once the new result took its place. A writer of another kind
+    then finds it back and applies the rule to it (a refusal), never deletes it.
 
     Examples
     --------
@@ -94,8 +96,7 @@ def clean_stale_staging(target: Path, *, restore: Callable[[Path], bool] | None 
     for entry in sorted(parent.iterdir()):
         if not entry.name.startswith(prefix) or _is_live_local(entry.name, target.name):
             continue
-        is_old = entry.name[len(prefix):].startswith(_OLD_TAG)
-        if is_old and not os.path.lexists(target) and restore is not None and restore(entry):
+        if entry.name[len(prefix):].startswith(_OLD_TAG) and not os.path.lexists(target):
             os.rename(entry, target)
             continue
         _remove(entry)
@@ -157,7 +158,7 @@ def staged_path(target: Path, *, kind: str, overwrite: bool, inspect: Callable[[
     shown = describe or str(target)
     if not target.parent.is_dir():
         raise ParameterError(f"{shown}: the directory {str(target.parent)!r} does not exist; create it first.")
-    clean_stale_staging(target, restore=lambda old: inspect(old).state is State.COMPLETE)
+    clean_stale_staging(target)
     replace = check_target(shown, inspect(target), kind=kind, overwrite=overwrite)
     staging = target.with_name(staging_name(target.name))
     _IN_USE.add(staging.name)

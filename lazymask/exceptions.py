@@ -19,6 +19,7 @@ __all__ = [
     "UnsafeTargetError",
     "CorruptStoreError",
     "SourceChangedError",
+    "StorageError",
 ]
 
 
@@ -68,3 +69,7 @@ class CorruptStoreError(LazymaskError, OSError):
 
 class SourceChangedError(LazymaskError, OSError):
     """A source file changed (size, mtime or inode) between opening it and reading its data."""
+
+
+class StorageError(LazymaskError, OSError):
+    """A storage location refused a write or a read (full, read-only, unreachable); nothing was published."""

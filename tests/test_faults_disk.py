@@ -97,3 +97,54 @@ def test_a_read_only_file_system_is_one_line(tmp_path, big_run):
     assert done.returncode == 2, done.stderr
     line = _one_line_error(done.stderr)
     assert "Read-only file system (EROFS)" in line and "write elsewhere" in line
+
+
+def test_a_resume_with_nothing_to_do_on_a_read_only_archive_succeeds(tmp_path):
+    from lazymask.archive import build_archive
+    from lazymask.datasets import make_fmriprep_dataset
+    from lazymask.maskers import NiftiSpheresMasker
+
+    dataset = make_fmriprep_dataset(tmp_path / "ds", n_subjects=1, n_volumes=12)
+    disk = tmp_path / "archive-disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {done.stderr.strip()}")
+    try:
+        masker = NiftiSpheresMasker([(0.0, -20.0, 10.0)], radius=10.0)
+        first = build_archive(dataset, disk / "archive", masker, progress=False)
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        again = build_archive(dataset, disk / "archive", masker, progress=False)  # nothing to do: no write
+        assert again.history == first.history
+        assert (again.runs["status"] == "complete").all()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.parametrize("size", ["120k", "160k"])  # the disk fills in a commit / in the runs' writes
+def test_an_archive_on_a_full_disk_is_one_line_and_keeps_its_last_commit(tmp_path, size):
+    from lazymask.archive import open_archive
+    from lazymask.datasets import make_fmriprep_dataset
+
+    dataset = make_fmriprep_dataset(tmp_path / "ds", n_subjects=3, n_volumes=40)
+    disk = tmp_path / "archive-disk"
+    _mount_sized(disk, size)
+    try:
+        done = subprocess.run([sys.executable, "-m", "lazymask", "archive", str(dataset), str(disk / "archive"),
+                               "--quiet"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()  # one line per failed run, or one for a failed commit
+        assert lines and all(line.startswith("lazymask:") for line in lines), done.stderr
+        assert all("No space left on device (ENOSPC)" in line and "write elsewhere" in line for line in lines)
+        archive = open_archive(disk / "archive")  # the commits made before the disk filled are intact
+        assert archive.history and (archive.runs["status"] != "complete").any()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _mount_sized(path, size: str) -> None:
+    path.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {done.stderr.strip()}")

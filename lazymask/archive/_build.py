@@ -58,7 +58,7 @@ from lazymask.exceptions import ParameterError
 from lazymask.interfaces import find_runs
 from lazymask.interfaces.fmriprep import PRESETS, confounds_from_table, strategy_parameters
 from lazymask.io import is_complete, open_nifti, require_root
-from lazymask.storage import FileIdentity, default_storage_options, is_url, source_identity
+from lazymask.storage import FileIdentity, default_storage_options, is_url, source_identity, storage_error
 from lazymask.maskers import BaseMasker, open_signals, save_signals
 
 BRANCH = "main"
@@ -151,6 +151,8 @@ def _build_run(row: dict, store, masker: BaseMasker, confounds: dict | None, ove
         _extract_and_write(row, store, masker, confounds, overwrite, on_worker=on_worker)
         return {"group": row["group"], "error": None}
     except Exception as exc:  # noqa: BLE001 - reported per run, the others go on
+        if type(exc).__module__.startswith("icechunk"):  # the storage's error, said in one line
+            exc = storage_error(exc, row["group"])
         return {"group": row["group"], "error": f"{type(exc).__name__}: {exc}"}
 
 

@@ -29,7 +29,15 @@ import time
 from pathlib import Path
 
 from lazymask.exceptions import ImageFileNotFoundError, ParameterError, UnsafeTargetError
-from lazymask.storage import LOCK_NAME, IcechunkLocation, LocalLocation, ObjectLocation, commit_lock, resolve
+from lazymask.storage import (
+    LOCK_NAME,
+    IcechunkLocation,
+    LocalLocation,
+    ObjectLocation,
+    commit_lock,
+    resolve,
+    storage_error,
+)
 
 BUILD_TAG = re.compile(r"^build-(\d+)$")
 _S3_NAMES = {"endpoint_url", "key", "secret", "token", "anon", "region", "region_name", "client_kwargs",
@@ -174,8 +182,9 @@ def open_repository(store, storage_options=None, *, create: bool) -> Target:
             repository = icechunk.Repository.create(storage, config=_repository_config())
         except icechunk.IcechunkError:  # another builder created it at the same moment
             repository = icechunk.Repository.open(storage)
-    if lock is not None:
-        lock.touch(exist_ok=True)
+    if lock is not None and not lock.exists():
+        with contextlib.suppress(OSError):  # read-only: a resume with nothing to do needs no lock
+            lock.touch()
     return Target(repository, description, lock)
 
 
@@ -240,21 +249,24 @@ def transact(target: Target, branch: str, message: str, apply, *, metadata: dict
     """
     import icechunk
 
-    if session is not None:
-        with target.lock():
-            if apply(session) is False:
-                return None
-            return session.commit(message, metadata=metadata)
-    for attempt in range(attempts):
-        with target.lock():
-            session = target.repository.writable_session(branch)
-            if apply(session) is False:
-                return None
-            try:
+    try:
+        if session is not None:
+            with target.lock():
+                if apply(session) is False:
+                    return None
                 return session.commit(message, metadata=metadata)
-            except icechunk.ConflictError:
-                pass  # another builder committed since this session began: redo on the new tip
-        time.sleep(random.uniform(0.01, 0.05) * min(attempt + 1, 10))
+        for attempt in range(attempts):
+            with target.lock():
+                session = target.repository.writable_session(branch)
+                if apply(session) is False:
+                    return None
+                try:
+                    return session.commit(message, metadata=metadata)
+                except icechunk.ConflictError:
+                    pass  # another builder committed since this session began: redo on the new tip
+            time.sleep(random.uniform(0.01, 0.05) * min(attempt + 1, 10))
+    except icechunk.IcechunkError as exc:  # the storage (full, read-only, unreachable): one clear error
+        raise storage_error(exc, target.description) from None
     raise RuntimeError(f"{target.description}: could not commit after {attempts} attempts (other builders kept "
                        "committing first); run build_archive again.")
 

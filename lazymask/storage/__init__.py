@@ -19,7 +19,7 @@ from lazymask.storage._bytes import (
     reads_check_identity,
 )
 from lazymask.storage._files import Files, files_at
-from lazymask.storage._icechunk import LOCK_NAME, commit_lock, local_repository_path
+from lazymask.storage._icechunk import LOCK_NAME, commit_lock, local_repository_path, storage_error
 from lazymask.storage._identity import (
     FileIdentity,
     ObjectIdentity,
@@ -70,6 +70,7 @@ __all__ = [
     "LOCK_NAME",
     "commit_lock",
     "local_repository_path",
+    "storage_error",
     "Found",
     "InPlacePublisher",
     "Publisher",

@@ -453,6 +453,10 @@ class IcechunkLocation(Location):
             try:  # another writer's commit to other nodes is rebased on; one to the same nodes is refused
                 with commit_lock(self.repository):
                     session.commit(message, rebase_with=icechunk.ConflictDetector(), rebase_tries=20)
+            except icechunk.IcechunkError as exc:  # the storage (full, read-only, unreachable)
+                from lazymask.storage._icechunk import storage_error
+
+                raise storage_error(exc, self.describe()) from None
             except (icechunk.ConflictError, icechunk.RebaseFailedError) as exc:
                 from lazymask.exceptions import UnsafeTargetError
 

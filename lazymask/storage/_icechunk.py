@@ -78,7 +78,7 @@ def storage_error(exc: Exception, where: str):
     Examples
     --------
     >>> error = storage_error(RuntimeError("x object store error: Unable to copy data to file: No space "
-    ...                                    "left on device (os error 28)\n  | context: ..."), "archive")
+    ...                                    "left on device (os error 28)"), "archive")
     >>> error.errno, str(error)
     (28, 'archive: the storage refused a write: No space left on device (ENOSPC); free space (or write elsewhere) and run it again: nothing of this write was committed, the repository is as its last commit.')
     """

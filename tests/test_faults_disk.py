@@ -148,3 +148,25 @@ def _mount_sized(path, size: str) -> None:
                           text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {done.stderr.strip()}")
+
+
+def test_the_on_disk_regroup_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, big_run, capsys):
+    import gc
+
+    import dask
+
+    from lazymask import config
+
+    scratch = tmp_path / "scratch"
+    _mount_sized(scratch, "256k")
+    try:
+        with config.set(memory_budget=2**20), dask.config.set({"temporary-directory": str(scratch)}):
+            code = main(["extract", str(big_run), "--out", str(tmp_path / "signals.zarr"), "--mask-strategy", "epi",
+                         "--detrend", "--chunks", "5"])
+        assert code == 2
+        assert "No space left on device (ENOSPC)" in _one_line_error(capsys.readouterr().err)
+        gc.collect()  # the intermediate goes with the graph that named it
+        assert os.listdir(scratch) == []
+        assert not (tmp_path / "signals.zarr").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(scratch)], check=False)

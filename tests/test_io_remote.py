@@ -340,3 +340,30 @@ def test_versioned_bucket_reads_the_version_opened_and_refuses_a_new_one(tmp_pat
     fsspec.filesystem("s3", **options).pipe(url, b"a new version")
     with pytest.raises(SourceChangedError, match=f"{url}: the object changed after it was opened"):
         image.values
+
+
+def test_an_image_store_at_a_url_opens_with_open_nifti(s3_server):
+    import lazymask
+    from lazymask.testing import fake_fmri
+
+    image = lazymask.open_nifti(fake_fmri((6, 7, 5), 9, seed=5), chunks=4)
+    url = f"{s3_server.bucket()}/images/bold.zarr"
+    lazymask.to_zarr(image, url, storage_options=s3_server.storage_options)
+    reopened = lazymask.open_nifti(url, storage_options=s3_server.storage_options)
+    np.testing.assert_array_equal(reopened.values, image.values)
+    np.testing.assert_array_equal(reopened.nifti.affine, image.nifti.affine)
+
+
+def test_a_confounds_file_at_a_url_is_read_like_a_local_one(tmp_path):
+    import pandas as pd
+
+    from lazymask import signal
+
+    table = pd.DataFrame(np.random.default_rng(3).normal(size=(20, 3)), columns=["a", "b", "c"])
+    table.iloc[0, 1] = np.nan
+    local = tmp_path / "confounds.tsv"
+    table.to_csv(local, sep="\t", index=False, na_rep="n/a")
+    fsspec.filesystem("memory").pipe("/confounds-doc/confounds.tsv", local.read_bytes())
+    signals = np.random.default_rng(4).normal(size=(20, 6))
+    expected = signal.clean(signals, confounds=str(local))
+    np.testing.assert_array_equal(signal.clean(signals, confounds="memory://confounds-doc/confounds.tsv"), expected)

@@ -58,7 +58,10 @@ FORMATS = (ZarrImageFormat(), NiftiFormat())
 
 
 def format_for(source):
-    """The format that opens ``source`` (a path; a nibabel image or an object URL's location: NIfTI)."""
+    """The format that opens ``source``: a path by its content; a nibabel image or an object URL's
+    location: NIfTI (its header decides), except a URL ending in ``.zarr``: an image store there."""
+    if isinstance(source, ObjectLocation) and source.url.rstrip("/").lower().endswith(".zarr"):
+        return next(f for f in FORMATS if isinstance(f, ZarrImageFormat))  # a prefix holding a store
     if isinstance(source, nib.spatialimages.SpatialImage | ObjectLocation):
         return next(f for f in FORMATS if isinstance(f, NiftiFormat))  # an object: its header decides
     path = os.fspath(source)

@@ -13,6 +13,8 @@ Any other non-finite value is an error.
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 
 import dask.array as da
@@ -21,6 +23,7 @@ import pandas as pd
 import xarray as xr
 
 from lazymask.exceptions import ParameterError
+from lazymask.storage import files_at
 
 __all__ = ["load_confounds", "fill_leading_nan"]
 
@@ -65,7 +68,7 @@ def fill_leading_nan(confounds: np.ndarray) -> np.ndarray:
 
 def _as_2d(piece, n_time: int, name: str):
     if isinstance(piece, (str, Path)):
-        array = _read_table(Path(piece))
+        array = _read_table(os.fspath(piece))
     elif isinstance(piece, pd.DataFrame):
         array = _numeric(piece, name)
     elif isinstance(piece, xr.DataArray):
@@ -105,14 +108,13 @@ def _numeric(frame: pd.DataFrame, name: str) -> np.ndarray:
         raise ParameterError(f"{name} holds non-numeric columns: {error}") from error
 
 
-def _read_table(path: Path) -> np.ndarray:
-    """Read a CSV/TSV of confounds: delimiter sniffed, header detected, ``n/a`` read as NaN."""
-    if not path.is_file():
+def _read_table(path: str) -> np.ndarray:
+    """Read a CSV/TSV of confounds (a path or a URL): delimiter sniffed, header detected, ``n/a`` read as NaN."""
+    files, name = files_at(path)  # a URL: the storage options of set_storage_options
+    if not files.is_file(name):
         raise ParameterError(f"confounds file {str(path)!r} does not exist.")
-    with path.open() as stream:
-        first_line = stream.readline().strip()
-        while not first_line and stream.tell() < path.stat().st_size:
-            first_line = stream.readline().strip()
+    content = files.read_bytes(name)
+    first_line = next((line.strip() for line in content.decode("utf-8", "replace").splitlines() if line.strip()), "")
     if not first_line:
         raise ParameterError(
             f"confounds file {str(path)!r} is empty (no header, no values); pass a CSV/TSV file with "
@@ -127,7 +129,7 @@ def _read_table(path: Path) -> np.ndarray:
             f"confounds file {str(path)!r} is empty (its first line holds no column); pass a "
             "CSV/TSV with one row per volume, or confounds=None."
         )
-    frame = pd.read_csv(path, sep=separator, header=header, na_values=["n/a"], engine="python")
+    frame = pd.read_csv(io.BytesIO(content), sep=separator, header=header, na_values=["n/a"], engine="python")
     return _numeric(frame, f"confounds file {str(path)!r}")
 
 

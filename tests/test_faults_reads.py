@@ -401,6 +401,77 @@ def test_absurd_dimensions(tmp_path):
         open_nifti(path)
 
 
+def nifti2_bytes(dims, *, datatype=4, bitpix=16, n_data_bytes=64) -> bytes:
+    """A single-file NIfTI-2 header written field by field (not by nibabel), ``dims`` as given."""
+    import struct
+
+    header = bytearray(540)
+    struct.pack_into("<i8s", header, 0, 540, b"n+2\0\r\n\x1a\n")
+    struct.pack_into("<hh", header, 12, datatype, bitpix)
+    struct.pack_into("<8q", header, 16, len(dims), *dims, *[1] * (7 - len(dims)))
+    struct.pack_into("<8d", header, 104, 1.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0)  # pixdim
+    struct.pack_into("<qdd", header, 168, 544, 1.0, 0.0)  # vox_offset, scl_slope, scl_inter
+    struct.pack_into("<i", header, 500, 10)  # xyzt_units: mm, s
+    return bytes(header) + b"\0" * 4 + b"\0" * n_data_bytes
+
+
+INT64_MAX = 2**63 - 1
+
+
+@pytest.mark.parametrize("dims", [
+    (2**40, 2**40, 2**40, 2**20),      # 2**140 voxels: 0 in int64
+    (2**21, 2**21, 2**21),             # 3D, 2**63 voxels: int64's min
+    (3037000500, 3037000500, 1),       # voxels just over int64's max
+    (INT64_MAX, 2, 1),                 # a dim at int64's max
+    (2**31, 2**31, 2, 2),              # 2**64 bytes of int16: 0 in int64
+])
+def test_nifti2_dims_whose_product_overflows_int64(tmp_path, dims):
+    from lazymask.cli import main
+
+    path = write(tmp_path / "huge2.nii", nifti2_bytes(dims))
+    assert nib.load(path).shape[:len(dims)] == dims  # nibabel reads the header as written
+    shown = " x ".join(map(str, dims))
+    with pytest.raises(ImageTooLargeError, match=rf"huge2\.nii: the header declares dimensions {shown} of int16, "
+                                                 r"i\.e\. .* TiB of voxels .*header's dim field is corrupt\. "
+                                                 r"Re-create the file, or repair its dims"):
+        open_nifti(path)
+    assert main(["info", str(path)]) == 2
+
+
+def test_nifti2_overflow_is_one_line_from_the_cli(tmp_path, capsys):
+    from lazymask.cli import main
+
+    path = write(tmp_path / "huge2.nii.gz", gz(nifti2_bytes((2**40, 2**40, 2**40, 2**20))))
+    assert main(["info", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith("lazymask: error: ")
+    assert "huge2.nii.gz: the header declares dimensions 1099511627776 x 1099511627776 x 1099511627776 x 1048576" \
+        in captured.err and "TiB of voxels" in captured.err
+
+
+@pytest.mark.parametrize(("dims", "problem"), [
+    ((6, -7, 5, 9), r"\(6, -7, 5, 9\) .*negative"),
+    ((-(2**62), 2**62, 4), "negative"),
+    ((6, 7, 0, 9), r"\(6, 7, 0, 9\) .*empty"),
+    ((0, 2**40, 2**40), "empty"),                   # a zero times huge dims: not a small image either
+])
+def test_nifti2_negative_and_zero_dims(tmp_path, dims, problem):
+    from lazymask.cli import main
+
+    path = write(tmp_path / "bad2.nii", nifti2_bytes(dims))
+    with pytest.raises(CorruptImageError, match=rf"bad2\.nii: the header declares an image of shape .*{problem}"):
+        open_nifti(path)
+    assert main(["info", str(path)]) == 2
+
+
+def test_absurd_3d_dimensions_in_nifti1(tmp_path):
+    path = write(tmp_path / "huge3.nii", nifti_bytes(dim=[3, 32767, 32767, 32767, 1, 1, 1, 1]))
+    with pytest.raises(ImageTooLargeError, match=r"huge3\.nii: the header declares dimensions 32767 x 32767 x 32767 "
+                                                 r"of int16, i\.e\. 64\.0 TiB"):
+        open_nifti(path)
+
+
 # -- arguments ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("chunks, message", [
     (2.5, r"chunks=2\.5 \(float\): expected 'auto', a positive int"),

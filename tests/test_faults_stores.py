@@ -478,6 +478,92 @@ def test_enlarged_shape_in_zarr_json(fitted, tmp_path):
         verify(store)
 
 
+# -- a changed decoding description: same chunk bytes, other values ------------------------------------
+def _flip_endian(document):
+    assert document["codecs"][0] == {"name": "bytes", "configuration": {"endian": "little"}}
+    document["codecs"][0]["configuration"]["endian"] = "big"
+
+
+def _add_transpose(document):
+    document["codecs"].insert(0, {"name": "transpose",
+                                  "configuration": {"order": list(range(len(document["shape"])))[::-1]}})
+
+
+def _change_fill_value(document):
+    document["fill_value"] = 7 if document["data_type"].startswith("int") else 7.0
+
+
+def _change_compressor(document):
+    document["codecs"][1]["configuration"]["shuffle"] = "noshuffle"
+
+
+CODEC_EDITS = {
+    "endian": (_flip_endian, r"its codecs changed since it was written \(bytes endian little -> big\)"),
+    "transpose": (_add_transpose, r"its codecs changed since it was written \(bytes, blosc, crc32c -> "
+                                  r"transpose, bytes, blosc, crc32c\)"),
+    "fill_value": (_change_fill_value, r"its fill value changed since it was written \(fill value (0|\"NaN\") -> 7"),
+    "compressor": (_change_compressor, r"its codecs changed since it was written \(blosc shuffle shuffle -> noshuffle\)"),
+}
+
+
+def _labelled_store(store):
+    array = xr.DataArray(np.arange(24.0, dtype=np.float32).reshape(6, 4), dims=("time", "region"),
+                         coords={"region": [1, 2, 5, 9], "region_name": ("region", list("abcd"))})
+    to_zarr(array, store)
+    return store
+
+
+STORE_KINDS = {  # how to write it, the array edited, how it is opened
+    "image": (lambda ctx, store: _write_image(ctx[0], store), ("0",), lambda store: open_zarr(store)),
+    "labelled array": (lambda ctx, store: _labelled_store(store), ("data",), lambda store: open_zarr(store)),
+    "signals group": (lambda ctx, store: _signals_store(ctx[1], store), ("signals", "data"),
+                      lambda store: open_signals(store)),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(CODEC_EDITS))
+@pytest.mark.parametrize("kind", sorted(STORE_KINDS))
+def test_changed_decoding_is_refused_by_open_verify_and_the_cli(run_path, fitted, tmp_path, capsys, kind, edit):
+    from lazymask.cli import main
+
+    write, array_path, read = STORE_KINDS[kind]
+    change, message = CODEC_EDITS[edit]
+    store = write((run_path, fitted), tmp_path / "s.zarr")
+    read(store)  # intact: opens
+    _edit_json(store.joinpath(*array_path, "zarr.json"), change)
+    pattern = rf"s\.zarr.*array '{array_path[-1]}': {message}.*zarr\.json was altered"
+    with pytest.raises(CorruptStoreError, match=pattern):
+        read(store)
+    with pytest.raises(CorruptStoreError, match=pattern):
+        verify(store)
+    capsys.readouterr()
+    assert main(["verify", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lazymask: error:") and "changed since it was written" in err
+
+
+def test_changed_decoding_of_a_mask_refuses_load_masker(fitted, tmp_path):
+    store = _signals_store(fitted, tmp_path / "out.zarr")
+    _edit_json(store / "mask" / "0" / "zarr.json", _add_transpose)
+    with pytest.raises(CorruptStoreError, match=r"group 'mask'.*array '0': its codecs changed since it was written"):
+        load_masker(store)
+    with pytest.raises(CorruptStoreError, match="its codecs changed"):
+        open_signals(store, verify=True)
+
+
+def test_store_without_a_decoding_description_stays_readable(run_path, tmp_path):
+    """A manifest written before the decoding description was recorded: checked for the rest."""
+    store = _write_image(run_path, tmp_path / "s.zarr")
+
+    def drop(document):
+        for entry in document["attributes"]["lazymask_manifest"]["arrays"].values():
+            entry.pop("decoding", None)
+
+    _edit_json(store / "zarr.json", drop)
+    np.testing.assert_array_equal(open_zarr(store).values, np.asanyarray(nib.load(run_path).dataobj))
+    assert verify(store)["groups"] == 1
+
+
 def test_deep_nesting(run_path, tmp_path):
     store = _write_image(run_path, tmp_path / "s.zarr")
     raw = (store / "zarr.json").read_text()

@@ -149,6 +149,27 @@ def test_a_damaged_entry_is_dropped_and_the_file_read(tmp_path, cache):
     assert reads.calls == 0
 
 
+def test_an_entry_whose_codecs_changed_is_not_used(tmp_path, cache):
+    """Its chunks still have their checksums, but would decode to other values: a miss, the file read."""
+    import json
+
+    from lazymask.io import _runcache
+
+    path = tmp_path / "run.nii.gz"
+    data = _write(path)
+    open_nifti(path).values
+    (entry,) = run_cache_entries(cache)
+    metadata = Path(entry["path"]) / "volumes" / "zarr.json"
+    document = json.loads(metadata.read_text())
+    document["codecs"][0]["configuration"]["endian"] = "big"
+    metadata.write_text(json.dumps(document))
+    _runcache._opened.clear()  # another process: nothing opened yet
+    with count_voxel_reads() as reads:
+        values = open_nifti(path).values
+    assert reads.volumes == N_TIME
+    np.testing.assert_array_equal(values, data)
+
+
 @pytest.mark.parametrize("damage", ["deleted", "truncated"])
 def test_an_entry_read_chunk_by_chunk_checks_every_chunk(tmp_path, cache, damage):
     """The entry's own reader (no zarr array) gives zarr's values and refuses a missing or cut chunk."""

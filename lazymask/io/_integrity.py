@@ -6,8 +6,14 @@ Contract
   compressor), and every chunk of its grid is written (``write_empty_chunks``), so a chunk that
   is missing was deleted.
 * When a group is marked complete, :func:`record_manifest` stores in its attributes
-  (``lazymask_manifest``) each array's shape, chunk grid, dtype and the crc32c checksum of every
+  (``lazymask_manifest``) each array's shape, chunk grid, dtype, its decoding description
+  (:func:`decoding_description`: the array's zarr metadata minus its attributes -- codec pipeline,
+  fill value, data type, chunk key encoding, dimension names) and the crc32c checksum of every
   chunk (read from the chunk's last four bytes: no voxel data is read again).
+* :func:`check_array_against_manifest` (called at every open and by ``verify``) refuses an array
+  whose shape, chunk grid, dtype or decoding description is not the one recorded: chunks with the
+  checksums recorded but decoded with another codec pipeline (an endianness flipped, a
+  ``transpose`` added) would be scrambled values.
 * :class:`CheckedStore` wraps the store a reader opens: every chunk read checks that the chunk
   exists and that its bytes have the checksum recorded, and raises :class:`CorruptStoreError`
   naming the store, the array and the chunk otherwise -- in the read task, lazily.
@@ -33,7 +39,7 @@ from lazymask.exceptions import CorruptStoreError
 from lazymask.storage import read_bounded
 
 __all__ = ["MANIFEST_ATTR", "record_manifest", "CheckedStore", "read_metadata_document", "checksum_codec",
-           "MAX_METADATA_BYTES", "MAX_NESTING"]
+           "decoding_description", "MAX_METADATA_BYTES", "MAX_NESTING"]
 
 MANIFEST_ATTR = "lazymask_manifest"
 MAX_METADATA_BYTES = 16 * 2**20
@@ -86,8 +92,83 @@ def record_manifest(zgroup: zarr.Group) -> dict:
                 )
             checksums[key] = int.from_bytes(tail, "little")
         arrays[name] = {"shape": list(array.shape), "chunks": list(array.chunks), "dtype": str(array.dtype),
-                        "crc32c": checksums}
+                        "decoding": decoding_description(array), "crc32c": checksums}
     return {"arrays": arrays, "groups": sorted(name for name, _ in zgroup.groups())}
+
+
+def decoding_description(array: zarr.Array) -> dict:
+    """Everything zarr decodes ``array``'s chunks with: its metadata document minus its attributes.
+
+    The document is the one zarr writes from the metadata it parsed (so two documents that zarr
+    reads alike compare equal): codec pipeline, fill value, data type, chunk grid, chunk key
+    encoding, dimension names, storage transformers.
+
+    Examples
+    --------
+    >>> group = zarr.open_group(zarr.storage.MemoryStore(), mode="w")
+    >>> array = group.create_array("x", shape=(4,), chunks=(2,), dtype="<u2", fill_value=0)
+    >>> description = decoding_description(array)
+    >>> [codec["name"] for codec in description["codecs"]], description["fill_value"]
+    (['bytes', 'zstd'], 0)
+    >>> "attributes" in description
+    False
+    """
+    document = json.loads(array.metadata.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes())
+    document.pop("attributes", None)
+    return document
+
+
+_DECODING_NAMES = {"codecs": "codecs", "fill_value": "fill value", "data_type": "data type",
+                   "chunk_key_encoding": "chunk key encoding", "chunk_grid": "chunk grid",
+                   "dimension_names": "dimension names", "storage_transformers": "storage transformers"}
+
+
+def _short(value) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _codec_changes(recorded: list, found: list) -> list[str]:
+    """What differs between two codec pipelines, codec by codec when the same codecs are there."""
+    names = [[codec.get("name") if isinstance(codec, dict) else codec for codec in pipeline]
+             for pipeline in (recorded, found)]
+    if names[0] != names[1]:
+        return [f"{', '.join(map(str, names[0]))} -> {', '.join(map(str, names[1]))}"]
+    changes = []
+    for old, new in zip(recorded, found, strict=True):
+        old_config = old.get("configuration", {}) if isinstance(old, dict) else {}
+        new_config = new.get("configuration", {}) if isinstance(new, dict) else {}
+        for key in sorted(set(old_config) | set(new_config), key=str):
+            if old_config.get(key) != new_config.get(key):
+                changes.append(f"{old.get('name')} {key} {_short(old_config.get(key))} -> "
+                               f"{_short(new_config.get(key))}".replace('"', ""))
+    return changes or [f"{_short(recorded)} -> {_short(found)}"]
+
+
+def describe_decoding_change(recorded: dict, found: dict) -> str | None:
+    """What changed between two decoding descriptions, in words; None when they are equal.
+
+    Examples
+    --------
+    >>> old = {"codecs": [{"name": "bytes", "configuration": {"endian": "little"}}], "fill_value": 0}
+    >>> new = {"codecs": [{"name": "bytes", "configuration": {"endian": "big"}}], "fill_value": 0}
+    >>> describe_decoding_change(old, new)
+    'its codecs changed since it was written (bytes endian little -> big)'
+    >>> describe_decoding_change(old, old) is None
+    True
+    """
+    keys = [key for key in sorted(set(recorded) | set(found)) if recorded.get(key) != found.get(key)]
+    if not keys:
+        return None
+    what, details = [], []
+    for key in sorted(keys, key=lambda k: (k != "codecs", k)):
+        what.append(_DECODING_NAMES.get(key, key))
+        old, new = recorded.get(key), found.get(key)
+        if key == "codecs" and isinstance(old, list) and isinstance(new, list):
+            details.extend(_codec_changes(old, new))
+        else:
+            details.append(f"{_DECODING_NAMES.get(key, key)} {_short(old)} -> {_short(new)}")
+    return f"its {' and '.join(what)} changed since it was written ({'; '.join(details)})"
 
 
 # -- metadata read as data ----------------------------------------------------------------------------
@@ -234,7 +315,13 @@ def expected_chunks(manifest: dict, prefix: str, where: str) -> dict[str, tuple[
 
 
 def check_array_against_manifest(array: zarr.Array, name: str, manifest: dict, where: str) -> None:
-    """Raise unless ``array``'s metadata (shape, chunks, dtype) is what the manifest recorded."""
+    """Raise unless ``array``'s metadata is what the manifest recorded.
+
+    Checks its shape, chunk grid and dtype, then its decoding description
+    (:func:`decoding_description`): codecs, fill value, data type, chunk key encoding, dimension
+    names. Chunks are checked by their stored bytes; this is what makes those bytes decode to the
+    values that were written.
+    """
     try:
         entry = manifest["arrays"][name]
         recorded = (tuple(entry["shape"]), tuple(entry["chunks"]), str(entry["dtype"]))
@@ -250,6 +337,22 @@ def check_array_against_manifest(array: zarr.Array, name: str, manifest: dict, w
                 f"{where}: array {name!r} has {what} {a} in its zarr.json, but {b} was written; the "
                 "metadata was altered. Write the store again from its sources."
             )
+    # A store written before the decoding description was recorded (same format version, no
+    # "decoding" entry) stays readable, held to its shape, grid, dtype and chunk checksums only: a
+    # codec change in it is not detected. Not worth a format bump: refusing every older store would
+    # make users rewrite data that is intact; writing it again adds the description.
+    if "decoding" not in entry:
+        return
+    recorded_decoding = entry["decoding"]
+    if not isinstance(recorded_decoding, dict):
+        raise CorruptStoreError(f"{where}: its {MANIFEST_ATTR!r} attribute is malformed (array {name!r}).")
+    change = describe_decoding_change(recorded_decoding, decoding_description(array))
+    if change is not None:
+        raise CorruptStoreError(
+            f"{where}: array {name!r}: {change}; its chunks would decode to other values than were "
+            "written. The array's zarr.json was altered: restore it, or write the store again from its "
+            "sources."
+        )
 
 
 def verify_group_chunks(zgroup: zarr.Group, manifest: dict, where: str) -> dict:

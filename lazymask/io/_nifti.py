@@ -417,12 +417,20 @@ def _reader_from_proxy(label: str, proxy, shape) -> VolumeReader:
 
 
 def _check_size(label: str, reader: VolumeReader) -> None:
-    data_bytes = reader.volume_nbytes * reader.n_volumes
+    """Refuse a header whose dims declare more voxels than any real image, or than the file holds.
+
+    Sizes are exact Python ints (``VolumeReader.data_nbytes``): NIfTI-2 dims are int64, and their
+    product wraps around in numpy's int64 (2**21 x 2**21 x 2**21 voxels is 0 or negative there).
+    """
+    data_bytes = reader.data_nbytes
     if data_bytes > MAX_IMAGE_BYTES:
+        dims = (*reader.spatial_shape, reader.n_volumes) if reader.n_volumes > 1 else tuple(reader.spatial_shape)
         raise ImageTooLargeError(
-            f"{label}: the header declares dimensions {(*reader.spatial_shape, reader.n_volumes)} of "
-            f"{np.dtype(reader.disk_dtype)}, i.e. {data_bytes / 2**40:.1f} TiB of voxels; no real "
-            "image is that large, so the header is corrupt. Re-create the file."
+            f"{label}: the header declares dimensions {' x '.join(map(str, dims))} of "
+            f"{np.dtype(reader.disk_dtype)}, i.e. {_tebibytes(data_bytes)} TiB of voxels (lazymask opens "
+            f"images up to {MAX_IMAGE_BYTES // 2**40} TiB); no real image is that large, so the header's "
+            "dim field is corrupt. Re-create the file, or repair its dims with nibabel "
+            "(img.header.set_data_shape(true_shape)) and save it again."
         )
     file_bytes = reader.identity.size
     if not reader.compressed and reader.offset >= file_bytes:
@@ -441,6 +449,12 @@ def _check_size(label: str, reader: VolumeReader) -> None:
             f"{label}: the header declares voxel data up to byte {reader.offset + data_bytes} but "
             f"the file has {file_bytes} bytes; the file is truncated. Re-create or re-download it."
         )
+
+
+def _tebibytes(n_bytes: int) -> str:
+    """``n_bytes`` in TiB for a message, whatever its size (an exact int, possibly beyond int64)."""
+    tib = n_bytes / 2**40
+    return f"{tib:.1f}" if tib < 1e6 else f"{tib:.3g}"
 
 
 def _repetition_time(header) -> float | None:

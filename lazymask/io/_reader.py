@@ -25,6 +25,7 @@ Contract
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,7 +67,13 @@ class VolumeReader:
 
     @property
     def volume_nbytes(self) -> int:
-        return int(np.prod(self.spatial_shape)) * np.dtype(self.disk_dtype).itemsize
+        """Bytes of one volume on disk, as a Python int (exact for any header's dims: no int64 overflow)."""
+        return math.prod(int(n) for n in self.spatial_shape) * np.dtype(self.disk_dtype).itemsize
+
+    @property
+    def data_nbytes(self) -> int:
+        """Bytes of all the voxels the header declares, as a Python int (exact, never wrapped)."""
+        return self.volume_nbytes * int(self.n_volumes)
 
     @property
     def path(self) -> str:
@@ -90,7 +97,7 @@ class VolumeReader:
     def read(self, start: int, stop: int) -> np.ndarray:
         """Volumes ``start .. stop`` as a Fortran-ordered array, scaled, in native byte order."""
         n = stop - start
-        raw = empty(int(np.prod(self.spatial_shape)) * n, np.dtype(self.disk_dtype))
+        raw = empty(math.prod(self.spatial_shape) * n, np.dtype(self.disk_dtype))
         byte_offset = self.offset + start * self.volume_nbytes
         codec_named(self.codec).read_into(self.identity, byte_offset, raw, to_end=stop == self.n_volumes)
         raw = raw.reshape((*self.spatial_shape, n), order="F")

@@ -71,6 +71,7 @@ from lazymask.storage import ObjectIdentity, check_unchanged
 from lazymask.io._integrity import (
     MANIFEST_ATTR,
     CheckedStore,
+    check_array_against_manifest,
     check_chunk,
     checksum_codec,
     expected_chunks,
@@ -293,6 +294,7 @@ def _open_entry(settings: CacheSettings, key: str, reader: VolumeReader) -> _Ent
         expected = expected_chunks(attrs[MANIFEST_ATTR], "", where)
         store = CheckedStore(zarr.storage.LocalStore(str(path), read_only=True), expected, where)
         array = zarr.open_array(store, path="volumes", mode="r", zarr_format=3)
+        check_array_against_manifest(array, "volumes", attrs[MANIFEST_ATTR], where)
     except (LazymaskError, OSError, KeyError, ValueError, TypeError):
         return None  # damaged metadata: not an entry to use (it ages out)
     with contextlib.suppress(OSError):

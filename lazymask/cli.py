@@ -96,7 +96,7 @@ class _Stop:
     >>> with stop.installed():
     ...     signal.getsignal(signal.SIGTERM) == stop.handle
     True
-    >>> stop.received is None, signal.getsignal(signal.SIGTERM) == stop.handle
+    >>> stop.received, signal.getsignal(signal.SIGTERM) == stop.handle  # no signal: the handlers put back
     (None, False)
     """
 

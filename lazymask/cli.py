@@ -22,7 +22,9 @@ options for them (``--storage-option anon=true`` for a public bucket); without i
 environment applies (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ...).
 
 Exit codes: 0 on success, 2 on bad input or usage (with a one-line message on stderr, never a
-traceback for an error lazymask anticipates), 130 when interrupted.
+traceback for an error lazymask anticipates), 130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM):
+either signal ends the command with one line, after removing what it was staging (a second one during
+that cleanup is ignored); the old OUT is left as it was.
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ import argparse
 import contextlib
 import errno
 import os
+import signal
 import sys
+import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +46,7 @@ from lazymask.exceptions import LazymaskError, ParameterError
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 130, 143
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,12 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
+    stop = _Stop()
     try:
         from lazymask.storage import parse_storage_option, set_storage_options
 
-        options = dict(parse_storage_option(text) for text in args.storage_option or [])
-        with set_storage_options(options if options else None):
-            return args.run(args)
+        with stop.installed():
+            options = dict(parse_storage_option(text) for text in args.storage_option or [])
+            with set_storage_options(options if options else None):
+                return args.run(args)
     except LazymaskError as exc:
         _fail(exc)
         return EXIT_ERROR
@@ -67,8 +74,57 @@ def main(argv: list[str] | None = None) -> int:
         _fail(os_error_message(exc, _target_of(args)))
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("lazymask: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        # zarr's coroutines cut by the signal are collected on the way out: not a message for the user
+        warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
+        terminated = stop.received == signal.SIGTERM
+        print("lazymask: terminated" if terminated else "lazymask: interrupted", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+class _Stop:
+    """SIGINT and SIGTERM end a command the same way: the first one raises ``KeyboardInterrupt`` in
+    the main thread, so that every staged write removes its staging on the way out (the old OUT is
+    never touched); any further one is ignored (``SIG_IGN``) while that cleanup runs and until the
+    process exits (a second Ctrl-C never escapes as a traceback or a death by signal, from the
+    cleanup or from the interpreter's exit: the exit code stays 130, or 143 for SIGTERM). The
+    handlers are installed once, by :func:`main`, and put back when the command ends without a
+    signal (``main`` may be called in a process that has handlers of its own).
+
+    Examples
+    --------
+    >>> stop = _Stop()
+    >>> with stop.installed():
+    ...     signal.getsignal(signal.SIGTERM) == stop.handle
+    True
+    >>> stop.received, signal.getsignal(signal.SIGTERM) == stop.handle  # no signal: the handlers put back
+    (None, False)
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None
+
+    def handle(self, signum, frame) -> None:
+        if self.received is not None:
+            return  # the first signal's cleanup is under way: let it finish
+        self.received = signum
+        for other in self.SIGNALS:  # ignored by the OS from now on: the interpreter's exit resets Python
+            signal.signal(other, signal.SIG_IGN)  # handlers to the default (death by the signal), not this
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals reach the main thread only; a command run elsewhere keeps its caller's handlers
+            return
+        previous = {signum: signal.signal(signum, self.handle) for signum in self.SIGNALS}
+        try:
+            yield
+        finally:
+            if self.received is None:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -215,6 +215,85 @@ def test_a_failed_run_does_not_stop_the_others(dataset, tmp_path):
     assert (archive.runs["status"] == "complete").all() and archive.runs["error"].isna().all()
 
 
+def _same_size_edit(path: Path, edit) -> None:
+    """Rewrite the uncompressed image ``path`` with ``edit(values)``'s values: same size, same mtime."""
+    import nibabel as nib
+
+    stat = path.stat()
+    image = nib.load(path)
+    values = np.asarray(image.dataobj).copy()
+    nib.Nifti1Image(edit(values).astype(values.dtype), image.affine, image.header).to_filename(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+
+
+def _uncompressed_copy(source, target: Path) -> Path:
+    import nibabel as nib
+
+    nib.load(source).to_filename(target)
+    return target
+
+
+def _swap_two_labels(values):
+    present = [v for v in np.unique(values) if v != 0]
+    a, b = present[0], present[1]
+    return np.where(values == a, b, np.where(values == b, a, values))
+
+
+def test_an_atlas_replaced_at_the_same_path_is_refused(dataset, tmp_path):
+    """Issue 21: the archive records the atlas' content; another atlas at the same path (same size and
+    mtime) is refused on resume, naming labels_img, the path and what changed; nothing is committed."""
+    atlas = _uncompressed_copy(dataset / "atlas-demo_dseg.nii.gz", tmp_path / "atlas.nii")
+    runs = find_runs(dataset, subjects="03")
+    store = tmp_path / "atlas.zarr"
+
+    def build():
+        return build_archive(runs, store, NiftiLabelsMasker(str(atlas), detrend=True), progress=False)
+
+    build()
+    record = zarr.open_group(open_archive(store).store, mode="r").attrs["lazymask_archive"]
+    assert record["inputs"]["labels_img"]["path"] == str(atlas) and len(record["inputs"]["labels_img"]["sha256"]) == 64
+    history = open_archive(store).history
+    original = atlas.read_bytes()
+    _same_size_edit(atlas, _swap_two_labels)
+    with pytest.raises(ParameterError, match=rf"(?s)other inputs at the same paths.*labels_img: '{atlas}' held "
+                                             r"sha256 \w+, \d+ bytes when the archive was built; it now holds sha256 "
+                                             r"\w+.*Restore the file.*or build into a new store"):
+        build()
+    assert open_archive(store).history == history  # nothing committed
+    atlas.write_bytes(original)  # restored: the resume has nothing to do
+    assert build().history == history
+
+
+def test_a_mask_replaced_at_the_same_path_is_refused(dataset, tmp_path):
+    runs = find_runs(dataset, subjects="03")
+    mask = _uncompressed_copy(runs["mask"].iloc[0], tmp_path / "mask.nii")
+    store = tmp_path / "voxels.zarr"
+    build_archive(runs, store, NiftiMasker(mask_img=str(mask)), progress=False)
+    history = open_archive(store).history
+
+    def erode(values):
+        values[np.nonzero(values)[0][:5]] = 0
+        return values
+
+    _same_size_edit(mask, erode)
+    with pytest.raises(ParameterError, match=r"(?s)other inputs at the same paths.*mask_img: '.*mask.nii' held"):
+        build_archive(runs, store, NiftiMasker(mask_img=str(mask)), progress=False)
+    assert open_archive(store).history == history
+
+
+def test_an_atlas_in_memory_is_fingerprinted_by_its_values(dataset, tmp_path):
+    import nibabel as nib
+
+    image = nib.load(dataset / "atlas-demo_dseg.nii.gz")
+    runs = find_runs(dataset, subjects="03")
+    store = tmp_path / "memory.zarr"
+    build_archive(runs, store, NiftiLabelsMasker(image), progress=False)
+    changed = nib.Nifti1Image(_swap_two_labels(np.asarray(image.dataobj)), image.affine, image.header)
+    with pytest.raises(ParameterError, match="labels_img: the image in memory held sha256"):
+        build_archive(runs, store, NiftiLabelsMasker(changed), progress=False)
+
+
 _BUILD_SCRIPT = """
 import sys, dask
 from lazymask.archive import build_archive

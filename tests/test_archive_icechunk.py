@@ -116,6 +116,59 @@ def test_s3_prefix_holding_other_objects_is_refused(dataset, s3_server):
         _build(dataset, f"{bucket}/new", storage_options={"profile": "x"})
 
 
+# -- readers polling an archive being built --------------------------------------------------------------
+BEING_BUILT = r"is being created by a builder: no commit yet; try again when it has committed"
+
+
+def test_a_reader_polling_a_repository_being_created_is_told_so_at_once(tmp_path):
+    """Issue 21: the states icechunk leaves while creating a repository (an empty directory, its config and
+    first snapshot without the branch's ref) answer "being created", at once, never "not an archive"."""
+    import time
+
+    from lazymask.exceptions import ImageFileNotFoundError
+
+    store = tmp_path / "building.zarr"
+    store.mkdir()
+    for entry in (None, "snapshots", "config.yaml"):  # in the order icechunk writes them
+        if entry == "snapshots":
+            (store / entry).mkdir()
+        elif entry:
+            (store / entry).write_text("inline_chunk_threshold_bytes: 61440\n")
+        started = time.monotonic()
+        with pytest.raises(ImageFileNotFoundError, match=BEING_BUILT):
+            open_archive(store)
+        assert time.monotonic() - started < 2  # a poller is answered, not kept waiting
+
+
+def test_a_reader_between_a_builders_create_and_first_commit_is_told_so(dataset, tmp_path, monkeypatch):
+    from lazymask.archive import _build
+    from lazymask.exceptions import ImageFileNotFoundError
+
+    store = tmp_path / "polled.zarr"
+    seen = []
+    prepare = _build._Builder.prepare
+
+    def poll_then_prepare(self, todo, skipped):  # the repository exists; its first commit is not made yet
+        with pytest.raises(ImageFileNotFoundError, match=BEING_BUILT) as caught:
+            open_archive(store)
+        seen.append(str(caught.value))
+        prepare(self, todo, skipped)
+        seen.append(open_archive(store).runs["status"].tolist())  # after the first commit: an archive
+
+    monkeypatch.setattr(_build._Builder, "prepare", poll_then_prepare)
+    build_archive(find_runs(dataset, subjects="03"), store, _masker(dataset), progress=False)
+    assert seen[0].startswith(f"store={str(store)!r} is being created by a builder") and seen[1] == ["missing"]
+
+
+def test_a_reader_of_an_s3_repository_being_created_is_told_so(s3_server):
+    from lazymask.exceptions import ImageFileNotFoundError
+
+    bucket = s3_server.bucket()
+    s3_server.client().put_object(Bucket=bucket.removeprefix("s3://"), Key="building/config.yaml", Body=b"{}")
+    with pytest.raises(ImageFileNotFoundError, match=BEING_BUILT):
+        open_archive(f"{bucket}/building", storage_options=s3_server.storage_options)
+
+
 # -- refusals ---------------------------------------------------------------------------------------------
 def test_an_old_plain_zarr_archive_is_refused_with_how_to_rebuild(dataset, tmp_path):
     old = tmp_path / "old.zarr"

@@ -25,7 +25,8 @@ Contract
   others are (re)done. A build killed between commits resumes from the last one. A repository
   built with another masker, other parameters or other confounds is refused with the differences
   listed; so are runs that would replace or duplicate runs of the index (another ``space``/``res``,
-  another dataset).
+  another dataset), and a masker whose atlas, maps, mask or look-up table holds other content at
+  the same path (the root record keeps each one's sha256: ``_inputs``).
 * Scheduling: the library picks no scheduler. Under a threaded or synchronous scheduler each
   run's graph (its mask pass, extraction and write) is computed by it, its chunks in parallel,
   runs one after the other. A session's writes must happen in the process holding it, so under the
@@ -52,6 +53,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from lazymask.archive import _layout
+from lazymask.archive._inputs import input_fingerprints
 from lazymask.archive._progress import ArchiveProgress
 from lazymask.archive._repository import open_repository, tag_build, transact
 from lazymask.exceptions import ParameterError
@@ -444,7 +446,8 @@ def build_archive(runs_or_bids_dir, store, masker, *, confounds_strategy=None, c
     ------
     ParameterError
         The store is an archive built with another masker, other parameters or other confounds,
-        or this call's runs would replace or duplicate some of its runs.
+        or from an atlas, maps, mask or look-up table whose content changed at the same path, or
+        this call's runs would replace or duplicate some of its runs.
     UnsafeTargetError
         ``store`` holds something that is not a lazymask icechunk archive (an archive of the former
         plain-zarr format included: build it again into a new path).
@@ -481,7 +484,8 @@ def build_archive(runs_or_bids_dir, store, masker, *, confounds_strategy=None, c
     from lazymask import __version__
 
     record = {"format_version": _layout.FORMAT_VERSION, "version": __version__, "masker": type(masker).__name__,
-              "parameters": _json(masker.json_parameters()), "confounds": confounds_parameters(confounds_strategy),
+              "parameters": _json(masker.json_parameters()), _layout.INPUTS_KEY: input_fingerprints(masker),
+              "confounds": confounds_parameters(confounds_strategy),
               "runs": _index_rows(table), "failures": {}}
     target = open_repository(store, storage_options, create=True)
     tip = target.repository.readonly_session(branch=BRANCH)

@@ -3,7 +3,8 @@
 Layout (an icechunk repository; every path below is a zarr node of its snapshots)::
 
     /                       attrs: lazymask_root, lazymask_archive {format_version, version, masker,
-                                   parameters, confounds, runs: [index rows]},
+                                   parameters, inputs: {parameter: {path, size, sha256}},
+                                   confounds, runs: [index rows]},
                                    lazymask_archive_failures {group: message}
     /sub-01/ses-1/task-rest_run-1/
                             a group written by lazymask.save_signals (signals + the masker's
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import zarr
 
+from lazymask.archive._inputs import input_differences
 from lazymask.exceptions import CorruptStoreError, NotNiftiError, ParameterError, UnsafeTargetError
 from lazymask.io import is_complete, verify
 
@@ -27,6 +29,7 @@ ARCHIVE_ATTR = "lazymask_archive"
 FAILURES_ATTR = "lazymask_archive_failures"
 ROOT_ATTR = "lazymask_root"
 FORMAT_VERSION = 2
+INPUTS_KEY = "inputs"  # the record's content fingerprints of the masker's images (see _inputs)
 ENTITY_COLUMNS = ("subject", "session", "task", "acquisition", "ceagent", "reconstruction", "direction",
                   "run", "echo", "part", "space", "cohort", "res", "density")
 INDEX_COLUMNS = ("group", "bold", "confounds", "sidecar", "mask", "t_r")
@@ -102,7 +105,9 @@ def run_conflicts(old_runs: list[dict], new_runs: list[dict]) -> list[str]:
 
 
 def check_compatible(old: dict | None, new: dict, description: str) -> None:
-    """Refuse ``new`` (this call's record, with ``runs``) when it contradicts the archive's ``old``."""
+    """Refuse ``new`` (this call's record, with ``runs``) when it contradicts the archive's ``old``:
+    other arguments, runs that would replace or duplicate its runs, or inputs (atlas, maps, mask,
+    look-up table) whose content changed at the same path."""
     if old is None:
         return
     lines = same_arguments(old, new)
@@ -112,6 +117,13 @@ def check_compatible(old: dict | None, new: dict, description: str) -> None:
         raise ParameterError(
             f"the archive {description!r} was built with other arguments:\n  " + "\n  ".join(lines)
             + "\nResume it with its own arguments, or build the new one into another store."
+        )
+    changed = input_differences(old.get(INPUTS_KEY), new.get(INPUTS_KEY) or {})
+    if changed:
+        raise ParameterError(
+            f"the archive {description!r} was built from other inputs at the same paths; resuming it would mix "
+            "runs extracted with two versions of them:\n  " + "\n  ".join(changed)
+            + "\nRestore the file(s) the archive was built with, or build into a new store."
         )
 
 

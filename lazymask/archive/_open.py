@@ -7,7 +7,7 @@ import pandas as pd
 import xarray as xr
 
 from lazymask.archive import _layout
-from lazymask.archive._repository import history, open_repository
+from lazymask.archive._repository import being_built_error, history, is_initial_snapshot, open_repository
 from lazymask.exceptions import ImageFileNotFoundError, ParameterError
 from lazymask.maskers import load_masker, open_signals
 
@@ -41,6 +41,8 @@ class Archive:
     def __init__(self, target, session):
         record = _layout.read_root(session.store, target.description)
         if record is None:
+            if is_initial_snapshot(target.repository, session.snapshot_id):  # created, not committed yet
+                raise being_built_error(target.description)
             raise ImageFileNotFoundError(f"store={target.description!r}: no archive in this version (build it with "
                                          "build_archive).")
         self.description = target.description

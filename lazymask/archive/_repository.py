@@ -7,7 +7,9 @@ Contract
   repository. A local path or prefix holding nothing becomes a new repository (``create=True``); an
   icechunk repository is opened; anything else -- a directory or zarr store lazymask did not write,
   an archive of the former plain-zarr format -- is refused with :class:`UnsafeTargetError`, and
-  nothing is written.
+  nothing is written. A reader (``create=False``) of a repository another builder is creating
+  (only icechunk's entries there, or no commit yet) is told so at once (:func:`being_built_error`:
+  "being created by a builder: no commit yet"), never "not a lazymask archive".
 * Every change goes through :func:`transact`: a fresh writable session at the branch's tip, the
   caller's change applied to it (forks holding run groups merged in, then the root record read,
   merged and written), one commit. When another builder committed meanwhile icechunk raises
@@ -151,17 +153,22 @@ def open_repository(store, storage_options=None, *, create: bool) -> Target:
             raise ParameterError(f"store={str(path)!r}: the directory {str(path.parent)!r} does not exist.")
         storage = icechunk.local_filesystem_storage(str(path.absolute()))
         exists = path.is_dir() and icechunk.Repository.exists(storage)
-        if not exists and path.exists() and (not path.is_dir() or any(path.iterdir())):
+        description, lock = str(store), path / LOCK_NAME
+        if not exists and path.exists():
             if not _being_created(path):
                 _refuse_local(path)
-            exists = _wait_for_repository(storage)
-        description, lock = str(store), path / LOCK_NAME
+            if not create:  # a reader polling a repository being created: say so now, do not wait
+                raise being_built_error(description)
+            if any(path.iterdir()):
+                exists = _wait_for_repository(storage)
     elif isinstance(location, ObjectLocation) and location.protocol == "s3":
         storage = s3_storage(location.url, location.options)
         exists = icechunk.Repository.exists(storage)
         description, lock = location.url, None
         entries = set() if exists else _object_entries(location)
         if entries and entries <= _ICECHUNK_ENTRIES:  # another builder is creating it
+            if not create:
+                raise being_built_error(description)
             exists = _wait_for_repository(storage)
         elif entries:
             raise UnsafeTargetError(
@@ -209,6 +216,24 @@ _ICECHUNK_ENTRIES = {"refs", "snapshots", "chunks", "manifests", "transactions",
 def _being_created(path: Path) -> bool:
     """Whether ``path`` holds only what icechunk writes (a repository another builder is creating)."""
     return path.is_dir() and not path.is_symlink() and {entry.name for entry in path.iterdir()} <= _ICECHUNK_ENTRIES
+
+
+def being_built_error(description: str) -> ImageFileNotFoundError:
+    """What a reader is told of a repository that holds no commit of an archive yet (being created).
+
+    Examples
+    --------
+    >>> print(being_built_error("archive"))
+    store='archive' is being created by a builder: no commit yet; try again when it has committed (...).
+    """
+    return ImageFileNotFoundError(
+        f"store={description!r} is being created by a builder: no commit yet; try again when it has committed "
+        "(if no build_archive is running, nothing was committed there: build the archive into it).")
+
+
+def is_initial_snapshot(repository, snapshot_id: str) -> bool:
+    """Whether ``snapshot_id`` is the repository's first snapshot (icechunk's, before any commit)."""
+    return len(list(repository.ancestry(snapshot_id=snapshot_id))) == 1
 
 
 def _wait_for_repository(storage, seconds: float = 10.0) -> bool:

@@ -75,7 +75,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--volumes", type=int, default=60)
+    parser.add_argument("--quick", action="store_true", help="one build of each kind, 30 volumes")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.repeat, args.volumes = 1, 30
 
     from lazymask.testing import s3_test_server
 

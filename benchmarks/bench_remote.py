@@ -95,9 +95,11 @@ def _stats(values: list[float]) -> dict:
     return {"min": min(values), "median": statistics.median(values), "all": values}
 
 
-def main(repeat: int = 3, masker: bool = True) -> dict:
+def main(quick: bool = False, repeat: int | None = None, masker: bool = True) -> dict:
+    """The cases (``quick``: each once; ``benchmarks/run.py --quick`` calls it so)."""
     from lazymask.testing import s3_test_server
 
+    repeat = repeat if repeat is not None else (1 if quick else 3)
     copied = DATA_DIR / "bench-v1_2mm_200vols_bold.nii.gz"
     path = str(copied if copied.exists() else ensure_run(200, True))
     size = os.path.getsize(path)
@@ -157,4 +159,4 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-masker", action="store_true", help="only the passes")
     arguments = parser.parse_args()
-    main(arguments.repeat, not arguments.no_masker)
+    main(repeat=arguments.repeat, masker=not arguments.no_masker)

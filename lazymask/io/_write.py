@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -277,7 +278,11 @@ def _write_raw(volumes: da.Array, header, staging: Path) -> None:
 
 def _write_gzip(volumes: da.Array, header, staging: Path, parts: Path, compresslevel: int) -> None:
     parts.mkdir()
-    da.store(volumes, _DeflatePartWriter(str(parts), compresslevel), lock=False)
+    writer = _DeflatePartWriter(str(parts), compresslevel)
+    try:
+        da.store(volumes, writer, lock=False)
+    finally:  # tasks still running after a failed one write nothing more: the parts can go for good
+        writer.close_gate()
     with open(staging, "wb") as out:
         _concatenate_deflate(out, header_bytes(header), sorted(parts.iterdir()), compresslevel)
 
@@ -333,6 +338,19 @@ class _DeflatePartWriter:
 
     def __init__(self, directory: str, compresslevel: int):
         self.directory, self.compresslevel = directory, compresslevel
+        self._gate, self._closed, self._in_flight = threading.Condition(), False, 0
+
+    def __getstate__(self):  # another process has its own gate
+        return {"directory": self.directory, "compresslevel": self.compresslevel}
+
+    def __setstate__(self, state):
+        self.__init__(state["directory"], state["compresslevel"])
+
+    def close_gate(self, timeout: float = 120.0) -> None:
+        """Refuse any further part and wait for those being written (a failed job's other tasks)."""
+        with self._gate:
+            self._closed = True
+            self._gate.wait_for(lambda: self._in_flight == 0, timeout)
 
     @staticmethod
     def parse_name(name: str) -> tuple[int, int]:
@@ -345,8 +363,17 @@ class _DeflatePartWriter:
         deflate = isal_zlib.compressobj(self.compresslevel, isal_zlib.DEFLATED, -isal_zlib.MAX_WBITS)
         compressed = deflate.compress(raw) + deflate.flush(isal_zlib.Z_SYNC_FLUSH)
         name = f"{start:012d}-{isal_zlib.crc32(raw):08x}-{len(raw)}.deflate"
-        with open(os.path.join(self.directory, name), "wb") as f:
-            f.write(compressed)
+        with self._gate:
+            if self._closed:
+                return  # the write was abandoned (another task failed): nothing more lands on disk
+            self._in_flight += 1
+        try:
+            with open(os.path.join(self.directory, name), "wb") as f:
+                f.write(compressed)
+        finally:
+            with self._gate:
+                self._in_flight -= 1
+                self._gate.notify_all()
 
 
 def _fortran_bytes(block: np.ndarray) -> memoryview:

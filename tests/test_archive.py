@@ -482,3 +482,17 @@ def test_progress_in_a_log_is_a_few_lines(dataset, tmp_path, capsys):
     assert lines[-1].startswith("archive [") and "4/4 runs | 100%" in lines[-1]
     build_archive(runs, tmp_path / "quiet.zarr", _labels_masker(dataset), progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_an_image_in_memory_is_fingerprinted_chunk_by_chunk_whatever_the_chunking():
+    import lazymask
+    from lazymask.archive._inputs import _memory_fingerprint
+    from lazymask.testing import fake_fmri, raise_if_dask_computes
+
+    image = fake_fmri((5, 6, 4), 9, seed=1)
+    by_two, whole = lazymask.open_nifti(image, chunks=2), lazymask.open_nifti(image, chunks=-1)
+    with raise_if_dask_computes(max_computes=5):  # one compute per time chunk, never the whole run
+        assert _memory_fingerprint(by_two, "maps_img") == _memory_fingerprint(whole, "maps_img")
+    assert _memory_fingerprint(whole, "maps_img") == _memory_fingerprint(image, "maps_img")
+    changed = whole.copy(data=whole.data + 1)
+    assert _memory_fingerprint(changed, "maps_img") != _memory_fingerprint(whole, "maps_img")

@@ -39,8 +39,11 @@ class CorruptImageError(LazymaskError, OSError):
     """A file's data is truncated or corrupt (found at open when the header tells, else at read)."""
 
 
-class DimensionError(LazymaskError, ValueError):
-    """An image has the wrong number of dimensions (for example 5D where 4D is expected)."""
+class DimensionError(LazymaskError, ValueError, TypeError):
+    """An image has the wrong number of dimensions (for example 5D where 4D is expected).
+
+    A ``ValueError`` and, as nilearn's ``DimensionError``, a ``TypeError``.
+    """
 
 
 class ImageMismatchError(LazymaskError, ValueError):
@@ -73,3 +76,15 @@ class SourceChangedError(LazymaskError, OSError):
 
 class StorageError(LazymaskError, OSError):
     """A storage location refused a write or a read (full, read-only, unreachable); nothing was published."""
+
+
+class AllVolumesRemovedError(LazymaskError, ValueError):
+    """Scrubbing or a sample mask removed every volume of a run (nilearn's class of the same name)."""
+
+
+class MeshDimensionError(LazymaskError, ValueError):
+    """Surface meshes of incompatible sizes (nilearn's class; lazymask has no surfaces yet)."""
+
+
+class NotImplementedWarning(UserWarning):
+    """A parameter value is accepted but not acted on (nilearn's warning class of the same name)."""

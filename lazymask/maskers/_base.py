@@ -45,6 +45,8 @@ import json
 import numbers
 import os
 import warnings
+import dataclasses
+from dataclasses import dataclass
 from functools import wraps
 from typing import ClassVar
 
@@ -55,6 +57,7 @@ import sklearn
 import sklearn.exceptions
 import xarray as xr
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import InputTags
 from sklearn.utils._param_validation import HasMethods, Hidden, Interval, StrOptions
 from sklearn.utils._param_validation import InvalidParameterError as _SklearnInvalidParameterError
 
@@ -103,6 +106,14 @@ class OrderedOptions(set):
 
     def __iter__(self):
         return iter(self._order)
+
+
+@dataclass
+class MaskerInputTags(InputTags):
+    """scikit-learn's input tags plus nilearn's: a masker takes NIfTI-like images, not surfaces."""
+
+    niimg_like: bool = True
+    surf_img: bool = False
 
 
 def _dtype_names() -> frozenset[str]:
@@ -154,6 +165,13 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         cls._parameter_constraints = _complete_constraints(cls)
         if "transform" in cls.__dict__ or not getattr(cls.transform, "_lazymask_output", False):
             cls.transform = _with_output_container(cls.transform)
+
+    def __sklearn_tags__(self):
+        """scikit-learn's tags with nilearn's: estimator type ``"masker"``, NIfTI-like input."""
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "masker"
+        tags.input_tags = MaskerInputTags(**dataclasses.asdict(tags.input_tags))
+        return tags
 
     # -- fitting ----------------------------------------------------------------------------------
     def fit(self, imgs=None, y=None):

@@ -1,0 +1,54 @@
+"""Lazy results turned into what nilearn returns: numpy arrays and in-memory nibabel images."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from lazymask.io import to_nibabel
+
+_SPACE = ("x", "y", "z")
+
+
+def eager(result):
+    """``result`` computed into nilearn's types (recursively through tuples and lists).
+
+    An image DataArray (dims ``x, y, z[, time]``) becomes a ``nibabel.Nifti1Image``; any other
+    DataArray or dask array a numpy array; everything else is returned as it is.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> eager(xr.DataArray(np.ones((2, 3)), dims=("time", "voxel"))).shape
+    (2, 3)
+    """
+    if isinstance(result, xr.DataArray):
+        if tuple(result.dims[:3]) == _SPACE:
+            return to_nibabel(result)
+        return np.asarray(result.values)
+    if isinstance(result, da.Array):
+        return result.compute()
+    if isinstance(result, tuple):
+        return tuple(eager(item) for item in result)
+    if isinstance(result, list):
+        return [eager(item) for item in result]
+    return result
+
+
+def eager_function(function, doc_module: str):
+    """A function calling ``function`` and returning :func:`eager` of its result."""
+
+    def wrapped(*args, **kwargs):
+        return eager(function(*args, **kwargs))
+
+    wrapped.__name__ = function.__name__
+    wrapped.__qualname__ = function.__name__
+    wrapped.__module__ = doc_module
+    wrapped.__doc__ = (
+        f"nilearn's ``{function.__name__}``: :func:`{function.__module__}.{function.__name__}` "
+        "computed into nilearn's types (numpy arrays, nibabel images).\n\n"
+        + (function.__doc__ or "")
+    )
+    wrapped.__wrapped__ = function
+    return wrapped

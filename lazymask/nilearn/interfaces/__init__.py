@@ -1,0 +1,1 @@
+"""nilearn's ``nilearn.interfaces`` (fMRIPrep confounds)."""

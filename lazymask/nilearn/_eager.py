@@ -6,15 +6,15 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from lazymask.io import to_nibabel
+from lazymask.io import SPATIAL_DIMS, to_nibabel
 
-_SPACE = ("x", "y", "z")
+
 
 
 def eager(result):
     """``result`` computed into nilearn's types (recursively through tuples and lists).
 
-    An image DataArray (dims ``x, y, z[, time]``) becomes a ``nibabel.Nifti1Image``; any other
+    An image DataArray (dims ``i, j, k[, time]``) becomes a ``nibabel.Nifti1Image``; any other
     DataArray or dask array a numpy array; everything else is returned as it is.
 
     Examples
@@ -24,7 +24,7 @@ def eager(result):
     (2, 3)
     """
     if isinstance(result, xr.DataArray):
-        if tuple(result.dims[:3]) == _SPACE:
+        if tuple(result.dims[:3]) == SPATIAL_DIMS:
             return to_nibabel(result)
         return np.asarray(result.values)
     if isinstance(result, da.Array):

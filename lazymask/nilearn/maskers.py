@@ -15,6 +15,11 @@ Examples
 
 from __future__ import annotations
 
+import contextvars
+import functools
+
+import xarray as xr
+
 from lazymask import maskers as _lazy
 from lazymask.nilearn._eager import eager
 
@@ -32,17 +37,53 @@ __all__ = [
 BaseMasker = _lazy.BaseMasker
 
 
+# Fitted images are lazy DataArrays inside lazymask; nilearn's users read nibabel images.
+_IMAGE_ATTRIBUTES = frozenset(
+    {"mask_img_", "labels_img_", "maps_img_", "mean_img_", "mask_img_before_resampling_"}
+)
+# Methods that run lazymask's code (fitted images stay lazy inside them) and return eager results.
+_EAGER_METHODS = ("fit", "transform", "fit_transform", "inverse_transform", "transform_imgs",
+                  "transform_single_imgs", "generate_report")
+_inside = contextvars.ContextVar("lazymask_nilearn_inside", default=False)
+
+
+def _eager_method(method):
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        token = _inside.set(True)
+        try:
+            result = method(self, *args, **kwargs)
+        finally:
+            _inside.reset(token)
+        return result if result is self else eager(result)
+
+    return wrapped
+
+
 class _Eager:
-    """Computes what the lazy masker returns (mixed in before the lazy class)."""
+    """nilearn's types on a lazy masker (mixed in before the lazy class).
 
-    def transform(self, imgs, confounds=None, sample_mask=None):
-        return eager(super().transform(imgs, confounds=confounds, sample_mask=sample_mask))
+    The methods of ``_EAGER_METHODS`` return computed results; the fitted images
+    (``mask_img_``, ``labels_img_``, ...) read from outside lazymask are ``nibabel`` images
+    (computed once and kept), while lazymask's own code keeps reading the lazy DataArrays.
+    """
 
-    def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, **fit_params):
-        return eager(super().fit_transform(imgs, y, confounds=confounds, sample_mask=sample_mask, **fit_params))
+    def __getattribute__(self, name):
+        value = object.__getattribute__(self, name)
+        if name in _IMAGE_ATTRIBUTES and isinstance(value, xr.DataArray) and not _inside.get():
+            cache = object.__getattribute__(self, "__dict__").setdefault("_nilearn_images", {})
+            cached = cache.get(name)
+            if cached is None or cached[0] is not value:
+                cached = cache[name] = (value, eager(value))
+            return cached[1]
+        return value
 
-    def inverse_transform(self, X):
-        return eager(super().inverse_transform(X))
+    def __getstate__(self):
+        state = super().__getstate__()
+        state = dict(state) if isinstance(state, dict) else state
+        if isinstance(state, dict):
+            state.pop("_nilearn_images", None)
+        return state
 
 
 def _eager_class(lazy_class):
@@ -50,7 +91,11 @@ def _eager_class(lazy_class):
         f"nilearn's ``{lazy_class.__name__}``: :class:`lazymask.maskers.{lazy_class.__name__}` "
         "with computed results (numpy arrays, nibabel images).\n\n" + (lazy_class.__doc__ or "")
     )
-    return type(lazy_class.__name__, (_Eager, lazy_class), {"__doc__": doc, "__module__": __name__})
+    namespace = {"__doc__": doc, "__module__": __name__}
+    for name in _EAGER_METHODS:
+        if hasattr(lazy_class, name):
+            namespace[name] = _eager_method(getattr(lazy_class, name))
+    return type(lazy_class.__name__, (_Eager, lazy_class), namespace)
 
 
 NiftiMasker = _eager_class(_lazy.NiftiMasker)

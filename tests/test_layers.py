@@ -23,7 +23,7 @@ RANK = {
     "exceptions": 0, "config": 0, "_progress": 0, "_blas": 0, "_pages": 0,
     "storage": 0.5, "io": 1, "interfaces": 2,
     "image": 3, "masking": 4, "signal": 5, "regions": 6, "maskers": 7,
-    "reporting": 8, "plotting": 9, "archive": 10, "cli": 11, "__main__": 12,
+    "reporting": 8, "plotting": 9, "archive": 10, "nilearn": 10, "cli": 11, "__main__": 12,
     "datasets": 6, "testing": 6,
 }
 

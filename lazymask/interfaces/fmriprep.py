@@ -777,7 +777,7 @@ def load_confounds_strategy(img_files, denoise_strategy="simple", *, storage_opt
     >>> root = make_fmriprep_dataset(tempfile.mkdtemp(), n_subjects=1, n_volumes=20)
     >>> bold = find_runs(root)["bold"].iloc[0]
     >>> confounds, sample_mask = load_confounds_strategy(bold, "compcor", n_compcor=1)
-    >>> confounds.shape
-    (20, 27)
+    >>> confounds.shape   # 24 motion regressors and the first combined-mask aCompCor component
+    (20, 25)
     """
     return load_confounds(img_files, storage_options=storage_options, **strategy_parameters(denoise_strategy, **kwargs))

@@ -95,6 +95,22 @@ def test_archive_equals_the_nilearn_loop(built, dataset):
         np.testing.assert_allclose(archive.signals(group=row.group).values, reference, rtol=1e-4, atol=1e-4)
 
 
+def test_a_compcor_strategy_equals_the_nilearn_loop(dataset, tmp_path):
+    from nilearn.interfaces.fmriprep import load_confounds
+    from nilearn.maskers import NiftiLabelsMasker as NilearnLabelsMasker
+
+    strategy = {"strategy": ["high_pass", "motion", "compcor"], "compcor": "temporal", "n_compcor": 2}
+    archive = build_archive(dataset, tmp_path / "a.zarr", _labels_masker(dataset), confounds_strategy=strategy,
+                            progress=False)
+    for row in find_runs(dataset).itertuples():
+        confounds, sample_mask = load_confounds(row.bold, **{**strategy, "strategy": tuple(strategy["strategy"])})
+        assert any(column.startswith("t_comp_cor") for column in confounds.columns)
+        reference = NilearnLabelsMasker(str(dataset / "atlas-demo_dseg.nii.gz"), detrend=True,
+                                        standardize="zscore_sample", t_r=row.t_r).fit_transform(
+            row.bold, confounds=confounds, sample_mask=sample_mask)
+        np.testing.assert_allclose(archive.signals(group=row.group).values, reference, rtol=1e-4, atol=1e-4)
+
+
 def test_stack_masker_and_open_datatree(built, dataset):
     store, archive = built
     stacked = archive.stack()

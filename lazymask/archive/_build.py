@@ -89,6 +89,8 @@ _LOAD_CONFOUNDS_DEFAULTS = {
     "strategy": ["motion", "high_pass", "wm_csf"], "motion": "full", "scrub": 5, "fd_threshold": 0.5,
     "std_dvars_threshold": 1.5, "wm_csf": "basic", "global_signal": "basic", "demean": True,
 }
+# Accepted in a dict strategy and recorded only when given (they matter only with their strategy).
+_LOAD_CONFOUNDS_OPTIONAL = ("compcor", "n_compcor", "ica_aroma", "tedana")
 
 
 def _json(value):
@@ -117,10 +119,11 @@ def confounds_parameters(confounds_strategy) -> dict | None:
         preset = params.pop("denoise_strategy", None)
         if preset is not None:
             return _json(strategy_parameters(preset, **params))
-        unknown = sorted(set(params) - set(_LOAD_CONFOUNDS_DEFAULTS))
+        accepted = {*_LOAD_CONFOUNDS_DEFAULTS, *_LOAD_CONFOUNDS_OPTIONAL}
+        unknown = sorted(set(params) - accepted)
         if unknown:
             raise ParameterError(f"confounds_strategy has unknown parameters {unknown}; "
-                                 f"expected some of {sorted(_LOAD_CONFOUNDS_DEFAULTS)}.")
+                                 f"expected some of {sorted(accepted)}.")
         return _json({**_LOAD_CONFOUNDS_DEFAULTS, **params})
     raise ParameterError(f"confounds_strategy={confounds_strategy!r}: expected None, a preset name or a dict.")
 
@@ -199,7 +202,7 @@ def _extract_and_write(row: dict, store, masker: BaseMasker, confounds: dict | N
         if confounds is not None:
             params = {**confounds, "strategy": tuple(confounds["strategy"])}
             frame, sample_mask = confounds_from_table(row["confounds"], storage_options=row.get("storage_options"),
-                                                      **params)
+                                                      img_file=row["bold"], **params)
         fitted = _run_masker(masker, row)
         signals = fitted.fit_transform(open_nifti(row["bold"], storage_options=row.get("storage_options")),
                                        confounds=frame, sample_mask=sample_mask)

@@ -1,5 +1,8 @@
 """The ``lazy`` mode's replacements: lazymask's lazy API with each result computed, nothing else.
 
+Results are what a method or function returns and a fitted masker's images (``mask_img_``, ...),
+computed when the test reads them.
+
 Measures how far the core alone is from nilearn: no nilearn-specific behaviour of the drop-in face,
 only results turned into numpy arrays / nibabel images (as a user would with ``.values`` and
 ``lazymask.to_nibabel``).
@@ -7,8 +10,12 @@ only results turned into numpy arrays / nibabel images (as a user would with ``.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import importlib
 import inspect
+
+import xarray as xr
 
 from lazymask.nilearn._eager import eager, eager_function
 
@@ -23,22 +30,36 @@ LAZY_SOURCE = {
 }
 
 _CLASSES: dict = {}
+_METHODS = ("fit", "transform", "fit_transform", "inverse_transform", "transform_imgs",
+            "transform_single_imgs", "generate_report")
+_IMAGES = frozenset({"mask_img_", "labels_img_", "maps_img_", "mean_img_", "mask_img_before_resampling_"})
+_inside = contextvars.ContextVar("lazy_api_inside", default=False)
+
+
+def _computing(method):
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        token = _inside.set(True)
+        try:
+            result = method(self, *args, **kwargs)
+        finally:
+            _inside.reset(token)
+        return result if result is self else eager(result)
+
+    return wrapped
 
 
 def _computed_class(lazy_class):
+    """The lazy class whose method results and fitted images are computed when the test reads them."""
     if lazy_class not in _CLASSES:
-        def transform(self, imgs, confounds=None, sample_mask=None):
-            return eager(lazy_class.transform(self, imgs, confounds=confounds, sample_mask=sample_mask))
+        def __getattribute__(self, name):
+            value = object.__getattribute__(self, name)
+            if name in _IMAGES and isinstance(value, xr.DataArray) and not _inside.get():
+                return eager(value)
+            return value
 
-        def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, **fit_params):
-            return eager(lazy_class.fit_transform(self, imgs, y, confounds=confounds,
-                                                  sample_mask=sample_mask, **fit_params))
-
-        def inverse_transform(self, X):
-            return eager(lazy_class.inverse_transform(self, X))
-
-        namespace = {"transform": transform, "fit_transform": fit_transform,
-                     "inverse_transform": inverse_transform, "__module__": lazy_class.__module__}
+        namespace = {name: _computing(getattr(lazy_class, name)) for name in _METHODS if hasattr(lazy_class, name)}
+        namespace.update(__getattribute__=__getattribute__, __module__=lazy_class.__module__)
         _CLASSES[lazy_class] = type(lazy_class.__name__, (lazy_class,), namespace)
     return _CLASSES[lazy_class]
 

@@ -20,6 +20,9 @@ __all__ = [
     "CorruptStoreError",
     "SourceChangedError",
     "StorageError",
+    "AllVolumesRemovedError",
+    "MeshDimensionError",
+    "NotImplementedWarning",
 ]
 
 

@@ -48,7 +48,17 @@ def eager_function(function, doc_module: str):
     wrapped.__doc__ = (
         f"nilearn's ``{function.__name__}``: :func:`{function.__module__}.{function.__name__}` "
         "computed into nilearn's types (numpy arrays, nibabel images).\n\n"
-        + (function.__doc__ or "")
+        + _without_examples(function.__doc__ or "")
+        + f"\n\n    The module's docstring (:mod:`{doc_module}`) has an example.\n"
     )
     wrapped.__wrapped__ = function
     return wrapped
+
+
+def _without_examples(doc: str) -> str:
+    """A numpydoc docstring without its Examples section (they show the lazy results)."""
+    lines = doc.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.strip() == "Examples" and set(lines[i + 1].strip()) == {"-"}:
+            return "\n".join(lines[:i]).rstrip()
+    return doc.rstrip()

@@ -1,4 +1,17 @@
-"""nilearn's signal extraction functions of ``nilearn.regions``, eager (numpy arrays, nibabel images)."""
+"""nilearn's signal extraction functions of ``nilearn.regions``, eager (numpy arrays, nibabel images).
+
+Examples
+--------
+>>> import numpy as np, nibabel as nib
+>>> from lazymask.nilearn.regions import img_to_signals_labels
+>>> labels = nib.Nifti1Image(np.repeat([[[1, 2]]], 2, axis=0).astype("int8"), np.eye(4))
+>>> img = nib.Nifti1Image(np.arange(12.0).reshape(2, 1, 2, 3), np.eye(4))
+>>> signals, label_ids, masked_atlas = img_to_signals_labels(img, labels)
+>>> signals
+array([[3., 6.],
+       [4., 7.],
+       [5., 8.]])
+"""
 
 from lazymask import regions as _lazy
 from lazymask.nilearn._eager import eager_function

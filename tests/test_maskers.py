@@ -352,11 +352,11 @@ def test_bad_input(run, tmp_path):
     fancy = r"The 'mask_strategy' parameter of NiftiMasker must be a str among \{'background', 'epi'"
     with pytest.raises(ParameterError, match=fancy):
         NiftiMasker(mask_strategy="fancy").fit(img)
-    with pytest.raises(ParameterError, match="needs imgs when mask_img is None"):
+    with pytest.raises(ParameterError, match="Parameter 'imgs' must be provided to NiftiMasker.fit"):
         NiftiMasker().fit()
     with pytest.raises(ParameterError, match=r"The 'standardize' parameter of NiftiMasker must be .* Got 'z' instead"):
         NiftiMasker(standardize="z").fit(img)
-    with pytest.raises(ParameterError, match="features along its last axis"):
+    with pytest.raises(ParameterError, match="Input to 'inverse_transform' has wrong shape"):
         masker.inverse_transform(np.zeros((2, masker.n_elements_ + 1)))
     multi = MultiNiftiMasker(mask_strategy="epi").fit([img, img])
     with pytest.raises(ParameterError, match="confounds has 1 entries but imgs has 2 runs"):

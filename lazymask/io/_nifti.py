@@ -379,6 +379,10 @@ def _validated_shape(label: str, shape: tuple[int, ...]) -> tuple[int, ...]:
             f"{label}: a {len(shape)}D image of shape {shape}; lazymask works on 3D images and 4D "
             "(x, y, z, time) runs. Select the volumes you need with nibabel first."
         )
+    if min(shape) == 0:
+        raise DimensionError(
+            f"{label}: The image is empty: its shape {shape} has an axis of length 0 (no voxel to read)."
+        )
     if min(shape) < 1:
         raise CorruptImageError(
             f"{label}: the header declares an image of shape {shape} (a dimension < 1: "

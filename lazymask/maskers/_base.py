@@ -119,8 +119,13 @@ class MaskerInputTags(InputTags):
 def _dtype_names() -> frozenset[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # numpy's deprecated aliases ("a")
-        return frozenset(name for name in np.sctypeDict
-                         if isinstance(name, str) and np.dtype(name) != np.dtype(bool))
+        names = {name for name in np.sctypeDict if isinstance(name, str)}
+        # and the type codes numpy also reads: "i4", "<f8", "=u2", ...
+        for name in list(names):
+            code = np.dtype(name).str
+            names.update({code, code[1:], "=" + code[1:]})
+        return frozenset(name for name in names if np.dtype(name) != np.dtype(bool)
+                         and np.dtype(name).kind not in "OVSUMm")
 
 
 #: The dtype names numpy knows ("float32", "f4", "int16", ...), booleans excluded.
@@ -213,8 +218,8 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         dtype = self.get_params(deep=False).get("dtype")
         if dtype is not None and not (isinstance(dtype, str) and dtype == "auto") and _is_bool_dtype(dtype):
             raise InvalidParameterError(
-                f"The 'dtype' parameter of {type(self).__name__} must be a non-boolean dtype, None or "
-                f"'auto'. Got {dtype!r} instead: signals cannot be boolean."
+                f"'dtype' cannot be bool: the 'dtype' parameter of {type(self).__name__} must be a "
+                f"non-boolean dtype, None or 'auto'. Got {dtype!r} instead."
             )
 
     def __sklearn_is_fitted__(self) -> bool:
@@ -290,6 +295,41 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         """
         self._check_fitted()
         return self._transform_one(imgs, confounds, sample_mask, add_hv_first=True, cast=True)
+
+    def transform_single_imgs(self, imgs, confounds=None, sample_mask=None, copy=True) -> xr.DataArray:
+        """Signals of one image, lazily (nilearn's name for :meth:`transform` of a single image).
+
+        Parameters
+        ----------
+        imgs : image
+            A 4D run or a 3D image.
+        confounds : array-like, DataFrame, path, or list of these, optional
+            Confounds regressed out of the signals.
+        sample_mask : array-like, optional
+            Volumes to keep (boolean mask or indices).
+        copy : bool, default=True
+            Accepted for nilearn compatibility: lazymask never modifies its input.
+
+        Returns
+        -------
+        xarray.DataArray
+            Dask-backed ``(time, feature)`` signals (``(feature,)`` for a 3D image).
+
+        Examples
+        --------
+        >>> import numpy as np, nibabel as nib
+        >>> from lazymask.maskers import NiftiMasker
+        >>> img = nib.Nifti1Image(np.random.default_rng(0).random((5, 5, 5, 3)), np.eye(4))
+        >>> NiftiMasker(mask_img=nib.Nifti1Image(np.ones((5, 5, 5), "i1"), np.eye(4))).fit().transform_single_imgs(img).shape
+        (3, 125)
+        """
+        del copy
+        self._check_fitted()
+        return self._transform_one(imgs, confounds, sample_mask, add_hv_first=True, cast=True)
+
+    def _more_tags(self):
+        """The estimator's tags (scikit-learn < 1.6's method, kept for the libraries that call it)."""
+        return self.__sklearn_tags__()
 
     def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, **fit_params):
         """``fit(imgs)`` then ``transform(imgs, ...)``: the mask is computed, signals stay lazy.
@@ -436,25 +476,31 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             A lazy image with the masker's affine.
         """
         self._check_fitted()
-        return self._inverse(self._check_signals(X))
+        signals = self._check_signals(X)
+        image = self._inverse(signals)
+        # nilearn's rule: the image has the signals' dtype, or the one ``dtype`` asks for.
+        target = target_dtype(self.dtype, signals.dtype) or np.dtype(signals.dtype)
+        return image if image.dtype == target else image.astype(target)
 
     def _check_signals(self, X):
         """``X`` as an array or DataArray of shape ``(feature,)`` or ``(time, feature)``; clear errors."""
         if isinstance(X, pd.DataFrame | pd.Series):
             X = X.to_numpy()
+        elif hasattr(X, "to_numpy") and not isinstance(X, xr.DataArray | da.Array):  # polars
+            X = X.to_numpy()
         if not isinstance(X, xr.DataArray | da.Array):
             X = np.asarray(X)
-        if X.ndim not in (1, 2):
-            raise DimensionError(
-                f"X has shape {tuple(X.shape)}: expected ({self.n_elements_},) or (n_time, {self.n_elements_})."
-            )
-        if X.shape[-1] != self.n_elements_:
-            raise ParameterError(
-                f"X has {X.shape[-1]} features along its last axis but this {type(self).__name__} has "
-                f"n_elements_={self.n_elements_}; pass signals this masker extracted."
+        expected = (self.n_elements_,) if X.ndim == 1 else (X.shape[0] if X.ndim else 0, self.n_elements_)
+        if X.ndim not in (1, 2) or tuple(X.shape) != expected:
+            raise (DimensionError if X.ndim not in (1, 2) else ParameterError)(
+                "Input to 'inverse_transform' has wrong shape.\n"
+                f"Expected {expected} (n_elements_={self.n_elements_} features per row, this "
+                f"{type(self).__name__} extracted them).\nGot {tuple(X.shape)}."
             )
         if X.dtype == bool:
-            X = X.astype(np.int32 if self.dtype is None or self.dtype == "auto" else self.dtype)
+            target = np.dtype(np.int32 if self.dtype is None or self.dtype == "auto" else self.dtype)
+            warnings.warn(f"Casting boolean input to {target}", UserWarning, stacklevel=3)
+            X = X.astype(target)
         return X
 
     # -- reports ----------------------------------------------------------------------------------

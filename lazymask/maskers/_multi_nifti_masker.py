@@ -137,6 +137,39 @@ class MultiNiftiMasker(NiftiMasker):
             for img, run_confounds, run_mask in zip(imgs, confounds, sample_mask, strict=True)
         ]
 
+    def transform_imgs(self, imgs_list, confounds=None, sample_mask=None, copy=True, n_jobs=1):
+        """Signals of each run of ``imgs_list``: one lazy DataArray per run (nilearn's method).
+
+        Parameters
+        ----------
+        imgs_list : list of images
+            Runs to transform.
+        confounds : list, optional
+            One entry per run.
+        sample_mask : list, optional
+            One entry per run.
+        copy : bool, default=True
+            Accepted for nilearn compatibility: lazymask never modifies its input.
+        n_jobs : int, default=1
+            Accepted for nilearn compatibility: dask schedules the work.
+
+        Returns
+        -------
+        list of xarray.DataArray
+
+        Examples
+        --------
+        >>> import numpy as np, nibabel as nib
+        >>> from lazymask.maskers import MultiNiftiMasker
+        >>> img = nib.Nifti1Image(np.random.default_rng(0).random((5, 5, 5, 3)), np.eye(4))
+        >>> mask = nib.Nifti1Image(np.ones((5, 5, 5), "i1"), np.eye(4))
+        >>> [s.shape for s in MultiNiftiMasker(mask_img=mask).fit().transform_imgs([img, img])]
+        [(3, 125), (3, 125)]
+        """
+        del copy, n_jobs
+        self._check_fitted()
+        return self.transform(list(imgs_list), confounds=confounds, sample_mask=sample_mask)
+
     def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, **fit_params):
         """``fit(imgs)`` then ``transform(imgs, ...)`` (each run opened once, headers only).
 

@@ -188,8 +188,8 @@ class NiftiMasker(BaseMasker):
             mask, mask_affine = load_mask(self.mask_img, "mask_img")
         elif images is None:
             raise ParameterError(
-                f"{type(self).__name__}.fit() needs imgs when mask_img is None: pass the images to "
-                f"compute a mask from (mask_strategy={self.mask_strategy!r}) or give mask_img."
+                f"Parameter 'imgs' must be provided to {type(self).__name__}.fit() if no mask is passed "
+                f"to mask_img: pass the images to compute a mask from (mask_strategy={self.mask_strategy!r})."
             )
         else:
             mask_input = images if means is None else self._mean_images(images, means)

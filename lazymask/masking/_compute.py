@@ -136,7 +136,11 @@ def check_binary_mask(values: np.ndarray, name: str, allow_empty: bool = False) 
     """A boolean mask from ``values`` that hold 0 and one other value (or one non-zero value)."""
     values = np.asarray(values)
     if values.dtype.kind == "f":
-        values = np.where(np.isfinite(values), values, 0)
+        finite = np.isfinite(values)
+        if not finite.all():
+            warnings.warn(f"Non-finite values detected in {name}: they are read as 0 (off).",
+                          UserWarning, stacklevel=3)
+            values = np.where(finite, values, 0)
     unique = np.unique(values)
     if len(unique) > 2:
         shown = ", ".join(str(v) for v in unique[:5]) + (", ..." if len(unique) > 5 else "")
@@ -151,7 +155,8 @@ def check_binary_mask(values: np.ndarray, name: str, allow_empty: bool = False) 
         )
     if len(unique) == 1 and unique[0] == 0 and not allow_empty:
         raise ParameterError(
-            f"{name} is empty: every voxel is 0, so it selects nothing. Compute it again "
-            "(lower the threshold, check the field of view) or pass another mask."
+            f"The mask is invalid as it is empty: it masks all data ({name}: every voxel is 0, so it "
+            "selects nothing). Compute it again (lower the threshold, check the field of view) or pass "
+            "another mask."
         )
     return values != 0

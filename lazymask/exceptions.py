@@ -23,6 +23,7 @@ __all__ = [
     "AllVolumesRemovedError",
     "MeshDimensionError",
     "NotImplementedWarning",
+    "NotAnImageError",
 ]
 
 
@@ -59,6 +60,10 @@ class ImageTooLargeError(LazymaskError, ValueError):
 
 class ParameterError(LazymaskError, ValueError):
     """A parameter has a value that is not allowed."""
+
+
+class NotAnImageError(ParameterError, TypeError):
+    """An input is of a type that is not an image (nor a list of images): a ``TypeError`` too, as nilearn's."""
 
 
 class NotFittedError(LazymaskError, ValueError, AttributeError):

@@ -197,10 +197,28 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         self._validate_parameters()
         self.clean_args_ = dict(self.clean_args or {})
         self.__dict__.pop("mean_img_", None)
+        if imgs is not None:
+            self._log("fit", f"Loading data from {describe_input(imgs)}")
+        for name in ("labels_img", "maps_img"):
+            if getattr(self, name, None) is not None:
+                self._log("fit", f"Loading regions from {describe_input(getattr(self, name))}")
+        if hasattr(self, "mask_strategy") and self.mask_img is None and imgs is not None:
+            self._log("fit", "Computing mask")
         self._fit(imgs)
         if "mean_img_" not in self.__dict__:
             self.mean_img_ = self._lazy_mean(imgs)
+        self._log("fit", "Finished fit")
         return self
+
+    def _log_extraction(self) -> None:
+        """The ``verbose`` messages of a transform (once per call, whatever the number of runs)."""
+        self._log("transform", "Extracting region signals")
+        self._log("transform", "Cleaning extracted signals")
+
+    def _log(self, method: str, message: str) -> None:
+        """Print ``[Class.method] message`` when ``verbose`` is on (nilearn's progress messages)."""
+        if getattr(self, "verbose", 0):
+            print(f"[{type(self).__name__}.{method}] {message}")
 
     def _lazy_mean(self, imgs) -> xr.DataArray | None:
         """The lazy mean of the first fitted image (for the report), or None (no image, reports=False)."""
@@ -294,6 +312,7 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             Dask-backed ``(time, feature)`` signals (``(feature,)`` for a 3D image).
         """
         self._check_fitted()
+        self._log_extraction()
         return self._transform_one(imgs, confounds, sample_mask, add_hv_first=True, cast=True)
 
     def transform_single_imgs(self, imgs, confounds=None, sample_mask=None, copy=True) -> xr.DataArray:
@@ -325,6 +344,7 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         """
         del copy
         self._check_fitted()
+        self._log_extraction()
         return self._transform_one(imgs, confounds, sample_mask, add_hv_first=True, cast=True)
 
     def _more_tags(self):
@@ -477,6 +497,7 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         """
         self._check_fitted()
         signals = self._check_signals(X)
+        self._log("inverse_transform", "Computing image from signals")
         image = self._inverse(signals)
         # nilearn's rule: the image has the signals' dtype, or the one ``dtype`` asks for.
         target = target_dtype(self.dtype, signals.dtype) or np.dtype(signals.dtype)
@@ -594,6 +615,15 @@ def as_container(signals, container: str, columns) -> object:
     except ImportError:
         raise ImportError("Setting output container to 'polars' requires polars to be installed") from None
     return polars.DataFrame(values, schema=[str(c) for c in columns], orient="row")
+
+
+def describe_input(imgs) -> str:
+    """A short description of images given to a masker (for its ``verbose`` messages)."""
+    if isinstance(imgs, str | os.PathLike):
+        return os.fspath(imgs)
+    if isinstance(imgs, list | tuple):
+        return f"a list of {len(imgs)} images" if len(imgs) != 1 else describe_input(imgs[0])
+    return short_repr(imgs)
 
 
 def short_repr(value) -> str:

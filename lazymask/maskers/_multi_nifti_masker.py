@@ -122,16 +122,17 @@ class MultiNiftiMasker(NiftiMasker):
         list of xarray.DataArray, or xarray.DataArray for a single image
         """
         self._check_fitted()
+        if not is_image_list(imgs):  # one image: its confounds and sample mask, or a list of one
+            return super().transform(imgs, confounds=confounds[0] if isinstance(confounds, list) else confounds,
+                                     sample_mask=sample_mask[0] if isinstance(sample_mask, list) else sample_mask)
         for name, value in (("confounds", confounds), ("sample_mask", sample_mask)):
             if value is not None and not isinstance(value, list):
                 raise ParameterError(
                     f"{name} must be None or a list with one entry per run; got a {type(value).__name__}."
                 )
-        if not is_image_list(imgs):
-            return super().transform(imgs, confounds=None if confounds is None else confounds[0],
-                                     sample_mask=None if sample_mask is None else sample_mask[0])
         confounds = per_run(confounds, len(imgs), "confounds")
         sample_mask = per_run(sample_mask, len(imgs), "sample_mask")
+        self._log_extraction()
         return [
             self._transform_one(img, run_confounds, run_mask, add_hv_first=False, cast=False)
             for img, run_confounds, run_mask in zip(imgs, confounds, sample_mask, strict=True)

@@ -207,6 +207,7 @@ class MultiMixin:
         self._check_fitted()
         confounds = per_run(confounds, len(imgs_list), "confounds")
         sample_mask = per_run(sample_mask, len(imgs_list), "sample_mask")
+        self._log_extraction()
         return [
             self._transform_one(img, conf, mask, add_hv_first=False, cast=True)
             for img, conf, mask in zip(imgs_list, confounds, sample_mask, strict=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -25,7 +27,12 @@ def eager(result):
     """
     if isinstance(result, xr.DataArray):
         if tuple(result.dims[:3]) == SPATIAL_DIMS:
-            return to_nibabel(result)
+            image = _int64_as_int32(result) if result.dtype in (np.int64, np.uint64) else to_nibabel(result)
+            if getattr(image, "_data_cache", False) is None:
+                # nibabel's cache of the in-memory array, filled now (nilearn's get_data fills it on
+                # first read): reading the data then leaves the image, and its joblib hash, unchanged.
+                image._data_cache = np.asanyarray(image.dataobj)
+            return image
         return np.asarray(result.values)
     if isinstance(result, da.Array):
         return result.compute()
@@ -34,6 +41,23 @@ def eager(result):
     if isinstance(result, list):
         return [eager(item) for item in result]
     return result
+
+
+def _int64_as_int32(result: xr.DataArray):
+    """nilearn's images of 64-bit integers: int32 voxels when they fit (with its warning), header int64."""
+    image = to_nibabel(result)
+    data = np.asarray(image.dataobj)
+    info = np.iinfo(np.int32)
+    if data.size and (data.min() < info.min or data.max() > info.max):
+        warnings.warn("The image holds 64-bit integers too large for 32-bit ones: it keeps 64-bit "
+                      "integers, which some tools cannot read.", UserWarning, stacklevel=4)
+        return image
+    warnings.warn("The image's data are 64-bit integers, which tools such as FSL and SPM cannot "
+                  "read from NIfTI files: the data has been converted to int32 (the header keeps "
+                  "int64).", UserWarning, stacklevel=4)
+    converted = type(image)(data.astype(np.int32), image.affine, header=image.header)
+    converted.set_data_dtype(result.dtype)
+    return converted
 
 
 def eager_function(function, doc_module: str):

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import warnings
+
+import numpy as np
 
 import xarray as xr
 
@@ -57,6 +60,20 @@ def _eager_method(method):
             _inside.reset(token)
         return result if result is self else eager(result)
 
+    if method.__name__ == "inverse_transform":
+        eager_inverse = wrapped
+
+        @functools.wraps(method)
+        def wrapped(self, *args, **kwargs):
+            signals = args[0] if args else next(iter(kwargs.values()), None)
+            if getattr(signals, "dtype", None) == np.int64 and not isinstance(
+                    self, _lazy.NiftiMapsMasker | _lazy.NiftiSpheresMasker):
+                # nilearn builds its image from the int64 signals first, whatever ``dtype`` asks
+                warnings.warn("The signals are 64-bit integers, which tools such as FSL and SPM cannot "
+                              "read from NIfTI files: the data has been converted to int32 before the "
+                              "image gets the dtype asked for.", UserWarning, stacklevel=2)
+            return eager_inverse(self, *args, **kwargs)
+
     return wrapped
 
 
@@ -86,7 +103,9 @@ class _Eager:
         return state
 
 
-def _eager_class(lazy_class):
+def _eager_class(lazy_class, face_parent=None):
+    """The face class of ``lazy_class``; a Multi masker also subclasses the face of its single-run
+    masker (``face_parent``), as nilearn's ``MultiNiftiMasker`` is a ``NiftiMasker``."""
     doc = (
         f"nilearn's ``{lazy_class.__name__}``: :class:`lazymask.maskers.{lazy_class.__name__}` "
         "with computed results (numpy arrays, nibabel images).\n\n" + (lazy_class.__doc__ or "")
@@ -95,13 +114,14 @@ def _eager_class(lazy_class):
     for name in _EAGER_METHODS:
         if hasattr(lazy_class, name):
             namespace[name] = _eager_method(getattr(lazy_class, name))
-    return type(lazy_class.__name__, (_Eager, lazy_class), namespace)
+    bases = (_Eager, lazy_class) if face_parent is None else (lazy_class, face_parent)
+    return type(lazy_class.__name__, bases, namespace)
 
 
 NiftiMasker = _eager_class(_lazy.NiftiMasker)
-MultiNiftiMasker = _eager_class(_lazy.MultiNiftiMasker)
+MultiNiftiMasker = _eager_class(_lazy.MultiNiftiMasker, NiftiMasker)
 NiftiLabelsMasker = _eager_class(_lazy.NiftiLabelsMasker)
-MultiNiftiLabelsMasker = _eager_class(_lazy.MultiNiftiLabelsMasker)
+MultiNiftiLabelsMasker = _eager_class(_lazy.MultiNiftiLabelsMasker, NiftiLabelsMasker)
 NiftiMapsMasker = _eager_class(_lazy.NiftiMapsMasker)
-MultiNiftiMapsMasker = _eager_class(_lazy.MultiNiftiMapsMasker)
+MultiNiftiMapsMasker = _eager_class(_lazy.MultiNiftiMapsMasker, NiftiMapsMasker)
 NiftiSpheresMasker = _eager_class(_lazy.NiftiSpheresMasker)

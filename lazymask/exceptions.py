@@ -23,7 +23,7 @@ __all__ = [
     "AllVolumesRemovedError",
     "MeshDimensionError",
     "NotImplementedWarning",
-    "NotAnImageError",
+    "ParameterTypeError",
 ]
 
 
@@ -62,8 +62,8 @@ class ParameterError(LazymaskError, ValueError):
     """A parameter has a value that is not allowed."""
 
 
-class NotAnImageError(ParameterError, TypeError):
-    """An input is of a type that is not an image (nor a list of images): a ``TypeError`` too, as nilearn's."""
+class ParameterTypeError(ParameterError, TypeError):
+    """A parameter or input is of the wrong type (e.g. not an image): a ``TypeError`` too, as nilearn's."""
 
 
 class NotFittedError(LazymaskError, ValueError, AttributeError):

@@ -307,8 +307,12 @@ def test_report_for_dispatches_on_fitted_attributes(mean_img, left_mask, left_la
     }
     for kind, (fitted, expected) in cases.items():
         assert report_for(fitted)._repr_html_() == expected._repr_html_(), kind
-    with pytest.raises(ParameterError, match="generate_report needs an image"):
-        report_for(_Fitted({"radius": 5}, seeds_=LEFT_SEEDS, mask_img_=None, mean_img_=None))
+    # without any image (as nilearn): the spheres on a 1 mm grid around the seeds
+    bare = report_for(_Fitted({"radius": 5}, seeds_=LEFT_SEEDS, mask_img_=None, mean_img_=None))
+    assert bare._repr_html_() == spheres_report(None, np.eye(4), seeds=LEFT_SEEDS, radius=5, parameters={"radius": 5},
+                                                title="_Fitted")._repr_html_()
+    assert report_for(_Fitted({"radius": 5}, seeds_=LEFT_SEEDS, mask_img_=None, mean_img_=None),
+                      title="Seeds", displayed=[]).title == "Seeds"
 
 
 def test_report_for_resamples_the_mean_onto_the_overlay_and_keeps_it_lazy(mean_img, left_mask):

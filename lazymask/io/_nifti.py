@@ -23,7 +23,7 @@ from lazymask import config
 from lazymask.exceptions import (
     CorruptImageError,
     DimensionError,
-    NotAnImageError,
+    ParameterTypeError,
     ImageFileNotFoundError,
     ImageMismatchError,
     ImageTooLargeError,
@@ -176,7 +176,7 @@ def _expand(src, storage_options=None) -> list:
         return [path]
     if isinstance(src, nib.spatialimages.SpatialImage):
         return [src]
-    raise NotAnImageError(
+    raise ParameterTypeError(
         f"cannot open {type(src).__name__!r} as an image: pass a path to a .nii/.nii.gz file, "
         "a nibabel image, an xarray.DataArray, or a list of these."
     )

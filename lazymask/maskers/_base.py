@@ -62,7 +62,7 @@ from sklearn.utils._param_validation import HasMethods, Hidden, Interval, StrOpt
 from sklearn.utils._param_validation import InvalidParameterError as _SklearnInvalidParameterError
 
 from lazymask import exceptions
-from lazymask.exceptions import DimensionError, ParameterError
+from lazymask.exceptions import DimensionError, ParameterError, ParameterTypeError
 from lazymask.image import as_image, known_time_means, mean_img, resample_img, smooth_img, time_mean_volume
 from lazymask.io import Grid, as_dask, get_affine, get_t_r, persist_within_budget
 from lazymask.signal import clean, high_variance_confounds
@@ -166,7 +166,9 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         kwargs.setdefault("auto_wrap_output_keys", None)
         super().__init_subclass__(**kwargs)
         if not cls.__name__.startswith("_"):
-            MASKER_CLASSES[cls.__name__] = cls
+            # the first class of a name is lazymask's own: lazymask.nilearn's eager classes of the
+            # same name (defined later) do not replace it for load_masker
+            MASKER_CLASSES.setdefault(cls.__name__, cls)
         cls._parameter_constraints = _complete_constraints(cls)
         if "transform" in cls.__dict__ or not getattr(cls.transform, "_lazymask_output", False):
             cls.transform = _with_output_container(cls.transform)
@@ -525,17 +527,55 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         return X
 
     # -- reports ----------------------------------------------------------------------------------
-    def generate_report(self):
+    def generate_report(self, engine="matplotlib", title=None, **kwargs):
         """An HTML report of the fitted masker (renders in Jupyter; ``.save_as_html(path)``).
 
         Built by :func:`lazymask.reporting.report_for` from the fitted attributes
         (``mask_img_``, ``mean_img_``, ...); a lazy ``mean_img_`` is computed for the report and
         not kept.
+
+        Parameters
+        ----------
+        engine : {"matplotlib"}, default="matplotlib"
+            How figures are drawn (lazymask draws them with matplotlib).
+        title : str or None, default=None
+            The report's title (None: the class name).
+        **kwargs
+            ``displayed_maps`` (maps maskers) or ``displayed_spheres`` (spheres masker): the
+            maps / spheres drawn, as nilearn: an int ``n`` (the first ``n``, default 10),
+            ``"all"`` or a list/array of indices.
+
+        Returns
+        -------
+        lazymask.reporting.Report
+
+        Examples
+        --------
+        >>> import numpy as np, nibabel as nib
+        >>> from lazymask.maskers import NiftiMasker
+        >>> mask = nib.Nifti1Image(np.pad(np.ones((3, 3, 3), "i1"), 2), np.eye(4))
+        >>> NiftiMasker(mask_img=mask).fit().generate_report(title="My mask").title
+        'My mask'
         """
         self._check_fitted()
         from lazymask.reporting import report_for
 
-        return report_for(self)
+        if engine != "matplotlib":
+            raise ParameterError(f"generate_report(engine={engine!r}): lazymask draws with 'matplotlib' only.")
+        kind = "map" if "maps_img" in self.get_params(deep=False) else (
+            "sphere" if "seeds" in self.get_params(deep=False) else None)
+        accepted = {} if kind is None else {f"displayed_{kind}s": 10}
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            raise ParameterError(
+                f"generate_report() of {type(self).__name__} got unexpected argument(s) {unknown}; "
+                f"it takes engine, title{''.join(', ' + name for name in accepted)}."
+            )
+        displayed = None
+        if kind is not None:
+            n_items = int(self.n_elements_)
+            displayed = displayed_items(kwargs.get(f"displayed_{kind}s", 10), n_items, kind)
+        return report_for(self, title=title, displayed=displayed)
 
     def __repr__(self, N_CHAR_MAX=700) -> str:
         """The class and the parameters that differ from their defaults; arrays and images summarised."""
@@ -615,6 +655,46 @@ def as_container(signals, container: str, columns) -> object:
     except ImportError:
         raise ImportError("Setting output container to 'polars' requires polars to be installed") from None
     return polars.DataFrame(values, schema=[str(c) for c in columns], orient="row")
+
+
+def displayed_items(displayed, n_items: int, kind: str) -> list[int]:
+    """nilearn's ``displayed_maps`` / ``displayed_spheres`` as a list of indices, with its warnings.
+
+    ``"all"``, an int ``n`` (the first ``n``; more than there are: all, with a warning) or a
+    list/array of ints (indices beyond the last: left out, with a warning).
+    """
+    name = f"displayed_{kind}s"
+    def is_int(value) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+    if isinstance(displayed, np.ndarray):
+        valid = displayed.ndim == 1 and displayed.dtype.kind in "iu"
+    elif isinstance(displayed, list | tuple):
+        valid = all(is_int(i) for i in displayed)
+    else:
+        valid = is_int(displayed) or (isinstance(displayed, str) and displayed == "all")
+    if not valid:
+        raise ParameterTypeError(
+            f"Parameter '{name}' of ``generate_report()`` should be either 'all' or a positive 'int', "
+            f"or a list/array of ints. Got {displayed!r} ({type(displayed).__name__})."
+        )
+    if isinstance(displayed, str):
+        return list(range(n_items))
+    if isinstance(displayed, numbers.Integral):
+        if displayed > n_items:
+            warnings.warn(
+                f"`generate_report()` received '{name}={displayed}' but the masker has {n_items} "
+                f"{kind}(s): '{name}' was set to {n_items}.", UserWarning, stacklevel=3)
+            displayed = n_items
+        return list(range(int(displayed)))
+    requested = [int(i) for i in np.asarray(displayed).tolist()]
+    kept = [i for i in requested if 0 <= i < n_items]
+    missing = [i for i in requested if not 0 <= i < n_items]
+    if missing:
+        warnings.warn(
+            f"`generate_report()` received '{name}={requested}'. Report cannot display the following "
+            f"{kind}(s) {missing} because the masker has {n_items} {kind}(s).", UserWarning, stacklevel=3)
+    return kept
 
 
 def describe_input(imgs) -> str:

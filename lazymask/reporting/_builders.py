@@ -221,6 +221,7 @@ def maps_report(
     *,
     parameters: Mapping[str, Any] | None = None,
     title: str = "NiftiMapsMasker",
+    displayed: Sequence[int] | None = None,
 ) -> Report:
     """Report of a stack of (probabilistic) maps: how many, and their projection over the mean image.
 
@@ -236,6 +237,8 @@ def maps_report(
         The masker's parameters, shown as a table.
     title : str
         The report's title.
+    displayed : sequence of int, optional
+        The maps drawn (indices along the last axis); None: all of them.
 
     Returns
     -------
@@ -252,11 +255,14 @@ def maps_report(
     maps = _spatial_array("maps", maps, 4)
     mean = _mean_image(mean_img, "maps", maps.shape)
     report = _new_report(title, parameters, mean_img)
-    report.add_figure(
-        _figures.plot_maps(mean, maps, affine),
-        caption="Maps over the mean image: each voxel in the colour of its strongest map, "
-                "more opaque where that map is higher.",
-    )
+    shown = list(range(maps.shape[3])) if displayed is None else [int(i) for i in displayed]
+    if shown:
+        report.add_figure(
+            _figures.plot_maps(mean, maps[..., shown], affine),
+            caption="Maps over the mean image: each voxel in the colour of its strongest map, "
+                    "more opaque where that map is higher"
+                    + ("." if len(shown) == maps.shape[3] else f" (maps {shown} are drawn)."),
+        )
     report.add_sentence(f"The masker has {maps.shape[3]} spatial maps in total.")
     return report
 
@@ -269,6 +275,7 @@ def spheres_report(
     radius: float | None = None,
     parameters: Mapping[str, Any] | None = None,
     title: str = "NiftiSpheresMasker",
+    displayed: Sequence[int] | None = None,
 ) -> Report:
     """Report of spheres around seeds: the spheres over the mean image and a table of seeds.
 
@@ -287,6 +294,8 @@ def spheres_report(
         The masker's parameters, shown as a table.
     title : str
         The report's title.
+    displayed : sequence of int, optional
+        The spheres drawn (seed indices); None: all of them (the table lists every seed).
 
     Returns
     -------
@@ -310,8 +319,11 @@ def spheres_report(
     if radius is not None and not radius >= 0:
         raise ParameterError(f"radius must be None or a non-negative number of mm; got {radius!r}.")
     report = _new_report(title, parameters, mean_img)
-    report.add_figure(_figures.plot_spheres(mean, affine, seeds=seeds, radius=radius),
-                      caption="Spheres over the mean image (circles where a cut crosses them).")
+    shown = list(range(len(seeds))) if displayed is None else [int(i) for i in displayed]
+    if shown:
+        report.add_figure(_figures.plot_spheres(mean, affine, seeds=seeds[shown], radius=radius),
+                          caption="Spheres over the mean image (circles where a cut crosses them)"
+                                  + ("." if len(shown) == len(seeds) else f" (spheres {shown} are drawn)."))
     report.add_sentence(f"The masker has {len(seeds)} spheres in total.")
     volume = "one voxel" if radius is None else round(4 / 3 * np.pi * radius**3, 2)
     report.add_table("Seeds", {

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from lazymask.exceptions import ParameterError
 from lazymask.image import resample_img
 from lazymask.io import Grid, get_affine
 from lazymask.reporting._builders import labels_report, maps_report, mask_report, spheres_report
@@ -30,7 +29,7 @@ from lazymask.reporting._report import Report
 __all__ = ["report_for"]
 
 
-def report_for(masker: Any) -> Report:
+def report_for(masker: Any, title: str | None = None, displayed: list[int] | None = None) -> Report:
     """The HTML report of a fitted masker, built from its public fitted attributes.
 
     ``masker.generate_report()`` calls this; any object with the attributes below works.
@@ -41,6 +40,11 @@ def report_for(masker: Any) -> Report:
         Reads ``maps_img_`` (maps report), ``seeds_`` (spheres report), ``labels_img_`` with
         ``region_ids_``/``region_names_`` (labels report) or ``mask_img_`` (mask report), plus
         ``mean_img_`` (the background, optional), ``mask_img_`` and the parameters.
+
+    title : str or None, default=None
+        The report's title (None: the masker's class name).
+    displayed : list of int or None, default=None
+        The maps (maps report) or spheres (spheres report) drawn; None: all of them.
 
     Returns
     -------
@@ -58,12 +62,12 @@ def report_for(masker: Any) -> Report:
     >>> report_for(Fitted()).sentences[0]
     'The mask includes 64 voxels (12.5 %) of the image.'
     """
-    title = type(masker).__name__
+    title = type(masker).__name__ if title is None else str(title)
     parameters = _parameters(masker)
     if getattr(masker, "maps_img_", None) is not None:
-        return _maps(masker, title, parameters)
+        return _maps(masker, title, parameters, displayed)
     if getattr(masker, "seeds_", None) is not None:
-        return _spheres(masker, title, parameters)
+        return _spheres(masker, title, parameters, displayed)
     if getattr(masker, "labels_img_", None) is not None:
         return _labels(masker, title, parameters)
     return _mask(masker, title, parameters)
@@ -107,21 +111,20 @@ def _labels(masker, title: str, parameters: dict) -> Report:
                          background_label=masker.background_label, parameters=parameters, title=title)
 
 
-def _maps(masker, title: str, parameters: dict) -> Report:
+def _maps(masker, title: str, parameters: dict, displayed: list[int] | None = None) -> Report:
     maps_img: xr.DataArray = masker.maps_img_
     grid = Grid.of(maps_img)
     return maps_report(_mean_on(masker, grid), np.asarray(maps_img.values), grid.affine,
-                       parameters=parameters, title=title)
+                       parameters=parameters, title=title, displayed=displayed)
 
 
-def _spheres(masker, title: str, parameters: dict) -> Report:
+def _spheres(masker, title: str, parameters: dict, displayed: list[int] | None = None) -> Report:
     mean = getattr(masker, "mean_img_", None)
     mask_img = getattr(masker, "mask_img_", None)
     reference = mean if mean is not None else mask_img
-    if reference is None:
-        raise ParameterError(f"generate_report needs an image: fit the {title} on images "
-                             "(or give it a mask_img).")
-    grid = Grid.of(reference)
-    return spheres_report(_mean_on(masker, grid), grid.affine, seeds=masker.seeds_,
+    # without any image the spheres are drawn on a 1 mm grid around the seeds
+    grid = None if reference is None else Grid.of(reference)
+    return spheres_report(None if grid is None else _mean_on(masker, grid),
+                          np.eye(4) if grid is None else grid.affine, seeds=masker.seeds_,
                           radius=masker.get_params(deep=False).get("radius"),
-                          parameters=parameters, title=title)
+                          parameters=parameters, title=title, displayed=displayed)

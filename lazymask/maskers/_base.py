@@ -209,8 +209,27 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         self._fit(imgs)
         if "mean_img_" not in self.__dict__:
             self.mean_img_ = self._lazy_mean(imgs)
+        if getattr(self, "verbose", 0):
+            self._log_resampling()
         self._log("fit", "Finished fit")
         return self
+
+    def _log_resampling(self) -> None:
+        """nilearn's ``verbose`` messages for the spatial images fit put on another grid."""
+        for given, fitted, message in (("labels_img", "labels_img_", "Resampling regions"),
+                                       ("maps_img", "maps_img_", "Resampling regions"),
+                                       ("mask_img", "mask_img_", "Resampling mask")):
+            source = getattr(self, given, None)
+            result = self.__dict__.get(fitted)
+            if source is None or not isinstance(result, xr.DataArray) or given == "mask_img" and (
+                    "mask_strategy" in self.get_params(deep=False)):
+                continue
+            try:
+                moved = not Grid.of(as_image(source, given)).same_as(Grid.of(result))
+            except Exception:  # noqa: BLE001 - a message only: never fail fit for it
+                continue
+            if moved:
+                self._log("fit", message)
 
     def _log_extraction(self) -> None:
         """The ``verbose`` messages of a transform (once per call, whatever the number of runs)."""

@@ -531,7 +531,9 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         elif hasattr(X, "to_numpy") and not isinstance(X, xr.DataArray | da.Array):  # polars
             X = X.to_numpy()
         if not isinstance(X, xr.DataArray | da.Array):
-            X = np.asarray(X)
+            X = np.atleast_1d(np.asarray(X))  # a 0-d array: the one feature of a 3D image (nilearn's squeeze)
+        elif X.ndim == 0:
+            X = X.expand_dims("feature") if isinstance(X, xr.DataArray) else X.reshape(1)
         expected = (self.n_elements_,) if X.ndim == 1 else (X.shape[0] if X.ndim else 0, self.n_elements_)
         if X.ndim not in (1, 2) or tuple(X.shape) != expected:
             raise (DimensionError if X.ndim not in (1, 2) else ParameterError)(

@@ -51,6 +51,16 @@ _EAGER_METHODS = ("fit", "transform", "fit_transform", "inverse_transform", "tra
 _inside = contextvars.ContextVar("lazymask_nilearn_inside", default=False)
 
 
+_SIGNAL_METHODS = ("transform", "fit_transform", "transform_imgs", "transform_single_imgs")
+
+
+def _as_nilearn_1d(signals):
+    """nilearn squeezes the signals of a 3D image: one feature gives a 0-d array (lazymask keeps (1,))."""
+    if isinstance(signals, xr.DataArray) and signals.ndim == 1 and "time" not in signals.dims and signals.size == 1:
+        return signals.squeeze()
+    return signals
+
+
 def _eager_method(method):
     @functools.wraps(method)
     def wrapped(self, *args, **kwargs):
@@ -59,7 +69,11 @@ def _eager_method(method):
             result = method(self, *args, **kwargs)
         finally:
             _inside.reset(token)
-        return result if result is self else eager(result)
+        if result is self:
+            return self
+        if method.__name__ in _SIGNAL_METHODS:
+            result = [_as_nilearn_1d(r) for r in result] if isinstance(result, list) else _as_nilearn_1d(result)
+        return eager(result)
 
     if method.__name__ == "inverse_transform":
         eager_inverse = wrapped

@@ -11,6 +11,9 @@ NILEARN_FAILS = "fails under nilearn 0.14.1 itself on this machine"
 # (regular expression searched in the test's node id, reason); the first match wins.
 EXCLUDED: list[tuple[str, str]] = [
     (r"surface|Surface|surf_", SURFACES),
+    (r"nifti_labels_masker\.py::.*check_img_estimator_dict_unchanged",
+     "asserts that NiftiLabelsMasker changes its own attributes at transform (nilearn issue 2720, "
+     "a TODO in the check itself); lazymask's transform changes nothing on the masker"),
     (r"check_doc_link", "expects the documentation URL nilearn derives from the class's module path: "
                         "for lazymask.nilearn.maskers a 'nilearn.nilearn.<Class>' page that does not exist "
                         "(the face links to nilearn's real page, nilearn.maskers.<Class>)"),

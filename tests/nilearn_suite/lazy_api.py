@@ -59,8 +59,9 @@ def _computed_class(lazy_class):
             return value
 
         namespace = {name: _computing(getattr(lazy_class, name)) for name in _METHODS if hasattr(lazy_class, name)}
-        namespace.update(__getattribute__=__getattribute__, __module__=lazy_class.__module__)
-        _CLASSES[lazy_class] = type(lazy_class.__name__, (lazy_class,), namespace)
+        # defined in this module under its name, so that pickle finds it (as it finds lazymask's own)
+        namespace.update(__getattribute__=__getattribute__, __module__=__name__)
+        _CLASSES[lazy_class] = globals()[lazy_class.__name__] = type(lazy_class.__name__, (lazy_class,), namespace)
     return _CLASSES[lazy_class]
 
 

@@ -64,6 +64,7 @@ from sklearn.utils._param_validation import InvalidParameterError as _SklearnInv
 from lazymask import exceptions
 from lazymask.exceptions import DimensionError, ParameterError, ParameterTypeError
 from lazymask.image import as_image, known_time_means, mean_img, resample_img, smooth_img, time_mean_volume
+from lazymask.maskers._doc import nilearn_doc
 from lazymask.io import Grid, as_dask, get_affine, get_t_r, persist_within_budget
 from lazymask.signal import clean, high_variance_confounds
 
@@ -170,6 +171,8 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             # same name (defined later) do not replace it for load_masker
             MASKER_CLASSES.setdefault(cls.__name__, cls)
         cls._parameter_constraints = _complete_constraints(cls)
+        if not cls.__name__.startswith("_") and cls.__doc__:
+            cls.__doc__ = nilearn_doc(cls)
         if "transform" in cls.__dict__ or not getattr(cls.transform, "_lazymask_output", False):
             cls.transform = _with_output_container(cls.transform)
 

@@ -122,89 +122,11 @@ class _Eager:
         return state
 
 
-# Fitted attributes every masker's fit sets (BaseMasker.fit), for the classes whose doc omits them.
-_COMMON_ATTRIBUTES = {
-    "clean_args_": ("dict", ["The ``clean_args`` used by ``transform`` (an empty dict for None)."]),
-    "mean_img_": ("nibabel image or None",
-                  ["The mean of the first fitted image, drawn in the report (None without images or "
-                   "with ``reports=False``)."]),
-}
-
-
-def _doc_sections(doc: str) -> tuple[str, dict[str, list[str]]]:
-    """The text before the first numpydoc section, and each section's lines (dedented)."""
-    lines = inspect.cleandoc(doc or "").splitlines()
-    intro, sections, current = [], {}, None
-    for i, line in enumerate(lines):
-        if i + 1 < len(lines) and line.strip() and set(lines[i + 1].strip()) == {"-"} and not line.startswith(" "):
-            current = line.strip()
-            sections[current] = []
-            continue
-        if current is not None and sections[current] == [] and set(line.strip()) == {"-"}:
-            continue
-        (intro if current is None else sections[current]).append(line)
-    return "\n".join(intro).strip(), sections
-
-
-def _doc_entries(lines: list[str]) -> dict[str, tuple[str, list[str]]]:
-    """``name -> (type, description lines)`` of a Parameters/Attributes section; grouped names split."""
-    entries, names = {}, []
-    for line in lines:
-        if line and not line.startswith(" "):
-            head, _, kind = line.partition(" : ")
-            names = [name.strip() for name in head.split(",") if name.strip()]
-            for name in names:
-                entries[name] = (kind.strip(), [])
-        elif names:
-            for name in names:
-                entries[name][1].append(line)
-    return entries
-
-
-def _render(entries) -> list[str]:
-    lines = []
-    for name, (kind, description) in entries:
-        lines.append(f"{name} : {kind}" if kind else name)
-        while description and not description[-1].strip():
-            description = description[:-1]
-        lines.extend(description)
-    return lines
-
-
-def _nilearn_doc(lazy_class, face_parent=None) -> str:
-    """nilearn's layout of the class doc: every parameter on its own, in ``__init__``'s order,
-    and every fitted attribute (from lazymask's docs; a Multi masker's from its single-run one)."""
-    intro, sections = _doc_sections(lazy_class.__doc__)
-    lazy_parent = None if face_parent is None else next(
-        klass for klass in face_parent.__mro__ if klass.__module__.startswith("lazymask.maskers"))
-    parent = {} if lazy_parent is None else _doc_sections(lazy_parent.__doc__)[1]
-    parameters = {**_doc_entries(parent.get("Parameters", [])), **_doc_entries(sections.get("Parameters", []))}
-    attributes = {**_doc_entries(parent.get("Attributes", [])), **_doc_entries(sections.get("Attributes", []))}
-    signature = inspect.signature(lazy_class.__init__).parameters
-    ordered = []
-    for name, parameter in list(signature.items())[1:]:
-        kind, description = parameters.get(name, ("", [f"    See :class:`lazymask.maskers.{lazy_class.__name__}`."]))
-        if parameter.default is not inspect.Parameter.empty and "default=" not in kind:
-            kind = f"{kind}, default={parameter.default!r}" if kind else f"default={parameter.default!r}"
-        ordered.append((name, (kind, description)))
-    for name, entry in _COMMON_ATTRIBUTES.items():
-        attributes.setdefault(name, (entry[0], ["    " + line for line in entry[1]]))
-    text = [
-        f"nilearn's ``{lazy_class.__name__}``: :class:`lazymask.maskers.{lazy_class.__name__}` "
-        "with computed results (numpy arrays, nibabel images).", "", intro, "",
-        "Parameters", "----------", *_render(ordered), "",
-        "Attributes", "----------", *_render(sorted(attributes.items())), "",
-    ]
-    for title, lines in sections.items():
-        if title not in ("Parameters", "Attributes"):
-            text += [title, "-" * len(title), *lines, ""]
-    return "\n".join(text)
-
-
 def _eager_class(lazy_class, face_parent=None):
     """The face class of ``lazy_class``; a Multi masker also subclasses the face of its single-run
     masker (``face_parent``), as nilearn's ``MultiNiftiMasker`` is a ``NiftiMasker``."""
-    doc = _nilearn_doc(lazy_class, face_parent)
+    doc = (f"nilearn's ``{lazy_class.__name__}``: :class:`lazymask.maskers.{lazy_class.__name__}` "
+           "with computed results (numpy arrays, nibabel images).\n\n" + inspect.cleandoc(lazy_class.__doc__ or ""))
     namespace = {"__doc__": doc, "__module__": __name__}
     for name in _EAGER_METHODS:
         if hasattr(lazy_class, name):

@@ -60,7 +60,7 @@ def _computed_class(lazy_class):
 
         namespace = {name: _computing(getattr(lazy_class, name)) for name in _METHODS if hasattr(lazy_class, name)}
         # defined in this module under its name, so that pickle finds it (as it finds lazymask's own)
-        namespace.update(__getattribute__=__getattribute__, __module__=__name__)
+        namespace.update(__getattribute__=__getattribute__, __module__=__name__, __doc__=lazy_class.__doc__)
         _CLASSES[lazy_class] = globals()[lazy_class.__name__] = type(lazy_class.__name__, (lazy_class,), namespace)
     return _CLASSES[lazy_class]
 

@@ -321,6 +321,7 @@ def check_same_grid(images: list[xr.DataArray], name: str) -> None:
     for index, image in enumerate(images[1:], start=1):
         if image.shape[:3] != first.shape[:3] or not np.allclose(get_affine(image), get_affine(first)):
             raise ImageMismatchError(
+                f"Field of view of image #{index} is different from reference FOV. "
                 f"{name}[{index}] has spatial shape {image.shape[:3]} and affine "
                 f"{np.round(get_affine(image), 4).tolist()} but {name}[0] has {first.shape[:3]} and "
                 f"{np.round(get_affine(first), 4).tolist()}; resample them to one grid first "

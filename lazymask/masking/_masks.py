@@ -274,18 +274,21 @@ def intersect_masks(mask_imgs, threshold=0.5, connected=True) -> xr.DataArray:
     >>> common = intersect_masks([mask_1, mask_2], threshold=1)   # doctest: +SKIP
     """
     check_intersection_threshold(threshold)
-    images = [as_image(img, f"mask_imgs[{i}]", ndim=(3,)) for i, img in enumerate(_image_list(mask_imgs, "mask_imgs"))]
-    check_same_grid(images, "mask_imgs")
+    images = [as_image(img, f"mask_imgs[{i}]", ndim=(3,)) for i, img in enumerate(_image_list(mask_imgs, "mask_imgs", "No mask provided for intersection: "))]
+    try:
+        check_same_grid(images, "mask_imgs")
+    except ImageMismatchError as error:
+        raise ImageMismatchError(f"Following field of view errors were detected: {error}") from None
     values = dask.compute(*[image.data for image in images])
     masks = [check_binary_mask(v, f"mask_imgs[{i}]", allow_empty=True) for i, v in enumerate(values)]
     return mask_dataarray(intersect_arrays(masks, threshold, connected), get_affine(images[0]))
 
 
-def _image_list(imgs, name: str) -> list:
+def _image_list(imgs, name: str, empty: str = "") -> list:
     if not is_image_list(imgs):
         raise ParameterError(f"{name} must be a list of images, got a {type(imgs).__name__}.")
     if len(imgs) == 0:
-        raise ParameterError(f"{name} is an empty list: pass at least one image.")
+        raise ParameterError(f"{empty}{name} is an empty list: pass at least one image.")
     return list(imgs)
 
 
@@ -294,6 +297,7 @@ def _intersect_computed(masks: list[tuple[np.ndarray, np.ndarray]], threshold, c
     for index, affine in enumerate(affines[1:], start=1):
         if masks[index][0].shape != masks[0][0].shape or not np.allclose(affine, affines[0]):
             raise ImageMismatchError(
+                f"The masks do not have the same shape and affine: "
                 f"run {index}'s mask has shape {masks[index][0].shape} and affine "
                 f"{np.round(affine, 4).tolist()} but run 0's has {masks[0][0].shape} and "
                 f"{np.round(affines[0], 4).tolist()}; pass target_affine and target_shape to put "

@@ -55,16 +55,16 @@ def mask_dataarray(mask: np.ndarray, affine, name: str = "mask") -> xr.DataArray
 
 
 def check_mask_matches(mask: np.ndarray, mask_affine, image: xr.DataArray, image_name: str) -> None:
-    """Raise :class:`ImageMismatchError` unless the mask and the image share a grid."""
-    if mask.shape != tuple(image.shape[:3]):
-        raise ImageMismatchError(
-            f"mask_img has shape {mask.shape} but {image_name} has spatial shape {tuple(image.shape[:3])}; "
-            "resample the mask onto the image's grid "
-            "(lazymask.image.resample_to_img(mask_img, img, interpolation='nearest'))."
-        )
+    """Raise :class:`ImageMismatchError` unless the mask and the image share a grid (nilearn's messages)."""
+    fix = ("resample the mask onto the image's grid "
+           "(lazymask.image.resample_to_img(mask_img, img, interpolation='nearest')).")
     if not np.allclose(mask_affine, get_affine(image)):
         raise ImageMismatchError(
-            f"mask_img's affine {np.round(mask_affine, 4).tolist()} differs from {image_name}'s "
-            f"{np.round(get_affine(image), 4).tolist()}; resample the mask onto the image's grid "
-            "(lazymask.image.resample_to_img(mask_img, img, interpolation='nearest'))."
+            f"Mask affine:\n{np.asarray(mask_affine)}\n is different from img affine:\n{get_affine(image)}\n"
+            f"(mask_img and {image_name}); {fix}"
+        )
+    if mask.shape != tuple(image.shape[:3]):
+        raise ImageMismatchError(
+            f"Mask shape: {mask.shape}\n is different from img shape:{tuple(image.shape[:3])}\n"
+            f"(mask_img and {image_name}); {fix}"
         )

@@ -129,7 +129,19 @@ class StorageError(LazymaskError, OSError):
 
 
 class AllVolumesRemovedError(LazymaskError, ValueError):
-    """Scrubbing or a sample mask removed every volume of a run (nilearn's class of the same name)."""
+    """Scrubbing or a sample mask removed every volume of a run (nilearn's class of the same name).
+
+    Its message starts with nilearn's; ``detail`` (optional) says which run and mask.
+
+    Examples
+    --------
+    >>> str(AllVolumesRemovedError()).split(".")[0]
+    'The size of the sample mask is 0'
+    """
+
+    def __init__(self, detail: str = ""):
+        message = "The size of the sample mask is 0. All volumes were marked as motion outliers can not proceed."
+        super().__init__(f"{message} {detail}" if detail else message)
 
 
 class MeshDimensionError(LazymaskError, ValueError):

@@ -202,8 +202,8 @@ def standardize(signals: np.ndarray, strategy: str, inplace: bool = False) -> np
         out = (signals - mean) / scale * 100
         if invalid.any():
             warnings.warn(
-                f"standardize='psc' is meaningless for features whose mean is 0; {invalid.sum()} "
-                "such time series are set to 0.",
+                f"psc standardization strategy is meaningless for features that have a mean of 0: "
+                f"{invalid.sum()} such time series are set to 0.",
                 UserWarning,
                 stacklevel=2,
             )

@@ -106,7 +106,7 @@ CASES = [
      ParameterError, r"pads each series by \d+ time points and needs more than \d+, but the signals have 1 "
                      r"time point\(s\)"),
     ("high_pass above low_pass", lambda f: _epi(t_r=2, low_pass=0.05, high_pass=0.1).fit_transform(f["run"]),
-     ParameterError, r"high_pass \(0.1 Hz\) must be below low_pass \(0.05 Hz\)"),
+     ParameterError, r"High pass cutoff frequency \(0.1\) is greater than or equal to low pass filter frequency \(0.05\)"),
     ("negative t_r", lambda f: _epi(t_r=-2, high_pass=0.01).fit_transform(f["run"]),
      LazymaskError, r"'t_r' parameter of NiftiMasker must be None or a float in the range \(0.0, inf\). Got -2"),
     ("unknown standardize", lambda f: _epi(standardize="bogus").fit_transform(f["run"]),

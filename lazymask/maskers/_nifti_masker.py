@@ -17,8 +17,8 @@ import dask
 import numpy as np
 import xarray as xr
 
-from lazymask.exceptions import ParameterError
-from lazymask.image import as_image, check_resample_inputs, resample_array, time_mean_volume
+from lazymask.exceptions import DimensionError, ParameterError
+from lazymask.image import as_image, check_resample_inputs, is_image_list, resample_array, time_mean_volume
 from lazymask.io import get_affine, image_dataarray
 from lazymask.masking import (
     apply_mask,
@@ -202,7 +202,10 @@ class NiftiMasker(BaseMasker):
     def _fit_images(self, imgs):
         if imgs is None:
             return None
-        return as_image(imgs, "imgs")
+        return as_image(_volume_list(imgs), "imgs")
+
+    def _open(self, imgs):
+        return super()._open(_volume_list(imgs))
 
     def _mean_images(self, images, means):
         """Stand-ins for the fitted images: their means, when the mask is computed from means."""
@@ -271,6 +274,10 @@ class NiftiMasker(BaseMasker):
         )
 
     # -- transform --------------------------------------------------------------------------------
+    def _needs_cleaning(self, confounds, sample_mask) -> bool:
+        # nilearn always cleans: with runs alone, clean checks them and stacks the runs by label
+        return super()._needs_cleaning(confounds, sample_mask) or self.runs is not None
+
     def _target_grid(self):
         return get_affine(self.mask_img_), tuple(self.mask_img_.shape)
 
@@ -311,3 +318,21 @@ class NiftiMasker(BaseMasker):
         masker.fit()
         return masker
 
+
+def _volume_list(imgs):
+    """``imgs``, checked as nilearn checks a list given for one image: 3D volumes (or 4D of one volume).
+
+    A list of 4D runs is one 5D input to nilearn (a ``DimensionError``); a
+    :class:`MultiNiftiMasker` takes one run per list entry.
+    """
+    if not is_image_list(imgs):
+        return imgs
+    opened = [as_image(img, f"imgs[{index}]") for index, img in enumerate(imgs)]
+    for index, image in enumerate(opened):
+        if image.ndim == 4 and image.shape[3] != 1:
+            error = DimensionError(
+                4, 3, f"imgs[{index}] is a 4D run of shape {tuple(image.shape)}: a list given for one image "
+                "holds 3D volumes; concatenate the runs (lazymask.image.concat_imgs) or use MultiNiftiMasker.")
+            error.increment_stack_counter()
+            raise error
+    return opened

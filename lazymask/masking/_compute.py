@@ -137,7 +137,11 @@ def check_binary_mask(values: np.ndarray, name: str, allow_empty: bool = False) 
     """A boolean mask from ``values`` that hold 0 and one other value (or one non-zero value)."""
     values = np.asarray(values)
     if values.dtype.kind == "f":
-        values = np.where(np.isfinite(values), values, 0)
+        finite = np.isfinite(values)
+        if not finite.all():
+            warnings.warn(f"Non-finite values detected. These values will be replaced with zeros ({name}: "
+                          f"{int((~finite).sum())} NaN or infinite voxel(s)).", UserWarning, stacklevel=4)
+            values = np.where(finite, values, 0)
     unique = np.unique(values)
     if len(unique) > 2:
         shown = ", ".join(str(v) for v in unique[:5]) + (", ..." if len(unique) > 5 else "")

@@ -157,7 +157,8 @@ def detrend(signals: np.ndarray, inplace: bool = False) -> np.ndarray:
     """
     n_time = len(signals)
     if n_time == 1:
-        warnings.warn("Detrending a single time point would zero it; skipped.", UserWarning, stacklevel=2)
+        warnings.warn("Detrending of 3D signal has been requested but would lead to zero values. Skipping "
+                      "(a single time point).", UserWarning, stacklevel=2)
         return signals if inplace else signals.copy()
     if inplace:
         signals -= signals.mean(axis=0)

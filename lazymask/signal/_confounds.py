@@ -135,7 +135,8 @@ def _read_table(path: str) -> np.ndarray:
     separator = next((s for s in "\t,;" if s in first_line), r"\s+")
     fields = first_line.split() if separator == r"\s+" else first_line.split(separator)
     tokens = [field.strip().strip('"') for field in fields]
-    header = None if all(_is_number(t) for t in tokens) else 0
+    # a header: a text field, or an empty first field (DataFrame.to_csv's index column, as nilearn reads it)
+    header = None if all(_is_number(t) for t in tokens) and tokens[0] != "" else 0
     if not first_line:
         raise ParameterError(
             f"confounds file {str(path)!r} is empty (its first line holds no column); pass a "

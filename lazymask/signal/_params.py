@@ -315,8 +315,8 @@ def _kept_volumes(mask, n_volumes: int, i: int, n_runs: int) -> np.ndarray | Non
         bad = mask[(mask < 0) | (mask >= n_volumes)]
         if bad.size:
             raise SampleMaskError(
-                f"{where} contains invalid index {bad[:10].tolist()} (out of range: {bad[:10].tolist()}; "
-                f"indices must be in [0, {n_volumes - 1}])."
+                f"sample_mask contains invalid index {bad[:10].tolist()}: {where} holds indices out of range: "
+                f"{bad[:10].tolist()}; indices must be in [0, {n_volumes - 1}]."
             )
         kept = np.unique(mask)
         if kept.size != mask.size:

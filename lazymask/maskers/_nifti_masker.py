@@ -335,4 +335,4 @@ def _volume_list(imgs):
                 "holds 3D volumes; concatenate the runs (lazymask.image.concat_imgs) or use MultiNiftiMasker.")
             error.increment_stack_counter()
             raise error
-    return opened
+    return imgs

@@ -17,6 +17,7 @@ __all__ = [
     "ParameterError",
     "EmptyInputError",
     "ShapeMismatchError",
+    "InputTypeError",
     "NotFittedError",
     "UnsafeTargetError",
     "CorruptStoreError",
@@ -102,6 +103,10 @@ class ParameterError(LazymaskError, ValueError):
 
 class EmptyInputError(ParameterError, TypeError):
     """An empty list where images or arrays are expected (a ``TypeError`` too, as nilearn's)."""
+
+
+class InputTypeError(ParameterError, TypeError):
+    """An input of a type lazymask cannot read as an image (a ``TypeError`` too, as nilearn's)."""
 
 
 class ShapeMismatchError(ParameterError, TypeError):

@@ -26,6 +26,7 @@ from lazymask.exceptions import (
     ImageFileNotFoundError,
     ImageMismatchError,
     ImageTooLargeError,
+    InputTypeError,
     NotNiftiError,
     ParameterError,
 )
@@ -175,7 +176,7 @@ def _expand(src, storage_options=None) -> list:
         return [path]
     if isinstance(src, nib.spatialimages.SpatialImage):
         return [src]
-    raise ParameterError(
+    raise InputTypeError(
         f"cannot open {type(src).__name__!r} as an image: pass a path to a .nii/.nii.gz file, "
         "a nibabel image, an xarray.DataArray, or a list of these."
     )

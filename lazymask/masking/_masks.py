@@ -12,7 +12,7 @@ import dask
 import numpy as np
 import xarray as xr
 
-from lazymask.exceptions import ImageMismatchError, ParameterError
+from lazymask.exceptions import ImageMismatchError, InputTypeError, ParameterError
 from lazymask.image import as_image, check_same_grid, is_image_list
 from lazymask.io import get_affine
 from lazymask.masking._compute import (
@@ -274,7 +274,11 @@ def intersect_masks(mask_imgs, threshold=0.5, connected=True) -> xr.DataArray:
     >>> common = intersect_masks([mask_1, mask_2], threshold=1)   # doctest: +SKIP
     """
     check_intersection_threshold(threshold)
-    images = [as_image(img, f"mask_imgs[{i}]", ndim=(3,)) for i, img in enumerate(_image_list(mask_imgs, "mask_imgs", "No mask provided for intersection: "))]
+    try:
+        images = [as_image(img, f"mask_imgs[{i}]", ndim=(3,))
+                  for i, img in enumerate(_image_list(mask_imgs, "mask_imgs", "No mask provided for intersection: "))]
+    except InputTypeError as error:
+        raise InputTypeError(f"All masks must be a 3D Niimg-like object. {error}") from None
     try:
         check_same_grid(images, "mask_imgs")
     except ImageMismatchError as error:

@@ -15,6 +15,9 @@ __all__ = [
     "ImageMismatchError",
     "ImageTooLargeError",
     "ParameterError",
+    "EmptyInputError",
+    "ShapeMismatchError",
+    "InputTypeError",
     "NotFittedError",
     "UnsafeTargetError",
     "CorruptStoreError",
@@ -46,8 +49,45 @@ class CorruptImageError(LazymaskError, OSError):
 class DimensionError(LazymaskError, ValueError, TypeError):
     """An image has the wrong number of dimensions (for example 5D where 4D is expected).
 
-    A ``ValueError`` and, as nilearn's ``DimensionError``, a ``TypeError``.
+    A ``ValueError`` and, as nilearn's ``DimensionError``, a ``TypeError``. Built from a message,
+    or as nilearn builds it, ``DimensionError(file_dimension, required_dimension[, detail])``:
+    the message then starts with nilearn's ("Input data has incompatible dimensionality: ...")
+    and ends with ``detail``.
+
+    Examples
+    --------
+    >>> str(DimensionError(4, 3)).split(".")[0]
+    'Input data has incompatible dimensionality: Expected dimension is 3D and you provided a 4D image'
     """
+
+    def __init__(self, *args):
+        self.file_dimension = self.required_dimension = None
+        self.stack_counter = 0
+        self.detail = ""
+        if len(args) in (2, 3) and all(isinstance(a, int) for a in args[:2]):
+            self.file_dimension, self.required_dimension = args[:2]
+            self.detail = args[2] if len(args) == 3 else ""
+        super().__init__(*args)
+
+    def increment_stack_counter(self) -> None:
+        """One more level of lists around the image (nilearn's protocol for nested inputs)."""
+        self.stack_counter += 1
+
+    @property
+    def message(self) -> str:
+        """The error's message."""
+        if self.file_dimension is None:
+            return str(self.args[0]) if self.args else ""
+        depth = self.stack_counter
+        expected = self.required_dimension + depth
+        provided = f"{'list of ' * depth}{self.file_dimension}D image{'s' if depth else ''}"
+        total = f" ({self.file_dimension + depth}D)" if depth else ""
+        text = (f"Input data has incompatible dimensionality: Expected dimension is {expected}D and you "
+                f"provided a {provided}{total}.")
+        return f"{text} {self.detail}" if self.detail else text
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class ImageMismatchError(LazymaskError, ValueError):
@@ -64,6 +104,18 @@ class ParameterError(LazymaskError, ValueError):
 
 class ParameterTypeError(ParameterError, TypeError):
     """A parameter or input is of the wrong type (e.g. not an image): a ``TypeError`` too, as nilearn's."""
+
+
+#: nilearn's ``TypeError`` for an input that cannot be read as an image (one class with the above).
+InputTypeError = ParameterTypeError
+
+
+class EmptyInputError(ParameterError, TypeError):
+    """An empty list where images or arrays are expected (a ``TypeError`` too, as nilearn's)."""
+
+
+class ShapeMismatchError(ParameterError, TypeError):
+    """An array whose shape does not fit (signals for another mask); a ``TypeError`` too, as nilearn's."""
 
 
 class NotFittedError(LazymaskError, ValueError, AttributeError):
@@ -87,7 +139,19 @@ class StorageError(LazymaskError, OSError):
 
 
 class AllVolumesRemovedError(LazymaskError, ValueError):
-    """Scrubbing or a sample mask removed every volume of a run (nilearn's class of the same name)."""
+    """Scrubbing or a sample mask removed every volume of a run (nilearn's class of the same name).
+
+    Its message starts with nilearn's; ``detail`` (optional) says which run and mask.
+
+    Examples
+    --------
+    >>> str(AllVolumesRemovedError()).split(".")[0]
+    'The size of the sample mask is 0'
+    """
+
+    def __init__(self, detail: str = ""):
+        message = "The size of the sample mask is 0. All volumes were marked as motion outliers can not proceed."
+        super().__init__(f"{message} {detail}" if detail else message)
 
 
 class MeshDimensionError(LazymaskError, ValueError):

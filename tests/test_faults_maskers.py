@@ -106,7 +106,7 @@ CASES = [
      ParameterError, r"pads each series by \d+ time points and needs more than \d+, but the signals have 1 "
                      r"time point\(s\)"),
     ("high_pass above low_pass", lambda f: _epi(t_r=2, low_pass=0.05, high_pass=0.1).fit_transform(f["run"]),
-     ParameterError, r"high_pass \(0.1 Hz\) must be below low_pass \(0.05 Hz\)"),
+     ParameterError, r"High pass cutoff frequency \(0.1\) is greater than or equal to low pass filter frequency \(0.05\)"),
     ("negative t_r", lambda f: _epi(t_r=-2, high_pass=0.01).fit_transform(f["run"]),
      LazymaskError, r"'t_r' parameter of NiftiMasker must be None or a float in the range \(0.0, inf\). Got -2"),
     ("unknown standardize", lambda f: _epi(standardize="bogus").fit_transform(f["run"]),
@@ -143,14 +143,12 @@ CASES = [
                      r"'upper_cutoff': 1.0\} is empty \(no voxel on\); loosen mask_args"),
     ("empty mask from mask_args (multi masker)",
      lambda f: MultiNiftiMasker(mask_strategy="epi", mask_args=dict(lower_cutoff=0.99, upper_cutoff=1.0))
-     .fit([f["run"], f["run"]]),
-     ParameterError, r"mask computed with mask_strategy='epi'.* is empty \(no voxel on\)"),
+     .fit_transform([f["run"], f["run"]]),  # fit accepts the empty mask (as nilearn's), transform refuses it
+     ParameterError, r"The mask is invalid as it is empty: it masks all data \(mask_img: every voxel is 0\)"),
     ("empty mask_img", lambda f: NiftiMasker(mask_img=f["mask_empty"]).fit(f["run"]),
-     ParameterError, r"The mask is invalid as it is empty: it masks all data \(mask_img: every voxel is 0"),
-    ("mask and image on different grids", lambda f: NiftiMasker(mask_img=f["mask_small"]).fit_transform(f["run"]),
-     ImageMismatchError, r"mask_img has shape \(8, 8, 8\) but imgs has spatial shape \(12, 14, 10\)"),
+     ParameterError, r"The mask is invalid as it is empty: it masks all data \(mask_img: every voxel is 0\)"),
     ("non-binary mask_img", lambda f: NiftiMasker(mask_img=f["mask_values"]).fit_transform(f["run"]),
-     ParameterError, r"mask_img is not a binary mask: it holds 1680 values"),
+     ParameterError, r"Given mask is not made of 2 values: mask_img holds 1680 values"),
     ("4D mask_img", lambda f: NiftiMasker(mask_img=f["maps"]).fit(f["run"]),
      DimensionError, r"mask_img is a 4D image of shape \(12, 14, 10, 2\); expected a 3D image"),
     ("target_shape without target_affine", lambda f: _epi(target_shape=(3, 3, 3)).fit(f["run"]),

@@ -208,7 +208,7 @@ def test_bad_input_errors_name_the_parameter(runs):
     other_shape = nib.Nifti1Image(np.ones((5, 5, 5), "int8"), affine)
     with pytest.raises(ImageMismatchError, match=r"mask_imgs\[1\] has spatial shape"):
         intersect_masks([binary, other_shape])
-    with pytest.raises(ParameterError, match=r"mask_imgs\[0\] is not a binary mask"):
+    with pytest.raises(ParameterError, match=r"Given mask is not made of 2 values: mask_imgs\[0\] holds"):
         intersect_masks([nib.Nifti1Image(np.arange(20 * 24 * 20).reshape(SHAPE).astype("int16"), affine), binary])
     with pytest.raises(ParameterError, match="threshold=1.5"):
         intersect_masks([binary], threshold=1.5)

@@ -113,17 +113,17 @@ def test_bad_masks_are_named(data):
     mask = np.asanyarray(nib.load(data["mask"]).dataobj)
     three_values = mask.astype("int8")
     three_values[tuple(np.argwhere(three_values)[0])] = 2
-    with pytest.raises(ParameterError, match="mask_img is not a binary mask: it holds 3 values"):
+    with pytest.raises(ParameterError, match="Given mask is not made of 2 values: mask_img holds 3 values"):
         apply_mask(data["int16"], nib.Nifti1Image(three_values, affine))
-    with pytest.raises(ParameterError, match="mask_img is empty"):
+    with pytest.raises(ParameterError, match="The mask is invalid as it is empty: it masks all data"):
         apply_mask(data["int16"], nib.Nifti1Image(np.zeros(SHAPE, "int8"), affine))
-    with pytest.raises(ParameterError, match="background must be 0"):
+    with pytest.raises(ParameterError, match="Background of the mask must be represented with 0"):
         apply_mask(data["int16"], nib.Nifti1Image(mask + 1, affine))
     shifted = affine.copy()
     shifted[0, 3] += 3
-    with pytest.raises(ImageMismatchError, match="mask_img's affine .* differs from imgs'"):
+    with pytest.raises(ImageMismatchError, match=r"Mask affine:(.|\n)* is different from img affine"):
         apply_mask(data["int16"], nib.Nifti1Image(mask, shifted))
-    with pytest.raises(ImageMismatchError, match=r"mask_img has shape \(5, 5, 5\)"):
+    with pytest.raises(ImageMismatchError, match=r"Mask shape: \(5, 5, 5\)\n is different from img shape"):
         apply_mask(data["int16"], nib.Nifti1Image(np.ones((5, 5, 5), "int8"), affine))
     with pytest.raises(ParameterError, match="X has 3 voxels .* mask_img has"):
         unmask(np.zeros((4, 3)), data["mask"])

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from nilearn import signal as nilearn_signal
 from scipy.interpolate import CubicSpline
 
-from lazymask.exceptions import DimensionError, ParameterError
+from lazymask.exceptions import AllVolumesRemovedError, DimensionError, ParameterError
 from lazymask.signal import SampleMaskError, clean
 from lazymask.testing import raise_if_dask_computes
 
@@ -282,13 +282,13 @@ def test_runs_output_in_sorted_label_order(signals):
 BAD_INPUT = [
     ({"confounds": np.zeros((N_TIME - 1, 2))}, ParameterError, r"confounds has 79 rows but the signals have 80"),
     ({"confounds": [np.zeros(N_TIME), np.zeros(3)]}, ParameterError, r"confounds\[1\] has 3 rows"),
-    ({"low_pass": 0.1, "t_r": None}, ParameterError, r"needs the repetition time; got t_r=None"),
+    ({"low_pass": 0.1, "t_r": None}, ParameterError, r"Repetition time \(t_r\) must be specified for butterworth filtering.*got t_r=None"),
     ({"filter": "cosine", "high_pass": None}, ParameterError, r"filter='cosine' needs"),
-    ({"low_pass": 0.01, "high_pass": 0.1}, ParameterError, r"high_pass \(0.1 Hz\) must be below low_pass"),
+    ({"low_pass": 0.01, "high_pass": 0.1}, ParameterError, r"High pass cutoff frequency \(0.1\) is greater than or equal to low pass filter frequency \(0.01\)"),
     ({"sample_mask": np.array([0, 5, 80])}, SampleMaskError, r"out of range: \[80\]; indices must be in \[0, 79\]"),
     ({"sample_mask": np.ones(70, bool)}, SampleMaskError, r"boolean mask of shape \(70,\)"),
     ({"sample_mask": np.array([-1, 3])}, IndexError, r"out of range: \[-1\]"),
-    ({"sample_mask": np.zeros(N_TIME, bool)}, ParameterError, r"removes every volume"),
+    ({"sample_mask": np.zeros(N_TIME, bool)}, AllVolumesRemovedError, r"The size of the sample mask is 0.* removes every volume"),
     ({"runs": np.zeros(N_TIME - 2)}, ParameterError, r"80 time points but runs has shape \(78,\)"),
     ({"runs": RUNS, "sample_mask": kept_mask([1])}, ParameterError, r"got 1 mask\(s\) for 2 run\(s\)"),
     ({"standardize": "zscores"}, ParameterError, r"standardize='zscores' is not a known strategy"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from lazymask.exceptions import DimensionError, ParameterError
+from lazymask.exceptions import DimensionError, EmptyInputError, ParameterError
 from lazymask.io import get_affine, open_nifti
 
 
@@ -14,12 +14,20 @@ def as_image(img, name: str = "img", ndim: tuple[int, ...] = (3, 4)) -> xr.DataA
 
     ``name`` is the parameter's name, quoted in errors.
     """
-    image = open_nifti(img)
+    if is_image_list(img) and len(img) == 0:
+        raise EmptyInputError(f"Cannot concatenate empty objects: {name} is an empty list; pass at least one image.")
+    try:
+        image = open_nifti(img)
+    except DimensionError as error:
+        if error.file_dimension is None or len(ndim) != 1 or error.required_dimension == ndim[0]:
+            raise
+        raise DimensionError(error.file_dimension, ndim[0], f"({name}) {error.detail}") from None
     if not isinstance(image, xr.DataArray):  # pragma: no cover - open_nifti always returns one
         raise ParameterError(f"{name}: could not be opened as an image.")
     if image.ndim not in ndim:
         wanted = " or ".join(f"{n}D" for n in ndim)
         raise DimensionError(
+            image.ndim, max(ndim) if image.ndim > max(ndim) else min(ndim),
             f"{name} is a {image.ndim}D image of shape {image.shape}; expected a {wanted} image. "
             "Select the volumes you need first (lazymask works on 3D images and 4D runs)."
         )

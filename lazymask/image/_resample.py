@@ -20,6 +20,10 @@ from lazymask.io import get_affine, image_dataarray
 INTERPOLATION_ORDERS = {"continuous": 3, "linear": 1, "nearest": 0}
 
 
+class AffineShapeError(ParameterError, np.linalg.LinAlgError):
+    """A ``target_affine`` that is not a 3x3 or 4x4 matrix (a ``LinAlgError`` too, as nilearn raises)."""
+
+
 # -- planning: pure functions of affines and shapes ------------------------------------------------
 def check_resample_inputs(target_affine, target_shape, interpolation) -> None:
     """Raise :class:`ParameterError` for arguments ``resample_img`` cannot use."""
@@ -43,7 +47,7 @@ def check_resample_inputs(target_affine, target_shape, interpolation) -> None:
                 "target_affine (or drop target_shape to get the bounding box of the data)."
             )
     if target_affine is not None and np.shape(target_affine) not in ((3, 3), (4, 4)):
-        raise ParameterError(
+        raise AffineShapeError(
             f"target_affine has shape {np.shape(target_affine)}; expected a 3x3 or 4x4 matrix."
         )
 
@@ -321,6 +325,7 @@ def check_same_grid(images: list[xr.DataArray], name: str) -> None:
     for index, image in enumerate(images[1:], start=1):
         if image.shape[:3] != first.shape[:3] or not np.allclose(get_affine(image), get_affine(first)):
             raise ImageMismatchError(
+                f"Field of view of image #{index} is different from reference FOV. "
                 f"{name}[{index}] has spatial shape {image.shape[:3]} and affine "
                 f"{np.round(get_affine(image), 4).tolist()} but {name}[0] has {first.shape[:3]} and "
                 f"{np.round(get_affine(first), 4).tolist()}; resample them to one grid first "

@@ -377,8 +377,10 @@ def _validated_shape(label: str, shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = shape[:-1]
     if len(shape) not in (3, 4):
         raise DimensionError(
-            f"{label}: a {len(shape)}D image of shape {shape}; lazymask works on 3D images and 4D "
-            "(x, y, z, time) runs. Select the volumes you need with nibabel first."
+            len(shape), 4 if len(shape) > 4 else 3,
+            f"{label}: a {len(shape)}D image of shape {shape}. Computation expects 3D or 4D images, but "
+            f"{len(shape)} dimensions were given: lazymask works on 3D images and 4D (x, y, z, time) runs. "
+            "Select the volumes you need with nibabel first."
         )
     if min(shape) == 0:
         raise DimensionError(

@@ -175,6 +175,8 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             cls.__doc__ = nilearn_doc(cls)
         if "transform" in cls.__dict__ or not getattr(cls.transform, "_lazymask_output", False):
             cls.transform = _with_output_container(cls.transform)
+        if "fit_transform" in cls.__dict__:
+            cls.fit_transform = _x_as_imgs(cls.__dict__["fit_transform"])
 
     def __sklearn_tags__(self):
         """scikit-learn's tags with nilearn's: estimator type ``"masker"``, NIfTI-like input."""
@@ -650,11 +652,28 @@ def _complete_constraints(cls) -> dict:
             if name in merged or name in COMMON_CONSTRAINTS}
 
 
+def _x_as_imgs(method):
+    """``method`` also taking its images as ``X=`` (scikit-learn's name, which nilearn's maskers accept)."""
+    if getattr(method, "_accepts_x", False):
+        return method
+
+    @wraps(method)
+    def wrapped(self, *args, **kwargs):
+        if not args and "X" in kwargs and "imgs" not in kwargs:
+            args = (kwargs.pop("X"),)
+        return method(self, *args, **kwargs)
+
+    wrapped._accepts_x = True
+    return wrapped
+
+
 def _with_output_container(transform):
     """Wrap a ``transform`` so that ``set_output(transform="pandas"|"polars")`` is honoured."""
 
     @wraps(transform)
     def wrapped(self, *args, **kwargs):
+        if not args and "X" in kwargs and "imgs" not in kwargs:  # scikit-learn's name for the images
+            args = (kwargs.pop("X"),)
         result = transform(self, *args, **kwargs)
         container = self._output_container()
         if container == "default":
@@ -843,3 +862,6 @@ def _is_dtype(value) -> bool:
     except TypeError:
         return False
     return True
+
+
+BaseMasker.fit_transform = _x_as_imgs(BaseMasker.fit_transform)  # subclasses' own: in __init_subclass__

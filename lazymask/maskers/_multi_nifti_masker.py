@@ -43,6 +43,8 @@ class MultiNiftiMasker(NiftiMasker):
     >>> import dask; computed = dask.compute(*signals)   # both runs at once       # doctest: +SKIP
     """
 
+    _allow_empty_mask = True  # as nilearn's: a template mask may miss the runs' field of view
+
     def __init__(
         self,
         mask_img=None,
@@ -85,9 +87,14 @@ class MultiNiftiMasker(NiftiMasker):
         if len(imgs) == 0:
             raise ParameterError("imgs is an empty list: pass at least one run.")
         images = [as_image(img, f"imgs[{index}]") for index, img in enumerate(imgs)]
-        if self.target_affine is None:
+        if self.target_affine is None and self.mask_img is None:  # a given mask_img: runs resampled to it
             check_same_grid(images, "imgs")
         return images
+
+    def _strategy(self):
+        if self.mask_strategy == "template":  # nilearn's deprecated name (warned about in _compute_mask)
+            return mask_strategy("whole-brain-template")
+        return super()._strategy()
 
     def _mean_images(self, images, means):
         if not isinstance(images, list):
@@ -97,7 +104,10 @@ class MultiNiftiMasker(NiftiMasker):
     def _compute_mask(self, images):
         if not isinstance(images, list):
             images = [images]
-        function = mask_strategy(self.mask_strategy).multi
+        if self.mask_strategy == "template":
+            warnings.warn("Masking strategy 'template' is deprecated. Please use 'whole-brain-template' instead.",
+                          UserWarning, stacklevel=5)
+        function = self._strategy().multi
         accepted = accepted_arguments(function)
         mask_args = {name: getattr(self, name) for name in ("target_affine", "target_shape")
                      if getattr(self, name) is not None and name in accepted}

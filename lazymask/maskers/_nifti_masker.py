@@ -16,13 +16,11 @@ import warnings
 import dask
 import numpy as np
 import xarray as xr
-from sklearn.utils._param_validation import StrOptions
 
-from lazymask.exceptions import ImageMismatchError, ParameterError
-from lazymask.image import as_image, check_resample_inputs, resample_array, time_mean_volume
+from lazymask.exceptions import DimensionError, ParameterError
+from lazymask.image import as_image, check_resample_inputs, is_image_list, resample_array, time_mean_volume
 from lazymask.io import get_affine, image_dataarray
 from lazymask.masking import (
-    MASK_STRATEGIES,
     apply_mask,
     in_memory_signals,
     load_mask,
@@ -32,7 +30,7 @@ from lazymask.masking import (
     unmask,
 )
 from lazymask.signal import feature_chunks
-from lazymask.maskers._base import BaseMasker, OrderedOptions
+from lazymask.maskers._base import BaseMasker
 
 
 class NiftiMasker(BaseMasker):
@@ -118,11 +116,13 @@ class NiftiMasker(BaseMasker):
     >>> save_signals(signals, "signals.zarr")             # computes, streams # doctest: +SKIP
     """
 
+    _allow_empty_mask = False  # nilearn's NiftiMasker refuses an empty mask, its MultiNiftiMasker not
+
     _parameter_constraints = {
         "runs": [None, "array-like"],
         "target_affine": [None, "array-like"],
         "target_shape": [None, "array-like"],
-        "mask_strategy": [StrOptions(OrderedOptions(MASK_STRATEGIES))],
+        "mask_strategy": [str],  # checked at fit, when a mask is computed (nilearn's message)
         "mask_args": [None, dict],
         "cmap": [None, str, callable],
     }
@@ -202,7 +202,10 @@ class NiftiMasker(BaseMasker):
     def _fit_images(self, imgs):
         if imgs is None:
             return None
-        return as_image(imgs, "imgs")
+        return as_image(_volume_list(imgs), "imgs")
+
+    def _open(self, imgs):
+        return super()._open(_volume_list(imgs))
 
     def _mean_images(self, images, means):
         """Stand-ins for the fitted images: their means, when the mask is computed from means."""
@@ -212,7 +215,11 @@ class NiftiMasker(BaseMasker):
         return self._uses_mean()
 
     def _uses_mean(self) -> bool:
-        return self.mask_img is None and mask_strategy(self.mask_strategy).uses_mean
+        return self.mask_img is None and self._strategy().uses_mean
+
+    def _strategy(self):
+        """The :class:`lazymask.masking.MaskStrategy` of ``mask_strategy`` (unknown: nilearn's error)."""
+        return mask_strategy(self.mask_strategy)
 
     def _fit_means(self, images) -> list[np.ndarray] | None:
         """The mean volume of each fitted run, computed in one pass, when the mask is computed from them."""
@@ -231,12 +238,15 @@ class NiftiMasker(BaseMasker):
         return image_dataarray(time_mean_volume(first), get_affine(first), name="mean_img")
 
     def _compute_mask(self, images) -> xr.DataArray:
-        function = mask_strategy(self.mask_strategy).single
+        function = self._strategy().single
         mask_args = mask_strategy_arguments(function, self.mask_args, self.mask_strategy)
         return function(images, memory=self.memory, **mask_args)
 
     def _empty_mask_message(self, on_before_resampling: bool) -> str:
         """Say where the mask became empty: the given mask_img, the strategy, or the resampling."""
+        return "The mask is invalid as it is empty: it masks all data; " + self._empty_mask_reason(on_before_resampling)
+
+    def _empty_mask_reason(self, on_before_resampling: bool) -> str:
         if on_before_resampling:
             return (f"the mask is empty (no voxel on) after resampling to target_affine/target_shape "
                     f"(target_shape={self.target_shape}); check that the target grid covers the mask.")
@@ -252,7 +262,7 @@ class NiftiMasker(BaseMasker):
             resampled, affine = resample_array(mask.astype(np.int8), mask_affine, self.target_affine,
                                                self.target_shape, interpolation="nearest")
             mask, mask_affine = resampled != 0, affine
-        if not mask.any():
+        if not mask.any() and not self._allow_empty_mask:
             raise ParameterError(self._empty_mask_message(original[0].any()))
         self.mask_img_ = image_dataarray(mask.astype(np.int8), mask_affine, name="mask")
         self.affine_ = np.asarray(self.target_affine if self.target_affine is not None else mask_affine,
@@ -264,16 +274,20 @@ class NiftiMasker(BaseMasker):
         )
 
     # -- transform --------------------------------------------------------------------------------
+    def _needs_cleaning(self, confounds, sample_mask) -> bool:
+        # nilearn always cleans: with runs alone, clean checks them and stacks the runs by label
+        return super()._needs_cleaning(confounds, sample_mask) or self.runs is not None
+
     def _target_grid(self):
         return get_affine(self.mask_img_), tuple(self.mask_img_.shape)
 
     def _check_resamplable(self, image, target_affine, target_shape) -> None:
-        if self.target_affine is None and np.allclose(get_affine(image), target_affine):
-            raise ImageMismatchError(
-                f"mask_img has shape {tuple(target_shape)} but imgs has spatial shape "
-                f"{tuple(image.shape[:3])} with the same affine, so they do not cover the same field of "
-                "view; pass target_affine and target_shape to resample both, or a mask on the images' grid."
-            )
+        warnings.warn(
+            "imgs are being resampled to the mask_img resolution. This process is memory intensive. "
+            "You might want to provide a target_affine that is equal to the affine of the imgs or "
+            "resample the mask beforehand to save memory and computation time.",
+            UserWarning, stacklevel=4,
+        )
 
     def _extract(self, img4d: xr.DataArray) -> xr.DataArray:
         return apply_mask(img4d, self.mask_img_)
@@ -304,3 +318,21 @@ class NiftiMasker(BaseMasker):
         masker.fit()
         return masker
 
+
+def _volume_list(imgs):
+    """``imgs``, checked as nilearn checks a list given for one image: 3D volumes (or 4D of one volume).
+
+    A list of 4D runs is one 5D input to nilearn (a ``DimensionError``); a
+    :class:`MultiNiftiMasker` takes one run per list entry.
+    """
+    if not is_image_list(imgs):
+        return imgs
+    opened = [as_image(img, f"imgs[{index}]") for index, img in enumerate(imgs)]
+    for index, image in enumerate(opened):
+        if image.ndim == 4 and image.shape[3] != 1:
+            error = DimensionError(
+                4, 3, f"imgs[{index}] is a 4D run of shape {tuple(image.shape)}: a list given for one image "
+                "holds 3D volumes; concatenate the runs (lazymask.image.concat_imgs) or use MultiNiftiMasker.")
+            error.increment_stack_counter()
+            raise error
+    return imgs

@@ -17,7 +17,7 @@ import xarray as xr
 
 from lazymask import config
 from lazymask._pages import empty
-from lazymask.exceptions import ParameterError
+from lazymask.exceptions import ParameterError, ShapeMismatchError
 from lazymask.image import as_image, normalize_fwhm, smooth_array
 from lazymask.io import get_affine, image_dataarray
 from lazymask.masking._volumes import check_mask_matches, load_mask
@@ -273,12 +273,13 @@ def _as_signals(X, n_voxels: int) -> tuple[da.Array, float | None]:
         else:
             X = da.from_array(X)
     if X.ndim not in (1, 2):
-        raise ParameterError(
-            f"X has shape {X.shape}: expected (time, voxel) signals (2D) or (voxel,) values (1D)."
+        raise ShapeMismatchError(
+            f"Masked data X must be 2D or 1D array; got shape: {X.shape}. X has shape {X.shape}: expected "
+            "(time, voxel) signals (2D) or (voxel,) values (1D)."
         )
     if X.shape[-1] != n_voxels:
-        raise ParameterError(
-            f"X has {X.shape[-1]} voxels along its last axis but mask_img has {n_voxels} voxels on; "
-            "pass the mask the signals were extracted with."
+        raise ShapeMismatchError(
+            f"X must be of shape (samples, {n_voxels}) or ({n_voxels},): X has {X.shape[-1]} voxels along its "
+            f"last axis but mask_img has {n_voxels} voxels on; pass the mask the signals were extracted with."
         )
     return X, t_r

@@ -126,8 +126,9 @@ def intersect_arrays(masks: list[np.ndarray], threshold: float, connected: bool)
 
 def check_intersection_threshold(threshold: float) -> None:
     if not 0 <= threshold <= 1:
+        bound = "greater than 0" if threshold < 0 else "smaller than 1"
         raise ParameterError(
-            f"threshold={threshold}: the fraction of masks a voxel must be in must lie in [0, 1] "
+            f"The threshold should be {bound}: threshold={threshold}: the fraction of masks a voxel must be in must lie in [0, 1] "
             "(0: the union, 1: the intersection)."
         )
 
@@ -138,25 +139,24 @@ def check_binary_mask(values: np.ndarray, name: str, allow_empty: bool = False) 
     if values.dtype.kind == "f":
         finite = np.isfinite(values)
         if not finite.all():
-            warnings.warn(f"Non-finite values detected in {name}: they are read as 0 (off).",
-                          UserWarning, stacklevel=3)
+            warnings.warn(f"Non-finite values detected. These values will be replaced with zeros ({name}: "
+                          f"{int((~finite).sum())} NaN or infinite voxel(s)).", UserWarning, stacklevel=4)
             values = np.where(finite, values, 0)
     unique = np.unique(values)
     if len(unique) > 2:
         shown = ", ".join(str(v) for v in unique[:5]) + (", ..." if len(unique) > 5 else "")
         raise ParameterError(
-            f"{name} is not a binary mask: it holds {len(unique)} values ({shown}); a mask holds 0 "
+            f"Given mask is not made of 2 values: {name} holds {len(unique)} values ({shown}); a mask holds 0 "
             "(off) and one other value (on). Threshold it first, e.g. (img > 0)."
         )
     if len(unique) == 2 and 0 not in unique:
         raise ParameterError(
-            f"{name} holds the values {unique.tolist()}: a mask's background must be 0. "
+            f"Background of the mask must be represented with 0: {name} holds the values {unique.tolist()}. "
             "Threshold it first, e.g. (img > 0)."
         )
     if len(unique) == 1 and unique[0] == 0 and not allow_empty:
         raise ParameterError(
-            f"The mask is invalid as it is empty: it masks all data ({name}: every voxel is 0, so it "
-            "selects nothing). Compute it again (lower the threshold, check the field of view) or pass "
-            "another mask."
+            f"The mask is invalid as it is empty: it masks all data ({name}: every voxel is 0). Compute it again "
+            "(lower the threshold, check the field of view) or pass another mask."
         )
     return values != 0

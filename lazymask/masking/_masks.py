@@ -12,7 +12,7 @@ import dask
 import numpy as np
 import xarray as xr
 
-from lazymask.exceptions import ImageMismatchError, ParameterError
+from lazymask.exceptions import ImageMismatchError, InputTypeError, ParameterError
 from lazymask.image import as_image, check_same_grid, is_image_list
 from lazymask.io import get_affine
 from lazymask.masking._compute import (
@@ -274,18 +274,25 @@ def intersect_masks(mask_imgs, threshold=0.5, connected=True) -> xr.DataArray:
     >>> common = intersect_masks([mask_1, mask_2], threshold=1)   # doctest: +SKIP
     """
     check_intersection_threshold(threshold)
-    images = [as_image(img, f"mask_imgs[{i}]", ndim=(3,)) for i, img in enumerate(_image_list(mask_imgs, "mask_imgs"))]
-    check_same_grid(images, "mask_imgs")
+    try:
+        images = [as_image(img, f"mask_imgs[{i}]", ndim=(3,))
+                  for i, img in enumerate(_image_list(mask_imgs, "mask_imgs", "No mask provided for intersection: "))]
+    except InputTypeError as error:
+        raise InputTypeError(f"All masks must be a 3D Niimg-like object. {error}") from None
+    try:
+        check_same_grid(images, "mask_imgs")
+    except ImageMismatchError as error:
+        raise ImageMismatchError(f"Following field of view errors were detected: {error}") from None
     values = dask.compute(*[image.data for image in images])
     masks = [check_binary_mask(v, f"mask_imgs[{i}]", allow_empty=True) for i, v in enumerate(values)]
     return mask_dataarray(intersect_arrays(masks, threshold, connected), get_affine(images[0]))
 
 
-def _image_list(imgs, name: str) -> list:
+def _image_list(imgs, name: str, empty: str = "") -> list:
     if not is_image_list(imgs):
         raise ParameterError(f"{name} must be a list of images, got a {type(imgs).__name__}.")
     if len(imgs) == 0:
-        raise ParameterError(f"{name} is an empty list: pass at least one image.")
+        raise ParameterError(f"{empty}{name} is an empty list: pass at least one image.")
     return list(imgs)
 
 
@@ -294,6 +301,7 @@ def _intersect_computed(masks: list[tuple[np.ndarray, np.ndarray]], threshold, c
     for index, affine in enumerate(affines[1:], start=1):
         if masks[index][0].shape != masks[0][0].shape or not np.allclose(affine, affines[0]):
             raise ImageMismatchError(
+                f"The masks do not have the same shape and affine: "
                 f"run {index}'s mask has shape {masks[index][0].shape} and affine "
                 f"{np.round(affine, 4).tolist()} but run 0's has {masks[0][0].shape} and "
                 f"{np.round(affines[0], 4).tolist()}; pass target_affine and target_shape to put "

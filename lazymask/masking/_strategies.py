@@ -64,9 +64,11 @@ def mask_strategy(name: str) -> MaskStrategy:
     >>> mask_strategy("whole-brain-template").single.keywords
     {'mask_type': 'whole-brain'}
     """
-    if name not in MASK_STRATEGIES:
+    if not isinstance(name, str) or name not in MASK_STRATEGIES:
+        accepted = ", ".join(repr(known) for known in MASK_STRATEGIES)
         raise ParameterError(
-            f"mask_strategy={name!r}: expected one of {list(MASK_STRATEGIES)} (or pass a mask in mask_img)."
+            f"Unknown value of mask_strategy {name!r}. Acceptable values are {accepted} "
+            "(or pass a mask in mask_img)."
         )
     return MASK_STRATEGIES[name]
 
@@ -96,7 +98,7 @@ def mask_strategy_arguments(function: Callable, mask_args: dict | None, strategy
     if skipped:
         target = function.func if isinstance(function, partial) else function
         warnings.warn(
-            f"mask_args {skipped} are not parameters of the masking strategy {strategy!r} "
-            f"({target.__name__}); they are ignored.", UserWarning, stacklevel=4,
+            f"The following arguments are not supported by the masking strategy {strategy!r} "
+            f"({target.__name__}), they are ignored: {skipped}", UserWarning, stacklevel=4,
         )
     return kept

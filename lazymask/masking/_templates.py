@@ -41,7 +41,7 @@ def template_path(mask_type: str = "whole-brain", template=None) -> str:
     """
     if mask_type not in TEMPLATE_FILES:
         raise ParameterError(
-            f"mask_type={mask_type!r}: expected one of {sorted(TEMPLATE_FILES)}."
+            f"Unknown mask type {mask_type}. mask_type={mask_type!r}: expected one of {sorted(TEMPLATE_FILES)}."
         )
     if template is not None:
         path = os.fspath(template)

@@ -7,7 +7,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from lazymask.exceptions import ImageMismatchError
+from lazymask.exceptions import DimensionError, ImageMismatchError
 from lazymask.image import as_image, resample_array, smooth_array, time_mean_volume
 from lazymask.io import get_affine, image_dataarray
 from lazymask.masking._compute import check_binary_mask
@@ -45,7 +45,13 @@ def read_small(image: xr.DataArray) -> np.ndarray:
 
 def load_mask(mask_img, name: str = "mask_img", allow_empty: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A validated boolean 3D mask and its affine, from anything ``open_nifti`` accepts."""
-    image = as_image(mask_img, name, ndim=(3,))
+    image = as_image(mask_img, name, ndim=(3, 4))
+    if image.ndim == 4:  # one volume in a 4D file is a 3D mask to nilearn; more is not a mask
+        if image.shape[3] != 1:
+            raise DimensionError(
+                4, 3, f"{name} is a 4D image of shape {tuple(image.shape)}; expected a 3D image. Select the "
+                "volume you need first (lazymask works on 3D images and 4D runs).")
+        image = image.isel(time=0, drop=True)
     return check_binary_mask(read_small(image), name, allow_empty=allow_empty), get_affine(image)
 
 
@@ -55,16 +61,16 @@ def mask_dataarray(mask: np.ndarray, affine, name: str = "mask") -> xr.DataArray
 
 
 def check_mask_matches(mask: np.ndarray, mask_affine, image: xr.DataArray, image_name: str) -> None:
-    """Raise :class:`ImageMismatchError` unless the mask and the image share a grid."""
-    if mask.shape != tuple(image.shape[:3]):
-        raise ImageMismatchError(
-            f"mask_img has shape {mask.shape} but {image_name} has spatial shape {tuple(image.shape[:3])}; "
-            "resample the mask onto the image's grid "
-            "(lazymask.image.resample_to_img(mask_img, img, interpolation='nearest'))."
-        )
+    """Raise :class:`ImageMismatchError` unless the mask and the image share a grid (nilearn's messages)."""
+    fix = ("resample the mask onto the image's grid "
+           "(lazymask.image.resample_to_img(mask_img, img, interpolation='nearest')).")
     if not np.allclose(mask_affine, get_affine(image)):
         raise ImageMismatchError(
-            f"mask_img's affine {np.round(mask_affine, 4).tolist()} differs from {image_name}'s "
-            f"{np.round(get_affine(image), 4).tolist()}; resample the mask onto the image's grid "
-            "(lazymask.image.resample_to_img(mask_img, img, interpolation='nearest'))."
+            f"Mask affine:\n{np.asarray(mask_affine)}\n is different from img affine:\n{get_affine(image)}\n"
+            f"(mask_img and {image_name}); {fix}"
+        )
+    if mask.shape != tuple(image.shape[:3]):
+        raise ImageMismatchError(
+            f"Mask shape: {mask.shape}\n is different from img shape:{tuple(image.shape[:3])}\n"
+            f"(mask_img and {image_name}); {fix}"
         )

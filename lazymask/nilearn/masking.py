@@ -9,6 +9,9 @@ Examples
 'Nifti1Image'
 """
 
+import nibabel as nib
+import numpy as np
+
 from lazymask import masking as _lazy
 from lazymask.nilearn._eager import eager_function
 
@@ -32,4 +35,22 @@ compute_multi_background_mask = eager_function(_lazy.compute_multi_background_ma
 compute_multi_brain_mask = eager_function(_lazy.compute_multi_brain_mask, __name__)
 compute_multi_epi_mask = eager_function(_lazy.compute_multi_epi_mask, __name__)
 intersect_masks = eager_function(_lazy.intersect_masks, __name__)
-unmask = eager_function(_lazy.unmask, __name__)
+_eager_unmask = eager_function(_lazy.unmask, __name__)
+
+
+def _in_order(image, order):
+    """``image`` with its voxels in ``order`` ("F"/"C") in memory, as nilearn's unmask returns them."""
+    data = np.asarray(image.dataobj)
+    data = np.asfortranarray(data) if order == "F" else np.ascontiguousarray(data)
+    return nib.Nifti1Image(data, image.affine, header=image.header)
+
+
+def unmask(X, mask_img, order="F"):
+    result = _eager_unmask(X, mask_img, order=order)
+    if isinstance(result, list):
+        return [_in_order(image, order) for image in result]
+    return _in_order(result, order)
+
+
+unmask.__doc__ = _eager_unmask.__doc__
+unmask.__wrapped__ = _lazy.unmask

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -120,6 +122,19 @@ def clean(
     ((100, 3), dtype('float32'))
     """
     data = time_feature_data(signals)
+    if isinstance(standardize, (bool, np.bool_)):
+        warnings.warn(
+            "boolean values for 'standardize' will be deprecated in nilearn 0.15.0 (as nilearn warns). "
+            "Use 'zscore_sample' instead of 'True' or use 'None' instead of 'False'.",
+            FutureWarning, stacklevel=2,
+        )
+    if confounds is not None and not detrend and not standardize_confounds:
+        warnings.warn(
+            "When confounds are provided, one must perform detrend and/or standardize confounds "
+            f"(as nilearn warns). You provided detrend={detrend}, standardize_confounds={standardize_confounds}: "
+            "unless the confounds were demeaned before, the signals will not be correctly cleaned.",
+            UserWarning, stacklevel=2,
+        )
     plan = make_plan(
         data.shape[0], runs=runs, detrend=detrend, standardize=standardize, sample_mask=sample_mask,
         standardize_confounds=standardize_confounds, filter=filter, low_pass=low_pass,

@@ -157,7 +157,8 @@ def detrend(signals: np.ndarray, inplace: bool = False) -> np.ndarray:
     """
     n_time = len(signals)
     if n_time == 1:
-        warnings.warn("Detrending a single time point would zero it; skipped.", UserWarning, stacklevel=2)
+        warnings.warn("Detrending of 3D signal has been requested but would lead to zero values. Skipping "
+                      "(a single time point).", UserWarning, stacklevel=2)
         return signals if inplace else signals.copy()
     if inplace:
         signals -= signals.mean(axis=0)
@@ -202,8 +203,8 @@ def standardize(signals: np.ndarray, strategy: str, inplace: bool = False) -> np
         out = (signals - mean) / scale * 100
         if invalid.any():
             warnings.warn(
-                f"standardize='psc' is meaningless for features whose mean is 0; {invalid.sum()} "
-                "such time series are set to 0.",
+                f"psc standardization strategy is meaningless for features that have a mean of 0: "
+                f"{invalid.sum()} such time series are set to 0.",
                 UserWarning,
                 stacklevel=2,
             )

@@ -28,6 +28,10 @@ from lazymask.storage import files_at
 __all__ = ["load_confounds", "fill_leading_nan"]
 
 
+class ConfoundsTypeError(ParameterError, TypeError):
+    """``confounds`` (or one of its entries) of a type ``clean`` cannot read; a ``TypeError`` too, as nilearn's."""
+
+
 def load_confounds(confounds, n_time: int):
     """Return ``confounds`` as one float ``(n_time, k)`` array (numpy or one-chunk dask), or None.
 
@@ -38,6 +42,11 @@ def load_confounds(confounds, n_time: int):
     """
     if confounds is None:
         return None
+    if not isinstance(confounds, (list, tuple, str, Path, np.ndarray, pd.DataFrame, da.Array, xr.DataArray)):
+        raise ConfoundsTypeError(
+            f"'confounds' must be of type(s): list, tuple, str, pathlib.Path, numpy.ndarray, pandas.DataFrame, "
+            f"dask array or DataArray. Got: {type(confounds).__name__!r}"
+        )
     pieces = confounds if isinstance(confounds, (list, tuple)) else [confounds]
     if len(pieces) == 0:
         return None
@@ -76,7 +85,8 @@ def _as_2d(piece, n_time: int, name: str):
     elif isinstance(piece, (np.ndarray, da.Array)):
         array = piece
     else:
-        raise ParameterError(
+        raise ConfoundsTypeError(
+            f"confound has an unhandled type: {type(piece)}. "
             f"{name} has type {type(piece).__name__}; confounds must be numpy arrays, pandas "
             "DataFrames, paths to CSV/TSV files, dask arrays, DataArrays, or a list of these."
         )
@@ -84,6 +94,7 @@ def _as_2d(piece, n_time: int, name: str):
         array = array[:, None]
     if array.ndim != 2:
         raise ParameterError(
+            f"confound array has an incorrect number of dimensions: {array.ndim}. "
             f"{name} has {array.ndim} dimensions; confounds must be 1D (n_time,) or 2D "
             "(n_time, n_confounds)."
         )
@@ -91,7 +102,8 @@ def _as_2d(piece, n_time: int, name: str):
         raise ParameterError(f"{name} has dtype {array.dtype}; confounds must be numeric.")
     if array.shape[0] != n_time:
         raise ParameterError(
-            f"{name} has {array.shape[0]} rows but the signals have {n_time} time points; "
+            f"Confound signal has an incorrect length. Signal length: {n_time}; confound length: "
+            f"{array.shape[0]}. {name} has {array.shape[0]} rows but the signals have {n_time} time points; "
             "confounds need one row per time point (the same length as the signals)."
         )
     return array.astype(_float_dtype(array.dtype))
@@ -123,7 +135,8 @@ def _read_table(path: str) -> np.ndarray:
     separator = next((s for s in "\t,;" if s in first_line), r"\s+")
     fields = first_line.split() if separator == r"\s+" else first_line.split(separator)
     tokens = [field.strip().strip('"') for field in fields]
-    header = None if all(_is_number(t) for t in tokens) else 0
+    # a header: a text field, or an empty first field (DataFrame.to_csv's index column, as nilearn reads it)
+    header = None if all(_is_number(t) for t in tokens) and tokens[0] != "" else 0
     if not first_line:
         raise ParameterError(
             f"confounds file {str(path)!r} is empty (its first line holds no column); pass a "

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lazymask.exceptions import ParameterError
+from lazymask.exceptions import AllVolumesRemovedError, ParameterError
 from lazymask.signal._filters import butterworth_sos
 
 __all__ = ["CleanPlan", "RunPlan", "SampleMaskError", "make_plan", "float_dtype"]
@@ -21,6 +21,10 @@ __all__ = ["CleanPlan", "RunPlan", "SampleMaskError", "make_plan", "float_dtype"
 STANDARDIZE_OPTIONS = ("zscore_sample", "zscore", "psc", True, False, None)
 FILTER_OPTIONS = ("butterworth", "cosine", False, None)
 BUTTERWORTH_OPTIONS = ("order", "padtype", "padlen")
+
+
+class SampleMaskTypeError(ParameterError, TypeError):
+    """``sample_mask`` of a type ``clean`` cannot use (also a ``TypeError``, as in nilearn)."""
 
 
 class SampleMaskError(ParameterError, IndexError):
@@ -93,7 +97,7 @@ def make_plan(
     for name, value in [("detrend", detrend), ("standardize_confounds", standardize_confounds),
                         ("ensure_finite", ensure_finite), ("extrapolate", extrapolate)]:
         if not isinstance(value, (bool, np.bool_)):
-            raise ParameterError(f"{name} must be True or False; got {value!r}.")
+            raise ParameterError(f"'{name}' must be one of True or False; got {value!r}.")
     filter_type, low_pass, high_pass, t_r = _check_filter(filter, low_pass, high_pass, t_r)
     butterworth = _butterworth_options(kwargs)
     run_plans = _run_plans(n_time, runs, sample_mask)
@@ -132,23 +136,32 @@ def _check_filter(filter, low_pass, high_pass, t_r):
     """Return ``(filter_type, low_pass, high_pass, t_r)``; ``filter_type`` None means no filter."""
     if filter not in FILTER_OPTIONS:
         raise ParameterError(
-            f"filter={filter!r} is not a known filter; use 'butterworth', 'cosine' or False."
+            f"Filter method {filter} not implemented: filter={filter!r} is not a known filter; use "
+            "'butterworth', 'cosine' or False."
         )
     for name, value in [("low_pass", low_pass), ("high_pass", high_pass), ("t_r", t_r)]:
         if value is not None and not (np.isscalar(value) and np.isreal(value) and value > 0):
             raise ParameterError(f"{name} must be a positive number or None; got {value!r}.")
     if filter in (False, None):
+        if low_pass is not None or high_pass is not None:
+            warnings.warn(
+                f"No filter type selected (filter={filter!r}) but a cutoff frequency was provided "
+                f"(low_pass={low_pass!r}, high_pass={high_pass!r}): will not perform filtering.",
+                UserWarning, stacklevel=4,
+            )
         return None, None, None, t_r
     if filter == "cosine":
         if t_r is None or high_pass is None:
             raise ParameterError(
-                f"filter='cosine' needs the repetition time and a high-pass cutoff; got "
+                "Repetition time (t_r) and low cutoff frequency (high_pass) must be specified for cosine "
+                "filtering: filter='cosine' needs the repetition time and a high-pass cutoff; got "
                 f"t_r={t_r!r} and high_pass={high_pass!r}. Pass both (in seconds and Hz)."
             )
         if low_pass is not None:
             warnings.warn(
-                f"filter='cosine' only removes slow drifts (high_pass); low_pass={low_pass!r} is "
-                "ignored. Use filter='butterworth' for a low-pass or band-pass filter.",
+                f"low_pass is not implemented for filter='cosine': the cosine filter only removes slow "
+                f"drifts (high_pass); low_pass={low_pass!r} is ignored. Use filter='butterworth' for a "
+                "low-pass or band-pass filter.",
                 UserWarning,
                 stacklevel=4,
             )
@@ -157,13 +170,14 @@ def _check_filter(filter, low_pass, high_pass, t_r):
         return None, None, None, t_r
     if t_r is None:
         raise ParameterError(
-            f"Butterworth filtering (low_pass={low_pass!r}, high_pass={high_pass!r}) needs the "
-            "repetition time; got t_r=None. Pass t_r in seconds."
+            f"Repetition time (t_r) must be specified for butterworth filtering (low_pass={low_pass!r}, "
+            f"high_pass={high_pass!r}); got t_r=None. Pass t_r in seconds."
         )
     if low_pass is not None and high_pass is not None and high_pass >= low_pass:
         raise ParameterError(
-            f"high_pass ({high_pass} Hz) must be below low_pass ({low_pass} Hz) for a band-pass "
-            "filter; swap them or drop one."
+            f"High pass cutoff frequency ({high_pass}) is greater than or equal to low pass filter "
+            f"frequency ({low_pass}): high_pass must be below low_pass for a band-pass filter; swap them "
+            "or drop one."
         )
     low_pass, high_pass = (_below_nyquist(name, value, float(t_r))
                            for name, value in [("low_pass", low_pass), ("high_pass", high_pass)])
@@ -251,7 +265,8 @@ def _run_plans(n_time: int, runs, sample_mask) -> tuple[RunPlan, ...]:
         runs = np.asarray(runs)
         if runs.ndim != 1 or len(runs) != n_time:
             raise ParameterError(
-                f"runs must give one run label per time point: the signals have {n_time} time "
+                f"The length of the run vector ({runs.size}) does not match the length of the signals "
+                f"({n_time}): runs must give one run label per time point: the signals have {n_time} time "
                 f"points but runs has shape {runs.shape}."
             )
         rows_per_run = [np.flatnonzero(runs == label) for label in np.unique(runs)]
@@ -271,6 +286,7 @@ def _split_sample_mask(sample_mask, n_runs: int) -> list:
         masks = [sample_mask]
     if len(masks) != n_runs:
         raise ParameterError(
+            f"Number of sample_mask ({len(masks)}) not matching number of runs ({n_runs}): "
             f"sample_mask must hold one mask per run: got {len(masks)} mask(s) for {n_runs} "
             "run(s). With runs=..., pass a list of masks in the order of the sorted run labels."
         )
@@ -291,22 +307,28 @@ def _kept_volumes(mask, n_volumes: int, i: int, n_runs: int) -> np.ndarray | Non
             )
         kept = np.flatnonzero(mask)
     elif mask.dtype.kind in "iu" and mask.ndim == 1:
+        if mask.size > n_volumes:
+            raise SampleMaskError(
+                f"{where} has more timepoints than the current run: it holds {mask.size} indices "
+                f"but the run has {n_volumes} time points."
+            )
         bad = mask[(mask < 0) | (mask >= n_volumes)]
         if bad.size:
             raise SampleMaskError(
-                f"{where} holds indices out of range: {bad[:10].tolist()}; indices must be in "
-                f"[0, {n_volumes - 1}]."
+                f"sample_mask contains invalid index {bad[:10].tolist()}: {where} holds indices out of range: "
+                f"{bad[:10].tolist()}; indices must be in [0, {n_volumes - 1}]."
             )
         kept = np.unique(mask)
         if kept.size != mask.size:
             raise SampleMaskError(f"{where} holds repeated indices; give each volume once.")
     else:
-        raise ParameterError(
-            f"{where} must be a 1D boolean mask or 1D integer indices; got dtype {mask.dtype} "
+        raise SampleMaskTypeError(
+            f"sample_mask must be of type numpy.ndarray (1D boolean mask or integer indices) or a list of "
+            f"these: {where} must be a 1D boolean mask or 1D integer indices; got dtype {mask.dtype} "
             f"and shape {mask.shape}."
         )
     if kept.size == 0:
-        raise ParameterError(f"{where} removes every volume; keep at least one.")
+        raise AllVolumesRemovedError(f"{where} removes every volume; keep at least one.")
     if kept.size == n_volumes:
         return None
     return kept

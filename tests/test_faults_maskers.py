@@ -173,7 +173,7 @@ CASES = [
      ParameterError, r"lut='.*empty.tsv': cannot read a look-up table \(Error: Could not determine delimiter\)"),
     ("empty fMRIPrep confounds table",
      lambda f: __import__("lazymask.interfaces.fmriprep").interfaces.fmriprep.read_confounds_table(f["confounds_empty"]),
-     ParameterError, r"confounds file '.*empty.tsv' is not a readable fMRIPrep confounds table \(EmptyDataError"),
+     ParameterError, r"confounds file '.*empty.tsv' is not a readable tab-separated table \(EmptyDataError"),
     ("unknown labels strategy", lambda f: NiftiLabelsMasker(f["labels"], strategy="nope").fit_transform(f["run"]),
      LazymaskError, r"'strategy' parameter of NiftiLabelsMasker must be a str among .*Got 'nope'"),
     ("3D maps_img", lambda f: NiftiMapsMasker(f["labels"]).fit_transform(f["run"]),

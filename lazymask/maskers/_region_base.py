@@ -28,7 +28,8 @@ import xarray as xr
 
 from lazymask.image import as_image, mean_img, resample_array
 from lazymask.io import Grid, get_affine
-from lazymask.maskers._base import BaseMasker
+from lazymask.exceptions import ImageMismatchError
+from lazymask.maskers._base import BaseMasker, InvalidParameterError
 from lazymask.maskers._runs import per_run
 from lazymask.masking import read_small
 from lazymask.regions import STRATEGIES, region_signals, signals_dataarray
@@ -53,11 +54,41 @@ class Extraction:
 
 
 def check_same_grids(**grids) -> None:
-    """``resampling_target=None``: every given grid (``None`` skipped) must equal the first; else ImageMismatchError."""
+    """``resampling_target=None`` at fit: every given grid (``None`` skipped) must be the same.
+
+    Else :class:`ImageMismatchError` listing, as nilearn does, each pair that differs in shape or affine.
+    """
     named = [(name, grid) for name, grid in grids.items() if grid is not None]
-    first_name, first = named[0]
-    for name, grid in named[1:]:
-        grid.check_same(name, first, first_name, "resampling_target=None requires one grid; " + RESAMPLE_FIX)
+    errors = []
+    for index, (name, grid) in enumerate(named):
+        for other_name, other in named[index + 1:]:
+            if grid.shape != other.shape:
+                errors.append(f"- {name} and {other_name} do not have the same shape")
+            if not grid.same_as(other, check_shape=False):
+                errors.append(f"- {name} and {other_name} do not have the same affine")
+    if errors:
+        raise ImageMismatchError("Following field of view errors were detected:\n" + "\n".join(errors)
+                                 + "\nresampling_target=None requires one grid; " + RESAMPLE_FIX)
+
+
+def check_transform_grid(image_grid: Grid, image_name: str, grid: Grid) -> None:
+    """``resampling_target=None`` at transform: the images must be on the fitted grid (nilearn's words)."""
+    if grid.same_as(image_grid):
+        return
+    what = "Images have incompatible shapes." if grid.shape != image_grid.shape else \
+        "Images have different affine matrices."
+    raise ImageMismatchError(f"{what} {grid.mismatch('imgs', image_grid, image_name, RESAMPLE_FIX)}")
+
+
+def check_allowed(value, allowed, name: str) -> None:
+    """nilearn's check of a parameter against its allowed values (an :class:`InvalidParameterError`)."""
+    if value not in allowed:
+        raise InvalidParameterError(f"'{name}' must be one of {allowed}.\n'{value}' was provided.")
+
+
+def missing_image(name: str, what: str) -> InvalidParameterError:
+    """The error for a required image parameter left at None (a TypeError and a ValueError, as nilearn's)."""
+    return InvalidParameterError(f"{name}=None: the input should be a NiftiLike object; pass {what}.")
 
 
 class RegionMasker(BaseMasker):
@@ -100,8 +131,9 @@ class RegionMasker(BaseMasker):
         image = getattr(self, f"{name}_")
         image_grid = Grid.of(image)
         if self.resampling_target is None:
-            check_same_grids(**{name: image_grid}, mask_img=None if self.mask_img_ is None else Grid.of(self.mask_img_),
-                             imgs=grid)
+            check_transform_grid(image_grid, name, grid)
+            if self.mask_img_ is not None:
+                check_transform_grid(Grid.of(self.mask_img_), "mask_img", grid)
         if not image_grid.same_as(grid):
             warnings.warn(f"Resampling {self._spatial_word} at transform time; fit on the images you transform "
                           "(or use fit_transform) to avoid it.", stacklevel=7)

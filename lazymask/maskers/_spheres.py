@@ -30,16 +30,18 @@ def check_seeds(seeds) -> list[list[float]]:
     >>> check_seeds([(0, 1, 2)])
     [[0.0, 1.0, 2.0]]
     """
+    seeds_error = "Seeds must be a list of triplets of coordinates in native space: "
     if seeds is None or not hasattr(seeds, "__iter__") or isinstance(seeds, str):
-        raise ParameterError(f"seeds must be a list of (x, y, z) world coordinates in mm; got {type(seeds).__name__}.")
+        raise ParameterError(f"{seeds_error}(x, y, z) world coordinates in mm; got {type(seeds).__name__}.")
     checked = []
     for index, seed in enumerate(seeds):
         if not hasattr(seed, "__len__") or len(seed) != 3:
-            raise ParameterError(f"seeds[{index}]={seed!r}: expected 3 coordinates (x, y, z) in mm.")
+            raise ParameterError(f"{seeds_error}seeds[{index}]={seed!r}, expected 3 coordinates (x, y, z) in mm.")
         try:
             coordinates = [float(value) for value in seed]
         except (TypeError, ValueError):
-            raise ParameterError(f"seeds[{index}]={seed!r}: expected 3 numbers (x, y, z) in mm.") from None
+            raise ParameterError(f"{seeds_error}seeds[{index}]={seed!r}, expected 3 numbers (x, y, z) in mm.") \
+                from None
         if not np.all(np.isfinite(coordinates)):
             raise ParameterError(f"seeds[{index}]={list(seed)!r} holds a non-finite coordinate (NaN or "
                                  "infinity); every seed needs 3 finite world coordinates (x, y, z) in mm.")
@@ -139,7 +141,8 @@ class NiftiSpheresMasker(RegionMasker):
 
     def _inverse(self, signals):
         if self.mask_img_ is None:
-            raise ParameterError("inverse_transform needs a grid: create the NiftiSpheresMasker with mask_img.")
+            raise ParameterError("Please provide mask_img at initialization to provide a reference for the "
+                                 "inverse_transform: NiftiSpheresMasker needs a grid to invert.")
         grid = Grid.of(self.mask_img_)
         expansion = sphere_expansion(self.seeds_, self.radius, grid, self.mask_img_.values, self.allow_overlap)
         return signals_to_image(signals, grid.shape, grid.affine, expansion)

@@ -27,7 +27,7 @@ from lazymask.exceptions import ImageMismatchError, ParameterError
 from lazymask.image import as_image
 from lazymask.io import Grid, as_dask, image_dataarray
 from lazymask.masking import read_small
-from lazymask.regions._labels import labels_expansion, labels_operator, warn_keep_masked_labels
+from lazymask.regions._labels import label_values, labels_expansion, labels_operator, warn_keep_masked_labels
 from lazymask.regions._maps import maps_expansion, maps_matrix, masked_maps_operator, warn_keep_masked_maps
 from lazymask.regions._operators import STRATEGIES, Expansion, _Operator
 
@@ -249,7 +249,9 @@ def signals_to_img_labels(signals, labels_img, mask_img=None, background_label=0
     Parameters
     ----------
     signals : array-like, dask array or xarray.DataArray
-        ``(region,)`` or ``(time, region)``, one column per label (sorted, without the background).
+        ``(region,)`` or ``(time, region)``, one column per label (sorted, without the background)
+        left by ``mask_img``, or one per label of ``labels_img`` (signals extracted with
+        ``keep_masked_labels=True``): each column goes to the voxels of its own label.
     labels_img : 3D image
         Regions as labels.
     mask_img : 3D image, optional
@@ -275,6 +277,11 @@ def signals_to_img_labels(signals, labels_img, mask_img=None, background_label=0
     values, grid = _volume(labels_img, "labels_img")
     mask = _mask_on(mask_img, grid, "labels_img")
     operator = labels_operator(values, mask, background_label, "sum", stacklevel=3)
+    n_columns = np.shape(signals)[-1] if np.ndim(signals) else None
+    if mask is not None and n_columns != operator.n_regions and n_columns == label_values(values, background_label).size:
+        # signals extracted with keep_masked_labels=True: one column per label found before the mask, each
+        # painted on its own label's voxels (those the mask removed stay 0)
+        operator = labels_operator(values, mask, background_label, "sum", keep_masked_labels=True)
     array = _check_signals(signals, operator.n_regions, "signals")
     return signals_to_image(array, grid.shape, grid.affine, labels_expansion(operator))
 

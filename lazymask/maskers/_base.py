@@ -160,7 +160,8 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         # lazy result into numpy at every call, whatever the output configuration.
         kwargs.setdefault("auto_wrap_output_keys", None)
         super().__init_subclass__(**kwargs)
-        if not cls.__name__.startswith("_"):
+        # lazymask.nilearn's eager twins share the names: load_masker keeps rebuilding lazy maskers
+        if not cls.__name__.startswith("_") and not cls.__module__.startswith("lazymask.nilearn"):
             MASKER_CLASSES[cls.__name__] = cls
         cls._parameter_constraints = _complete_constraints(cls)
         if "transform" in cls.__dict__ or not getattr(cls.transform, "_lazymask_output", False):

@@ -9,6 +9,7 @@ their ``(map, voxel)`` matrix is read; the fitted matrix then serves ``inverse_t
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import xarray as xr
 
 from lazymask.exceptions import ImageMismatchError, ParameterError
@@ -160,11 +161,13 @@ class NiftiMapsMasker(RegionMasker):
     # -- extraction -----------------------------------------------------------------------------------
     def _build_extraction(self, grid: Grid) -> Extraction:
         maps, mask = self._spatial_on(grid)
-        matrix = maps_matrix(maps, mask)
+        matrix = maps_matrix(maps)  # read once; the mask is applied to the matrix below
         if matrix.nnz == 0 and (getattr(self, "_maps_resampled", False) or not Grid.of(self.maps_img_).same_as(grid)):
-            raise ParameterError("No map left after resampling maps_img onto the images' grid"
-                                 + (" (within mask_img)" if mask is not None else "")
-                                 + ": check that maps_img and the images cover the same space.")
+            raise ParameterError("No map left after resampling maps_img onto the images' grid: check that "
+                                 "maps_img and the images cover the same space.")
+        if mask is not None:
+            matrix = (matrix @ sp.diags(np.asarray(mask, dtype=bool).ravel(order="F").astype(matrix.dtype))).tocsr()
+            matrix.eliminate_zeros()
         operator, kept = masked_maps_operator(matrix, maps.dtype, masked=mask is not None,
                                               keep_masked_maps=bool(self.keep_masked_maps),
                                               allow_overlap=bool(self.allow_overlap), stacklevel=8)

@@ -91,6 +91,11 @@ def missing_image(name: str, what: str) -> InvalidParameterError:
     return InvalidParameterError(f"{name}=None: the input should be a NiftiLike object; pass {what}.")
 
 
+def _is_mask_warning(caught) -> bool:
+    """A warning about regions that ``mask_img`` removed (nilearn gives it at transform)."""
+    return issubclass(caught.category, UserWarning) and str(caught.message).startswith("After applying mask")
+
+
 class RegionMasker(BaseMasker):
     """Common part of the region maskers (see the module's contract). Not used directly.
 
@@ -105,7 +110,19 @@ class RegionMasker(BaseMasker):
     # -- fit ------------------------------------------------------------------------------------------
     def _fit_extraction(self, imgs, reference: Grid | None) -> None:
         """Build the operator on ``reference`` (when known) and keep the report's lazy mean."""
-        self._extraction_ = None if reference is None else self._build_extraction(reference)
+        self._mask_warnings_ = ()
+        if reference is None:
+            self._extraction_ = None
+        else:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self._extraction_ = self._build_extraction(reference)
+            # as nilearn, regions a mask removes are told at each transform (not at fit); the rest now
+            self._mask_warnings_ = tuple(str(w.message) for w in caught if _is_mask_warning(w))
+            for caught_warning in caught:
+                if not _is_mask_warning(caught_warning):
+                    warnings.warn_explicit(caught_warning.message, caught_warning.category,
+                                           caught_warning.filename, caught_warning.lineno)
         self.mean_img_ = None
         if imgs is not None and getattr(self, "reports", True):
             first = imgs[0] if isinstance(imgs, list | tuple) else imgs
@@ -149,6 +166,9 @@ class RegionMasker(BaseMasker):
     # -- transform ------------------------------------------------------------------------------------
     def _extract(self, img4d: xr.DataArray) -> xr.DataArray:
         extraction = self._extraction_on(Grid.of(img4d))
+        if extraction is self._extraction_:
+            for message in getattr(self, "_mask_warnings_", ()):
+                warnings.warn(message, UserWarning, stacklevel=6)
         signals = region_signals(img4d, extraction.operator)
         return signals_dataarray(signals, extraction.ids, extraction.names, extraction.extra_coords)
 

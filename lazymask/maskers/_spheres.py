@@ -120,7 +120,12 @@ class NiftiSpheresMasker(RegionMasker):
         mask = load_mask(self.mask_img) if self.mask_img is not None else None
         self.mask_img_ = None if mask is None else mask_dataarray(mask[0], mask[1], name="mask_img")
         self.n_elements_ = len(self.seeds_)
-        self._fit_extraction(imgs, image_grid(imgs))
+        try:
+            self._fit_extraction(imgs, image_grid(imgs))
+        except ParameterError:
+            # as nilearn, fit accepts spheres that are empty or overlap on these images: transform
+            # (which builds them again on its images) and inverse_transform raise
+            self._extraction_ = None
 
     def _candidates_on(self, grid: Grid):
         if self.mask_img_ is None:

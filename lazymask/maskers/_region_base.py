@@ -28,7 +28,7 @@ import xarray as xr
 
 from lazymask.image import as_image, mean_img, resample_array
 from lazymask.io import Grid, get_affine
-from lazymask.exceptions import ImageMismatchError
+from lazymask.exceptions import DimensionError, ImageMismatchError
 from lazymask.maskers._base import BaseMasker, InvalidParameterError
 from lazymask.maskers._runs import per_run
 from lazymask.masking import read_small
@@ -164,6 +164,17 @@ class RegionMasker(BaseMasker):
         raise NotImplementedError
 
     # -- transform ------------------------------------------------------------------------------------
+    def _open(self, imgs):
+        """One image (a list of 3D images is one 4D run); a list of 4D runs is nilearn's 5D error."""
+        if isinstance(imgs, list | tuple) and imgs and not isinstance(self, MultiMixin):
+            first = as_image(imgs[0], "imgs[0]", ndim=(3, 4))
+            if first.ndim == 4:
+                raise DimensionError(
+                    "Input data has incompatible dimensionality: Expected dimension is 4D and you provided a "
+                    f"list of 4D images (5D): {type(self).__name__} takes one run; use "
+                    f"Multi{type(self).__name__} (or transform each run) for a list of runs.")
+        return super()._open(imgs)
+
     def _extract(self, img4d: xr.DataArray) -> xr.DataArray:
         extraction = self._extraction_on(Grid.of(img4d))
         if extraction is self._extraction_:

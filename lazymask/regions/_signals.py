@@ -71,6 +71,9 @@ def _apply_operator(block, operator: _Operator) -> np.ndarray:
     # letting dask concatenate (which would copy every block into C order)
     while isinstance(block, list):
         (block,) = block
+    if block.dtype.kind == "f" and not np.isfinite(np.sum(block, dtype=np.float64)):
+        # one cheap pass: a NaN or an infinity anywhere makes the sum non-finite (nilearn warns, then reads 0)
+        warnings.warn("Non-finite values detected. These values will be replaced with zeros.", stacklevel=2)
     return operator(block)
 
 

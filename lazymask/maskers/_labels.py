@@ -391,7 +391,8 @@ class NiftiLabelsMasker(RegionMasker):
                                      f"{grid.shape}; fit with resampling_target='labels' or on the images' grid "
                                      "to invert.")
         extraction = self._extraction_on(grid)
-        return signals_to_image(signals, grid.shape, grid.affine, labels_expansion(extraction.operator))
+        image = signals_to_image(signals, grid.shape, grid.affine, labels_expansion(extraction.operator))
+        return self._as_inverse_dtype(image, signals.dtype)
 
     def _spatial_arrays(self) -> dict[str, xr.DataArray]:
         arrays = super()._spatial_arrays()

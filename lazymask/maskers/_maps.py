@@ -197,8 +197,9 @@ class NiftiMapsMasker(RegionMasker):
         fitted = self._extraction_
         on_grid = fitted is not None and fitted.grid.same_as(grid)
         matrix = fitted.matrix if on_grid else maps_matrix(self.maps_img_, mask)
-        dtype = np.result_type(signals.dtype, self.maps_img_.dtype)
-        return signals_to_image(signals.astype(dtype), grid.shape, grid.affine, maps_expansion(matrix))
+        dtype = np.result_type(signals.dtype, self.maps_img_.dtype, np.float32)
+        image = signals_to_image(signals.astype(dtype), grid.shape, grid.affine, maps_expansion(matrix))
+        return self._as_inverse_dtype(image, signals.dtype)
 
 
 class MultiNiftiMapsMasker(MultiMixin, NiftiMapsMasker):

@@ -183,6 +183,16 @@ class RegionMasker(BaseMasker):
         signals = region_signals(img4d, extraction.operator)
         return signals_dataarray(signals, extraction.ids, extraction.names, extraction.extra_coords)
 
+    # -- inverse --------------------------------------------------------------------------------------
+    def _as_inverse_dtype(self, image: xr.DataArray, signals_dtype) -> xr.DataArray:
+        """nilearn's dtype of ``inverse_transform``: the signals' dtype, or ``dtype`` when given ("auto": int32/float32)."""
+        target = np.dtype(signals_dtype)
+        if isinstance(self.dtype, str) and self.dtype == "auto":
+            target = np.dtype(np.int32 if target.kind in "iu" else np.float32)
+        elif self.dtype is not None:
+            target = np.dtype(self.dtype)
+        return image if image.dtype == target else image.astype(target)
+
     # -- report ---------------------------------------------------------------------------------------
     # -- persistence ----------------------------------------------------------------------------------
     def _spatial_arrays(self) -> dict[str, xr.DataArray]:

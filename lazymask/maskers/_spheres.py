@@ -150,7 +150,9 @@ class NiftiSpheresMasker(RegionMasker):
                                  "inverse_transform: NiftiSpheresMasker needs a grid to invert.")
         grid = Grid.of(self.mask_img_)
         expansion = sphere_expansion(self.seeds_, self.radius, grid, self.mask_img_.values, self.allow_overlap)
-        return signals_to_image(signals, grid.shape, grid.affine, expansion)
+        image = signals_to_image(signals.astype(np.result_type(signals.dtype, np.float64)), grid.shape, grid.affine,
+                                 expansion)
+        return self._as_inverse_dtype(image, signals.dtype)
 
     def _spatial_array(self, name: str) -> xr.DataArray | None:
         if name == "seeds":

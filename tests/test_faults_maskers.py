@@ -135,7 +135,7 @@ CASES = [
      ParameterError, r"is a boolean mask of shape \(5,\); a boolean mask needs one value per volume, shape \(24,\)"),
     ("one confounds entry for two runs",
      lambda f: MultiNiftiMasker(mask_strategy="epi").fit_transform([f["run"], f["run"]], confounds=[None]),
-     ParameterError, r"confounds has 1 entries but imgs has 2 runs"),
+     ParameterError, r"number of confounds \(1\) unequal to number of images \(2\)"),
     # masks
     ("empty mask from mask_args, no target",
      lambda f: _epi(mask_args=dict(lower_cutoff=0.99, upper_cutoff=1.0)).fit(f["run"]),

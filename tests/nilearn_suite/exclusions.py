@@ -11,6 +11,9 @@ NILEARN_FAILS = "fails under nilearn 0.14.1 itself on this machine"
 # (regular expression searched in the test's node id, reason); the first match wins.
 EXCLUDED: list[tuple[str, str]] = [
     (r"surface|Surface|surf_", SURFACES),
+    (r"test_nifti_labels_masker\.py::.*check_img_estimator_dict_unchanged",
+     "asserts nilearn's known bug 2720 (NiftiLabelsMasker changes itself at transform), which lazymask "
+     "deliberately does not reproduce (docs/differences_from_nilearn.md)"),
 ]
 
 

@@ -20,6 +20,7 @@ from lazymask.exceptions import ImageMismatchError, ParameterError
 from lazymask.io import Grid, image_dataarray
 from lazymask.maskers._base import InvalidParameterError
 from lazymask.maskers._region_base import (
+    load_region_mask,
     STRATEGIES,
     Extraction,
     MultiMixin,
@@ -31,7 +32,7 @@ from lazymask.maskers._region_base import (
     load_volume,
     resample_nearest,
 )
-from lazymask.masking import load_mask, mask_dataarray
+from lazymask.masking import mask_dataarray
 from lazymask.regions import labels_expansion, labels_operator, signals_to_image, warn_keep_masked_labels
 
 __all__ = ["NiftiLabelsMasker", "MultiNiftiLabelsMasker", "look_up_table"]
@@ -268,7 +269,7 @@ class NiftiLabelsMasker(RegionMasker):
             raise ParameterError(f"Image has no label: every voxel of labels_img is background_label="
                                  f"{self.background_label!r}. Check labels_img and background_label.")
         self.lut_ = look_up_table(values, self.background_label, self.labels, self.lut)
-        mask = load_mask(self.mask_img) if self.mask_img is not None else None
+        mask = load_region_mask(self.mask_img) if self.mask_img is not None else None
         data = image_grid(imgs)
         labels_grid = Grid(values.shape, affine)
         mask_grid = None if mask is None else Grid(mask[0].shape, mask[1])

@@ -16,6 +16,7 @@ from lazymask.exceptions import ImageMismatchError, ParameterError
 from lazymask.image import as_image
 from lazymask.io import Grid, get_affine
 from lazymask.maskers._region_base import (
+    load_region_mask,
     Extraction,
     MultiMixin,
     RegionMasker,
@@ -25,7 +26,7 @@ from lazymask.maskers._region_base import (
     image_grid,
     resample_nearest,
 )
-from lazymask.masking import load_mask, mask_dataarray
+from lazymask.masking import mask_dataarray
 from lazymask.regions import (
     maps_expansion,
     maps_matrix,
@@ -123,7 +124,7 @@ class NiftiMapsMasker(RegionMasker):
         maps = as_image(self.maps_img, "maps_img", ndim=(3, 4))
         if maps.ndim == 3:  # one map, as nilearn reads a 3D maps image
             maps = maps.expand_dims("time", axis=3)
-        mask = load_mask(self.mask_img) if self.mask_img is not None else None
+        mask = load_region_mask(self.mask_img) if self.mask_img is not None else None
         mask_grid = None if mask is None else Grid(mask[0].shape, mask[1])
         data = image_grid(imgs)
         maps_grid = Grid.of(maps)

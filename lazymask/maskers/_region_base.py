@@ -28,7 +28,7 @@ import xarray as xr
 
 from lazymask.image import as_image, mean_img, resample_array
 from lazymask.io import Grid, get_affine
-from lazymask.exceptions import DimensionError, ImageMismatchError
+from lazymask.exceptions import DimensionError, ImageMismatchError, ParameterError
 from lazymask.maskers._base import BaseMasker, InvalidParameterError
 from lazymask.maskers._runs import per_run
 from lazymask.masking import read_small
@@ -227,6 +227,28 @@ def load_volume(img, name: str) -> tuple[np.ndarray, np.ndarray]:
     """A small 3D image's values (read now) and affine; clear errors for 4D input."""
     image = as_image(img, name, ndim=(3,))
     return read_small(image), get_affine(image)
+
+
+def load_region_mask(mask_img) -> tuple[np.ndarray, np.ndarray]:
+    """The region maskers' ``mask_img`` as nilearn's maskers read it: a boolean volume and its affine.
+
+    Non-finite values are 0 (with nilearn's "Non-finite values detected" warning), any non-zero
+    value is inside, and a 4D image is the voxels non-zero in every volume. An empty mask is an
+    error (nilearn's words first).
+    """
+    image = as_image(mask_img, "mask_img", ndim=(3, 4))
+    values = read_small(image)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        warnings.warn("Non-finite values detected in mask_img. These values will be replaced with zeros.",
+                      stacklevel=5)
+        values = np.where(np.isfinite(values), values, 0)
+    inside = values.astype(bool)
+    if inside.ndim == 4:
+        inside = inside.all(axis=3)
+    if not inside.any():
+        raise ParameterError("The mask is invalid as it is empty: it masks all data. mask_img has no non-zero "
+                             "voxel; pass another mask.")
+    return inside, get_affine(image)
 
 
 def image_grid(imgs) -> Grid | None:

@@ -15,8 +15,8 @@ from sklearn.utils._param_validation import Interval
 
 from lazymask.exceptions import ParameterError
 from lazymask.io import Grid
-from lazymask.maskers._region_base import Extraction, RegionMasker, image_grid, resample_nearest
-from lazymask.masking import load_mask, mask_dataarray
+from lazymask.maskers._region_base import Extraction, RegionMasker, image_grid, load_region_mask, resample_nearest
+from lazymask.masking import mask_dataarray
 from lazymask.regions import sphere_expansion, sphere_membership, sphere_operator, signals_to_image
 
 __all__ = ["NiftiSpheresMasker", "sphere_membership"]
@@ -117,7 +117,7 @@ class NiftiSpheresMasker(RegionMasker):
         if self.radius is not None and self.radius < 0:
             raise ParameterError(f"radius={self.radius!r}: expected a non-negative number of mm, or None.")
         self.seeds_ = check_seeds(self.seeds)
-        mask = load_mask(self.mask_img) if self.mask_img is not None else None
+        mask = load_region_mask(self.mask_img) if self.mask_img is not None else None
         self.mask_img_ = None if mask is None else mask_dataarray(mask[0], mask[1], name="mask_img")
         self.n_elements_ = len(self.seeds_)
         try:

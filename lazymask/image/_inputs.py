@@ -22,7 +22,8 @@ def as_image(img, name: str = "img", ndim: tuple[int, ...] = (3, 4)) -> xr.DataA
         # nilearn's opening words (callers match on them), then which parameter and how to fix it
         raise DimensionError(
             f"Input data has incompatible dimensionality: Expected dimension is {wanted} and you provided "
-            f"a {image.ndim}D image: {name} is a {image.ndim}D image of shape {image.shape}; expected a {wanted} image. "
+            f"a {image.ndim}D image: {name} is a {image.ndim}D image of shape {image.shape}; "
+            f"expected a {wanted} image. "
             "Select the volumes you need first (lazymask works on 3D images and 4D runs)."
         )
     get_affine(image)  # fails early, with the fix, when the affine is missing

@@ -20,7 +20,6 @@ from lazymask.exceptions import ImageMismatchError, ParameterError
 from lazymask.io import Grid, image_dataarray
 from lazymask.maskers._base import InvalidParameterError
 from lazymask.maskers._region_base import (
-    load_region_mask,
     STRATEGIES,
     Extraction,
     MultiMixin,
@@ -28,8 +27,9 @@ from lazymask.maskers._region_base import (
     check_allowed,
     check_same_grids,
     image_grid,
-    missing_image,
+    load_region_mask,
     load_volume,
+    missing_image,
     resample_nearest,
 )
 from lazymask.masking import mask_dataarray

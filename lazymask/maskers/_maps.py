@@ -16,14 +16,14 @@ from lazymask.exceptions import ImageMismatchError, ParameterError
 from lazymask.image import as_image
 from lazymask.io import Grid, get_affine
 from lazymask.maskers._region_base import (
-    load_region_mask,
     Extraction,
     MultiMixin,
     RegionMasker,
     check_allowed,
     check_same_grids,
-    missing_image,
     image_grid,
+    load_region_mask,
+    missing_image,
     resample_nearest,
 )
 from lazymask.masking import mask_dataarray

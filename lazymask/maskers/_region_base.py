@@ -185,7 +185,7 @@ class RegionMasker(BaseMasker):
 
     # -- inverse --------------------------------------------------------------------------------------
     def _as_inverse_dtype(self, image: xr.DataArray, signals_dtype) -> xr.DataArray:
-        """nilearn's dtype of ``inverse_transform``: the signals' dtype, or ``dtype`` when given ("auto": int32/float32)."""
+        """nilearn's ``inverse_transform`` dtype: the signals', or ``dtype`` when given ("auto": int32/float32)."""
         target = np.dtype(signals_dtype)
         if isinstance(self.dtype, str) and self.dtype == "auto":
             target = np.dtype(np.int32 if target.kind in "iu" else np.float32)

@@ -15,7 +15,13 @@ from sklearn.utils._param_validation import Interval
 
 from lazymask.exceptions import ParameterError
 from lazymask.io import Grid
-from lazymask.maskers._region_base import Extraction, RegionMasker, image_grid, load_region_mask, resample_nearest
+from lazymask.maskers._region_base import (
+    Extraction,
+    RegionMasker,
+    image_grid,
+    load_region_mask,
+    resample_nearest,
+)
 from lazymask.masking import mask_dataarray
 from lazymask.regions import sphere_expansion, sphere_membership, sphere_operator, signals_to_image
 

@@ -125,7 +125,8 @@ def check_no_overlap(matrix: sp.csr_matrix, dtype) -> None:
     per_voxel = np.asarray(positive.sum(axis=0)).ravel()
     if np.any(per_voxel > 1):
         raise ParameterError(
-            f"Overlap detected in the maps: allow_overlap=False but maps overlap in {int((per_voxel > 1).sum())} voxels (two or more maps "
+            "Overlap detected in the maps: allow_overlap=False but maps overlap in "
+            f"{int((per_voxel > 1).sum())} voxels (two or more maps "
             "are positive there; the overlap may come from the atlas or from resampling). Pass "
             "allow_overlap=True or use non-overlapping maps."
         )

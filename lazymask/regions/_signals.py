@@ -281,7 +281,8 @@ def signals_to_img_labels(signals, labels_img, mask_img=None, background_label=0
     mask = _mask_on(mask_img, grid, "labels_img")
     operator = labels_operator(values, mask, background_label, "sum", stacklevel=3)
     n_columns = np.shape(signals)[-1] if np.ndim(signals) else None
-    if mask is not None and n_columns != operator.n_regions and n_columns == label_values(values, background_label).size:
+    n_before_mask = label_values(values, background_label).size
+    if mask is not None and n_columns != operator.n_regions and n_columns == n_before_mask:
         # signals extracted with keep_masked_labels=True: one column per label found before the mask, each
         # painted on its own label's voxels (those the mask removed stay 0)
         operator = labels_operator(values, mask, background_label, "sum", keep_masked_labels=True)

@@ -82,7 +82,8 @@ def check_spheres(membership: sp.csr_matrix, seeds, allow_overlap: bool) -> None
         empty = np.flatnonzero(sizes == 0)
         shown = ", ".join(f"#{i} {np.asarray(seeds[i]).tolist()}" for i in empty[:10])
         raise ParameterError(
-            f"These spheres are empty: {empty.tolist()}. {empty.size} sphere(s) hold no voxel: seeds {shown}. Those seeds lie outside the image (or "
+            f"These spheres are empty: {empty.tolist()}. {empty.size} sphere(s) hold no voxel: seeds {shown}. "
+            "Those seeds lie outside the image (or "
             "outside mask_img) for this radius; check that the seeds are world coordinates (mm) in the "
             "images' space, or increase radius."
         )
@@ -92,7 +93,8 @@ def check_spheres(membership: sp.csr_matrix, seeds, allow_overlap: bool) -> None
             pairs = membership[:, np.flatnonzero(per_voxel > 1)].astype(np.int32)
             shared = np.flatnonzero(np.diff(pairs.indptr) > 0)[:10].tolist()
             raise ParameterError(
-                f"Overlap detected between spheres: allow_overlap=False but spheres overlap (seeds {shared} share voxels); pass "
+                "Overlap detected between spheres: allow_overlap=False but spheres overlap "
+                f"(seeds {shared} share voxels); pass "
                 "allow_overlap=True, a smaller radius, or seeds farther apart."
             )
 

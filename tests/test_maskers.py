@@ -359,7 +359,7 @@ def test_bad_input(run, tmp_path):
     with pytest.raises(ParameterError, match="Input to 'inverse_transform' has wrong shape"):
         masker.inverse_transform(np.zeros((2, masker.n_elements_ + 1)))
     multi = MultiNiftiMasker(mask_strategy="epi").fit([img, img])
-    with pytest.raises(ParameterError, match="confounds has 1 entries but imgs has 2 runs"):
+    with pytest.raises(ParameterError, match=r"number of confounds \(1\) unequal to number of images \(2\)"):
         multi.transform([img, img], confounds=[None])
     with pytest.raises(ParameterError, match="must be None or a list"):
         multi.transform([img, img], confounds=np.zeros((N_TIME, 2)))

@@ -26,6 +26,7 @@ def as_image(img, name: str = "img", ndim: tuple[int, ...] = (3, 4)) -> xr.DataA
         raise ParameterError(f"{name}: could not be opened as an image.")
     if image.ndim not in ndim:
         wanted = " or ".join(f"{n}D" for n in ndim)
+        # nilearn's opening words (DimensionError's two numbers), then which parameter and how to fix it
         raise DimensionError(
             image.ndim, max(ndim) if image.ndim > max(ndim) else min(ndim),
             f"{name} is a {image.ndim}D image of shape {image.shape}; expected a {wanted} image. "

@@ -15,21 +15,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
-from sklearn.utils._param_validation import StrOptions
 
 from lazymask.exceptions import ImageMismatchError, ParameterError
 from lazymask.io import Grid, image_dataarray
+from lazymask.maskers._base import InvalidParameterError
 from lazymask.maskers._region_base import (
     STRATEGIES,
     Extraction,
     MultiMixin,
     RegionMasker,
+    check_allowed,
     check_same_grids,
     image_grid,
+    load_region_mask,
     load_volume,
+    missing_image,
     resample_nearest,
 )
-from lazymask.masking import load_mask, mask_dataarray
+from lazymask.masking import mask_dataarray
 from lazymask.regions import labels_expansion, labels_operator, signals_to_image, warn_keep_masked_labels
 
 __all__ = ["NiftiLabelsMasker", "MultiNiftiLabelsMasker", "look_up_table"]
@@ -82,11 +85,12 @@ def _names_from_labels(labels: list, present: np.ndarray, background_label) -> l
     if background_label in present and "Background" not in names:
         names.insert(int(np.flatnonzero(present == background_label)[0]), "Background")
     if len(names) < len(present):
-        warnings.warn("labels: too few names for the label values; the last regions are named 'unknown'.",
-                      stacklevel=4)
+        warnings.warn("Too many indices for the names. Padding 'names' with 'unknown': labels has too few "
+                      "names for the label values, the last regions are named 'unknown'.", stacklevel=4)
         names += ["unknown"] * (len(present) - len(names))
     elif len(names) > len(present):
-        warnings.warn("labels: more names than label values; the extra names are dropped.", stacklevel=4)
+        warnings.warn("Too many names for the indices. Dropping excess names values: labels has more names "
+                      "than label values.", stacklevel=4)
         names = names[: len(present)]
     return names
 
@@ -202,11 +206,11 @@ class NiftiLabelsMasker(RegionMasker):
 
     _parameter_constraints = {
         "labels_img": "no_validation",  # an image
-        "labels": [None, list],
+        "labels": "no_validation",  # checked at fit, with nilearn's messages
         "lut": "no_validation",  # a DataFrame or a path
         "background_label": [numbers.Real],
-        "strategy": [StrOptions(set(STRATEGIES))],
-        "resampling_target": [StrOptions({"data", "labels"}), None],
+        "strategy": "no_validation",  # checked at fit, with nilearn's messages
+        "resampling_target": "no_validation",  # checked at fit, with nilearn's messages
         "keep_masked_labels": ["boolean"],
     }
 
@@ -244,20 +248,28 @@ class NiftiLabelsMasker(RegionMasker):
 
     # -- fit ------------------------------------------------------------------------------------------
     def _fit(self, imgs):
+        check_allowed(self.strategy, set(STRATEGIES), "strategy")
+        check_allowed(self.resampling_target, ("labels", "data", None), "resampling_target")
         if self.labels_img is None:
-            raise ParameterError("labels_img=None: pass the atlas (a 3D image of integer labels).")
-        if self.labels and self.lut is not None:
-            raise ParameterError("Pass either labels or lut (a look-up table), not both.")
-        if self.labels and not all(isinstance(name, str) for name in self.labels):
-            raise ParameterError(f"labels must be a list of str; got types "
-                                 f"{sorted({type(n).__name__ for n in self.labels})}.")
+            raise missing_image("labels_img", "the atlas (a 3D image of integer labels)")
         values, affine = load_volume(self.labels_img, "labels_img")
+        if self.labels:
+            if self.lut is not None:
+                raise ParameterError("Pass either labels or a lookup table (lut) to the masker, not both.")
+            if not isinstance(self.labels, list):
+                raise InvalidParameterError(f"'labels' must be a list. Got: {type(self.labels).__name__}")
+            if not all(isinstance(name, str) for name in self.labels):
+                raise InvalidParameterError(f"All elements of 'labels' must be a string; got a list of "
+                                            f"{sorted({type(n).__name__ for n in self.labels})}.")
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            warnings.warn("Non-finite values detected in labels_img. These values will be replaced with zeros.",
+                          stacklevel=4)
         values = check_integer_labels(values)
         if np.all(values == self.background_label):
-            raise ParameterError(f"labels_img has no label: every voxel is background_label="
+            raise ParameterError(f"Image has no label: every voxel of labels_img is background_label="
                                  f"{self.background_label!r}. Check labels_img and background_label.")
         self.lut_ = look_up_table(values, self.background_label, self.labels, self.lut)
-        mask = load_mask(self.mask_img) if self.mask_img is not None else None
+        mask = load_region_mask(self.mask_img) if self.mask_img is not None else None
         data = image_grid(imgs)
         labels_grid = Grid(values.shape, affine)
         mask_grid = None if mask is None else Grid(mask[0].shape, mask[1])
@@ -270,7 +282,7 @@ class NiftiLabelsMasker(RegionMasker):
         if mask is not None and reference is not None and not mask_grid.same_as(reference):
             mask = (resample_nearest(mask[0].astype(np.int8), mask[1], reference).astype(bool), reference.affine)
         if mask is not None and reference is not None and np.all(values[mask[0]] == self.background_label):
-            raise ParameterError("No label left after applying mask_img to the labels image; "
+            raise ParameterError("No label left after applying mask to the labels image; "
                                  "check that mask_img and labels_img overlap.")
         self.labels_img_ = image_dataarray(values, labels_grid.affine, name="labels_img")
         self.mask_img_ = None if mask is None else mask_dataarray(mask[0], mask[1], name="mask_img")
@@ -286,9 +298,10 @@ class NiftiLabelsMasker(RegionMasker):
             raise ImageMismatchError("No label left after resampling the labels image onto the data's grid; "
                                      "check that labels_img and the images cover the same space.")
         if lost := before - after:
-            warnings.warn(f"After resampling the labels image to the data's grid ({when}), the labels "
-                          f"{sorted(lost)} were removed; {len(after)} labels remain (with background).",
-                          stacklevel=4)
+            lost = {int(value) if float(value).is_integer() else value for value in lost}
+            warnings.warn(f"After resampling the label image to the data image, the following labels were "
+                          f"removed: {lost}. Label image only contains {len(after)} labels (including "
+                          f"background) (resampled at {when} time).", stacklevel=4)
         return resampled
 
     def _resample_spatial(self, image: xr.DataArray, grid: Grid, when: str) -> xr.DataArray:
@@ -379,7 +392,8 @@ class NiftiLabelsMasker(RegionMasker):
                                      f"{grid.shape}; fit with resampling_target='labels' or on the images' grid "
                                      "to invert.")
         extraction = self._extraction_on(grid)
-        return signals_to_image(signals, grid.shape, grid.affine, labels_expansion(extraction.operator))
+        image = signals_to_image(signals, grid.shape, grid.affine, labels_expansion(extraction.operator))
+        return self._as_inverse_dtype(image, signals.dtype)
 
     def _spatial_arrays(self) -> dict[str, xr.DataArray]:
         arrays = super()._spatial_arrays()

@@ -9,8 +9,8 @@ their ``(map, voxel)`` matrix is read; the fitted matrix then serves ``inverse_t
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import xarray as xr
-from sklearn.utils._param_validation import StrOptions
 
 from lazymask.exceptions import ImageMismatchError, ParameterError
 from lazymask.image import as_image
@@ -19,11 +19,14 @@ from lazymask.maskers._region_base import (
     Extraction,
     MultiMixin,
     RegionMasker,
+    check_allowed,
     check_same_grids,
     image_grid,
+    load_region_mask,
+    missing_image,
     resample_nearest,
 )
-from lazymask.masking import load_mask, mask_dataarray
+from lazymask.masking import mask_dataarray
 from lazymask.regions import (
     maps_expansion,
     maps_matrix,
@@ -78,7 +81,7 @@ class NiftiMapsMasker(RegionMasker):
     _parameter_constraints = {
         "maps_img": "no_validation",  # an image
         "allow_overlap": ["boolean"],
-        "resampling_target": [StrOptions({"data", "mask", "maps"}), None],
+        "resampling_target": "no_validation",  # checked at fit, with nilearn's messages
         "keep_masked_maps": ["boolean"],
     }
 
@@ -112,25 +115,32 @@ class NiftiMapsMasker(RegionMasker):
 
     # -- fit ------------------------------------------------------------------------------------------
     def _fit(self, imgs):
-        if self.maps_img is None:
-            raise ParameterError("maps_img=None: pass the maps (a 4D image, one volume per map).")
+        check_allowed(self.resampling_target, ("mask", "maps", "data", None), "resampling_target")
         if self.resampling_target == "mask" and self.mask_img is None:
-            raise ParameterError("resampling_target='mask' but mask_img=None; pass a mask or another target.")
-        maps = as_image(self.maps_img, "maps_img", ndim=(4,))
-        mask = load_mask(self.mask_img) if self.mask_img is not None else None
+            raise ParameterError("resampling_target has been set to 'mask' but no mask has been provided: "
+                                 "pass a mask_img or another resampling_target.")
+        if self.maps_img is None:
+            raise missing_image("maps_img", "the maps (a 4D image, one volume per map)")
+        maps = as_image(self.maps_img, "maps_img", ndim=(3, 4))
+        if maps.ndim == 3:  # one map, as nilearn reads a 3D maps image
+            maps = maps.expand_dims("time", axis=3)
+        mask = load_region_mask(self.mask_img) if self.mask_img is not None else None
         mask_grid = None if mask is None else Grid(mask[0].shape, mask[1])
         data = image_grid(imgs)
         maps_grid = Grid.of(maps)
         if self.resampling_target is None:
             check_same_grids(maps_img=maps_grid, mask_img=mask_grid, imgs=data)
         reference = {"data": data, "mask": mask_grid, "maps": maps_grid, None: maps_grid}[self.resampling_target]
-        if reference is not None and not maps_grid.same_as(reference):
+        self._maps_resampled = reference is not None and not maps_grid.same_as(reference)
+        if self._maps_resampled:
             maps = self._resample_spatial(maps, reference, when="fit")
         if mask is not None and reference is not None and not mask_grid.same_as(reference):
             mask = (resample_nearest(mask[0].astype(np.int8), mask[1], reference).astype(bool), reference.affine)
         self.maps_img_ = maps
         self.mask_img_ = None if mask is None else mask_dataarray(mask[0], mask[1], name="mask_img")
         self.n_elements_ = int(maps.shape[3])
+        if reference is None and (mask_grid is None or mask_grid.same_as(maps_grid)):
+            reference = maps_grid  # the maps are read now (empty maps fail at fit, as in nilearn)
         self._fit_extraction(imgs, reference)  # fails now for empty or overlapping maps
 
     def _resample_spatial(self, image: xr.DataArray, grid: Grid, when: str) -> xr.DataArray:
@@ -152,7 +162,13 @@ class NiftiMapsMasker(RegionMasker):
     # -- extraction -----------------------------------------------------------------------------------
     def _build_extraction(self, grid: Grid) -> Extraction:
         maps, mask = self._spatial_on(grid)
-        matrix = maps_matrix(maps, mask)
+        matrix = maps_matrix(maps)  # read once; the mask is applied to the matrix below
+        if matrix.nnz == 0 and (getattr(self, "_maps_resampled", False) or not Grid.of(self.maps_img_).same_as(grid)):
+            raise ParameterError("No map left after resampling maps_img onto the images' grid: check that "
+                                 "maps_img and the images cover the same space.")
+        if mask is not None:
+            matrix = (matrix @ sp.diags(np.asarray(mask, dtype=bool).ravel(order="F").astype(matrix.dtype))).tocsr()
+            matrix.eliminate_zeros()
         operator, kept = masked_maps_operator(matrix, maps.dtype, masked=mask is not None,
                                               keep_masked_maps=bool(self.keep_masked_maps),
                                               allow_overlap=bool(self.allow_overlap), stacklevel=8)
@@ -182,8 +198,9 @@ class NiftiMapsMasker(RegionMasker):
         fitted = self._extraction_
         on_grid = fitted is not None and fitted.grid.same_as(grid)
         matrix = fitted.matrix if on_grid else maps_matrix(self.maps_img_, mask)
-        dtype = np.result_type(signals.dtype, self.maps_img_.dtype)
-        return signals_to_image(signals.astype(dtype), grid.shape, grid.affine, maps_expansion(matrix))
+        dtype = np.result_type(signals.dtype, self.maps_img_.dtype, np.float32)
+        image = signals_to_image(signals.astype(dtype), grid.shape, grid.affine, maps_expansion(matrix))
+        return self._as_inverse_dtype(image, signals.dtype)
 
 
 class MultiNiftiMapsMasker(MultiMixin, NiftiMapsMasker):

@@ -28,7 +28,8 @@ import xarray as xr
 
 from lazymask.image import as_image, mean_img, resample_array
 from lazymask.io import Grid, get_affine
-from lazymask.maskers._base import BaseMasker
+from lazymask.exceptions import DimensionError, ImageMismatchError, ParameterError
+from lazymask.maskers._base import BaseMasker, InvalidParameterError
 from lazymask.maskers._runs import per_run
 from lazymask.masking import read_small
 from lazymask.regions import STRATEGIES, region_signals, signals_dataarray
@@ -53,11 +54,46 @@ class Extraction:
 
 
 def check_same_grids(**grids) -> None:
-    """``resampling_target=None``: every given grid (``None`` skipped) must equal the first; else ImageMismatchError."""
+    """``resampling_target=None`` at fit: every given grid (``None`` skipped) must be the same.
+
+    Else :class:`ImageMismatchError` listing, as nilearn does, each pair that differs in shape or affine.
+    """
     named = [(name, grid) for name, grid in grids.items() if grid is not None]
-    first_name, first = named[0]
-    for name, grid in named[1:]:
-        grid.check_same(name, first, first_name, "resampling_target=None requires one grid; " + RESAMPLE_FIX)
+    errors = []
+    for index, (name, grid) in enumerate(named):
+        for other_name, other in named[index + 1:]:
+            if grid.shape != other.shape:
+                errors.append(f"- {name} and {other_name} do not have the same shape")
+            if not grid.same_as(other, check_shape=False):
+                errors.append(f"- {name} and {other_name} do not have the same affine")
+    if errors:
+        raise ImageMismatchError("Following field of view errors were detected:\n" + "\n".join(errors)
+                                 + "\nresampling_target=None requires one grid; " + RESAMPLE_FIX)
+
+
+def check_transform_grid(image_grid: Grid, image_name: str, grid: Grid) -> None:
+    """``resampling_target=None`` at transform: the images must be on the fitted grid (nilearn's words)."""
+    if grid.same_as(image_grid):
+        return
+    what = "Images have incompatible shapes." if grid.shape != image_grid.shape else \
+        "Images have different affine matrices."
+    raise ImageMismatchError(f"{what} {grid.mismatch('imgs', image_grid, image_name, RESAMPLE_FIX)}")
+
+
+def check_allowed(value, allowed, name: str) -> None:
+    """nilearn's check of a parameter against its allowed values (an :class:`InvalidParameterError`)."""
+    if value not in allowed:
+        raise InvalidParameterError(f"'{name}' must be one of {allowed}.\n'{value}' was provided.")
+
+
+def missing_image(name: str, what: str) -> InvalidParameterError:
+    """The error for a required image parameter left at None (a TypeError and a ValueError, as nilearn's)."""
+    return InvalidParameterError(f"{name}=None: the input should be a NiftiLike object; pass {what}.")
+
+
+def _is_mask_warning(caught) -> bool:
+    """A warning about regions that ``mask_img`` removed (nilearn gives it at transform)."""
+    return issubclass(caught.category, UserWarning) and str(caught.message).startswith("After applying mask")
 
 
 class RegionMasker(BaseMasker):
@@ -74,7 +110,19 @@ class RegionMasker(BaseMasker):
     # -- fit ------------------------------------------------------------------------------------------
     def _fit_extraction(self, imgs, reference: Grid | None) -> None:
         """Build the operator on ``reference`` (when known) and keep the report's lazy mean."""
-        self._extraction_ = None if reference is None else self._build_extraction(reference)
+        self._mask_warnings_ = ()
+        if reference is None:
+            self._extraction_ = None
+        else:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self._extraction_ = self._build_extraction(reference)
+            # as nilearn, regions a mask removes are told at each transform (not at fit); the rest now
+            self._mask_warnings_ = tuple(str(w.message) for w in caught if _is_mask_warning(w))
+            for caught_warning in caught:
+                if not _is_mask_warning(caught_warning):
+                    warnings.warn_explicit(caught_warning.message, caught_warning.category,
+                                           caught_warning.filename, caught_warning.lineno)
         self.mean_img_ = None
         if imgs is not None and getattr(self, "reports", True):
             first = imgs[0] if isinstance(imgs, list | tuple) else imgs
@@ -100,8 +148,9 @@ class RegionMasker(BaseMasker):
         image = getattr(self, f"{name}_")
         image_grid = Grid.of(image)
         if self.resampling_target is None:
-            check_same_grids(**{name: image_grid}, mask_img=None if self.mask_img_ is None else Grid.of(self.mask_img_),
-                             imgs=grid)
+            check_transform_grid(image_grid, name, grid)
+            if self.mask_img_ is not None:
+                check_transform_grid(Grid.of(self.mask_img_), "mask_img", grid)
         if not image_grid.same_as(grid):
             warnings.warn(f"Resampling {self._spatial_word} at transform time; fit on the images you transform "
                           "(or use fit_transform) to avoid it.", stacklevel=7)
@@ -115,10 +164,34 @@ class RegionMasker(BaseMasker):
         raise NotImplementedError
 
     # -- transform ------------------------------------------------------------------------------------
+    def _open(self, imgs):
+        """One image (a list of 3D images is one 4D run); a list of 4D runs is nilearn's 5D error."""
+        if isinstance(imgs, list | tuple) and imgs and not isinstance(self, MultiMixin):
+            first = as_image(imgs[0], "imgs[0]", ndim=(3, 4))
+            if first.ndim == 4:
+                raise DimensionError(
+                    "Input data has incompatible dimensionality: Expected dimension is 4D and you provided a "
+                    f"list of 4D images (5D): {type(self).__name__} takes one run; use "
+                    f"Multi{type(self).__name__} (or transform each run) for a list of runs.")
+        return super()._open(imgs)
+
     def _extract(self, img4d: xr.DataArray) -> xr.DataArray:
         extraction = self._extraction_on(Grid.of(img4d))
+        if extraction is self._extraction_:
+            for message in getattr(self, "_mask_warnings_", ()):
+                warnings.warn(message, UserWarning, stacklevel=6)
         signals = region_signals(img4d, extraction.operator)
         return signals_dataarray(signals, extraction.ids, extraction.names, extraction.extra_coords)
+
+    # -- inverse --------------------------------------------------------------------------------------
+    def _as_inverse_dtype(self, image: xr.DataArray, signals_dtype) -> xr.DataArray:
+        """nilearn's ``inverse_transform`` dtype: the signals', or ``dtype`` when given ("auto": int32/float32)."""
+        target = np.dtype(signals_dtype)
+        if isinstance(self.dtype, str) and self.dtype == "auto":
+            target = np.dtype(np.int32 if target.kind in "iu" else np.float32)
+        elif self.dtype is not None:
+            target = np.dtype(self.dtype)
+        return image if image.dtype == target else image.astype(target)
 
     # -- report ---------------------------------------------------------------------------------------
     # -- persistence ----------------------------------------------------------------------------------
@@ -154,6 +227,28 @@ def load_volume(img, name: str) -> tuple[np.ndarray, np.ndarray]:
     """A small 3D image's values (read now) and affine; clear errors for 4D input."""
     image = as_image(img, name, ndim=(3,))
     return read_small(image), get_affine(image)
+
+
+def load_region_mask(mask_img) -> tuple[np.ndarray, np.ndarray]:
+    """The region maskers' ``mask_img`` as nilearn's maskers read it: a boolean volume and its affine.
+
+    Non-finite values are 0 (with nilearn's "Non-finite values detected" warning), any non-zero
+    value is inside, and a 4D image is the voxels non-zero in every volume. An empty mask is an
+    error (nilearn's words first).
+    """
+    image = as_image(mask_img, "mask_img", ndim=(3, 4))
+    values = read_small(image)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        warnings.warn("Non-finite values detected in mask_img. These values will be replaced with zeros.",
+                      stacklevel=5)
+        values = np.where(np.isfinite(values), values, 0)
+    inside = values.astype(bool)
+    if inside.ndim == 4:
+        inside = inside.all(axis=3)
+    if not inside.any():
+        raise ParameterError("The mask is invalid as it is empty: it masks all data. mask_img has no non-zero "
+                             "voxel; pass another mask.")
+    return inside, get_affine(image)
 
 
 def image_grid(imgs) -> Grid | None:

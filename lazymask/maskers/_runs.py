@@ -17,7 +17,14 @@ def per_run(values, n_runs: int, name: str) -> list:
     """
     if values is None:
         return [None] * n_runs
-    if not isinstance(values, list | tuple) or len(values) != n_runs:
-        found = f"has {len(values)} entries" if isinstance(values, list | tuple) else f"is a {type(values).__name__}"
-        raise ParameterError(f"{name} {found} but imgs has {n_runs} runs; pass a list with one entry per run.")
+    if not isinstance(values, list | tuple):
+        from lazymask.maskers._base import InvalidParameterError  # a TypeError too, as nilearn's
+
+        raise InvalidParameterError(f"'{name}' must be a None or a list (one entry per run); got a "
+                                    f"{type(values).__name__}.")
+    if len(values) != n_runs:
+        found = len(values)
+        # nilearn's words first (callers match on them)
+        raise ParameterError(f"number of {name} ({found}) unequal to number of images ({n_runs}): "
+                             "pass a list with one entry per run.")
     return list(values)

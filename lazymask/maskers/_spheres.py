@@ -15,8 +15,14 @@ from sklearn.utils._param_validation import Interval
 
 from lazymask.exceptions import ParameterError
 from lazymask.io import Grid
-from lazymask.maskers._region_base import Extraction, RegionMasker, image_grid, resample_nearest
-from lazymask.masking import load_mask, mask_dataarray
+from lazymask.maskers._region_base import (
+    Extraction,
+    RegionMasker,
+    image_grid,
+    load_region_mask,
+    resample_nearest,
+)
+from lazymask.masking import mask_dataarray
 from lazymask.regions import sphere_expansion, sphere_membership, sphere_operator, signals_to_image
 
 __all__ = ["NiftiSpheresMasker", "sphere_membership"]
@@ -30,16 +36,18 @@ def check_seeds(seeds) -> list[list[float]]:
     >>> check_seeds([(0, 1, 2)])
     [[0.0, 1.0, 2.0]]
     """
+    seeds_error = "Seeds must be a list of triplets of coordinates in native space: "
     if seeds is None or not hasattr(seeds, "__iter__") or isinstance(seeds, str):
-        raise ParameterError(f"seeds must be a list of (x, y, z) world coordinates in mm; got {type(seeds).__name__}.")
+        raise ParameterError(f"{seeds_error}(x, y, z) world coordinates in mm; got {type(seeds).__name__}.")
     checked = []
     for index, seed in enumerate(seeds):
         if not hasattr(seed, "__len__") or len(seed) != 3:
-            raise ParameterError(f"seeds[{index}]={seed!r}: expected 3 coordinates (x, y, z) in mm.")
+            raise ParameterError(f"{seeds_error}seeds[{index}]={seed!r}, expected 3 coordinates (x, y, z) in mm.")
         try:
             coordinates = [float(value) for value in seed]
         except (TypeError, ValueError):
-            raise ParameterError(f"seeds[{index}]={seed!r}: expected 3 numbers (x, y, z) in mm.") from None
+            raise ParameterError(f"{seeds_error}seeds[{index}]={seed!r}, expected 3 numbers (x, y, z) in mm.") \
+                from None
         if not np.all(np.isfinite(coordinates)):
             raise ParameterError(f"seeds[{index}]={list(seed)!r} holds a non-finite coordinate (NaN or "
                                  "infinity); every seed needs 3 finite world coordinates (x, y, z) in mm.")
@@ -115,10 +123,15 @@ class NiftiSpheresMasker(RegionMasker):
         if self.radius is not None and self.radius < 0:
             raise ParameterError(f"radius={self.radius!r}: expected a non-negative number of mm, or None.")
         self.seeds_ = check_seeds(self.seeds)
-        mask = load_mask(self.mask_img) if self.mask_img is not None else None
+        mask = load_region_mask(self.mask_img) if self.mask_img is not None else None
         self.mask_img_ = None if mask is None else mask_dataarray(mask[0], mask[1], name="mask_img")
         self.n_elements_ = len(self.seeds_)
-        self._fit_extraction(imgs, image_grid(imgs))
+        try:
+            self._fit_extraction(imgs, image_grid(imgs))
+        except ParameterError:
+            # as nilearn, fit accepts spheres that are empty or overlap on these images: transform
+            # (which builds them again on its images) and inverse_transform raise
+            self._extraction_ = None
 
     def _candidates_on(self, grid: Grid):
         if self.mask_img_ is None:
@@ -139,10 +152,13 @@ class NiftiSpheresMasker(RegionMasker):
 
     def _inverse(self, signals):
         if self.mask_img_ is None:
-            raise ParameterError("inverse_transform needs a grid: create the NiftiSpheresMasker with mask_img.")
+            raise ParameterError("Please provide mask_img at initialization to provide a reference for the "
+                                 "inverse_transform: NiftiSpheresMasker needs a grid to invert.")
         grid = Grid.of(self.mask_img_)
         expansion = sphere_expansion(self.seeds_, self.radius, grid, self.mask_img_.values, self.allow_overlap)
-        return signals_to_image(signals, grid.shape, grid.affine, expansion)
+        image = signals_to_image(signals.astype(np.result_type(signals.dtype, np.float64)), grid.shape, grid.affine,
+                                 expansion)
+        return self._as_inverse_dtype(image, signals.dtype)
 
     def _spatial_array(self, name: str) -> xr.DataArray | None:
         if name == "seeds":

@@ -43,7 +43,7 @@ BaseMasker = _lazy.BaseMasker
 
 # Fitted images are lazy DataArrays inside lazymask; nilearn's users read nibabel images.
 _IMAGE_ATTRIBUTES = frozenset(
-    {"mask_img_", "labels_img_", "maps_img_", "mean_img_", "mask_img_before_resampling_"}
+    {"mask_img_", "labels_img_", "maps_img_", "mean_img_", "mask_img_before_resampling_", "region_atlas_"}
 )
 # Methods that run lazymask's code (fitted images stay lazy inside them) and return eager results.
 _EAGER_METHODS = ("fit", "transform", "fit_transform", "inverse_transform", "transform_imgs",

@@ -45,11 +45,13 @@ def mask_labels(values: np.ndarray, mask: np.ndarray | None, background_label=0,
     after = set(np.unique(values).tolist())
     if (lost := before - after) and warn_removed:
         if not after - {background_label}:
-            raise ParameterError("No label left after applying mask_img to the labels image; "
+            raise ParameterError("No label left after applying mask to the labels image; "
                                  "check that mask_img and labels_img overlap.")
-        warnings.warn(f"After applying mask_img to the labels image, the labels {sorted(lost)} were "
-                      f"removed: {len(after)} of {len(before)} labels remain (with background).",
-                      stacklevel=stacklevel)
+        # nilearn's wording (callers match on it)
+        lost = {int(value) if float(value).is_integer() else value for value in lost}
+        warnings.warn(f"After applying mask to the labels image, the following labels were removed: {lost}. "
+                      f"Out of {len(before)} labels, the masked labels image only contains {len(after)} labels "
+                      "(including background).", stacklevel=stacklevel)
     return values
 
 

@@ -125,7 +125,8 @@ def check_no_overlap(matrix: sp.csr_matrix, dtype) -> None:
     per_voxel = np.asarray(positive.sum(axis=0)).ravel()
     if np.any(per_voxel > 1):
         raise ParameterError(
-            f"allow_overlap=False but maps overlap in {int((per_voxel > 1).sum())} voxels (two or more maps "
+            "Overlap detected in the maps: allow_overlap=False but maps overlap in "
+            f"{int((per_voxel > 1).sum())} voxels (two or more maps "
             "are positive there; the overlap may come from the atlas or from resampling). Pass "
             "allow_overlap=True or use non-overlapping maps."
         )
@@ -148,15 +149,19 @@ def masked_maps_operator(matrix: sp.csr_matrix, maps_dtype, masked: bool, keep_m
     [0, 1]
     """
     if matrix.nnz == 0:
-        where = "after applying mask_img" if masked else "(every value is 0)"
-        raise ParameterError(f"No map left {where}: maps_img has no non-zero voxel there.")
+        if masked:
+            raise ParameterError("No map left after applying mask to the maps image: maps_img has no non-zero "
+                                 "voxel in mask_img.")
+        raise ParameterError("maps_img contains no map: every value is 0.")
     if not allow_overlap:
         check_no_overlap(matrix, maps_dtype)
     operator, kept = maps_operator(matrix, maps_dtype, keep_empty=keep_masked_maps or not masked)
     if kept.size < matrix.shape[0]:
-        lost = sorted(set(range(matrix.shape[0])) - set(kept.tolist()))
-        warnings.warn(f"After applying mask_img to the maps, the maps {lost} were removed (empty in the "
-                      f"mask): {kept.size} of {matrix.shape[0]} maps remain.", stacklevel=stacklevel)
+        lost = set(range(matrix.shape[0])) - set(kept.tolist())
+        # nilearn's wording (callers match on it); the maps lost are empty inside the mask
+        warnings.warn(f"After applying mask to the maps image, maps with the following indices were removed: "
+                      f"{lost}. Out of {matrix.shape[0]} maps, the masked map image only contains "
+                      f"{kept.size} maps.", stacklevel=stacklevel)
     return operator, kept
 
 

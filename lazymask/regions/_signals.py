@@ -23,11 +23,11 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from lazymask.exceptions import ParameterError
+from lazymask.exceptions import ImageMismatchError, ParameterError
 from lazymask.image import as_image
 from lazymask.io import Grid, as_dask, image_dataarray
 from lazymask.masking import read_small
-from lazymask.regions._labels import labels_expansion, labels_operator, warn_keep_masked_labels
+from lazymask.regions._labels import label_values, labels_expansion, labels_operator, warn_keep_masked_labels
 from lazymask.regions._maps import maps_expansion, maps_matrix, masked_maps_operator, warn_keep_masked_maps
 from lazymask.regions._operators import STRATEGIES, Expansion, _Operator
 
@@ -71,6 +71,9 @@ def _apply_operator(block, operator: _Operator) -> np.ndarray:
     # letting dask concatenate (which would copy every block into C order)
     while isinstance(block, list):
         (block,) = block
+    if block.dtype.kind == "f" and not np.isfinite(np.sum(block, dtype=np.float64)):
+        # one cheap pass: a NaN or an infinity anywhere makes the sum non-finite (nilearn warns, then reads 0)
+        warnings.warn("Non-finite values detected. These values will be replaced with zeros.", stacklevel=2)
     return operator(block)
 
 
@@ -131,13 +134,28 @@ def _volume(img, name: str) -> tuple[np.ndarray, Grid]:
     return values, Grid.of(image)
 
 
+def check_one_grid(grid: Grid, name: str, other: Grid, other_name: str, fix: str) -> None:
+    """:class:`ImageMismatchError` unless both grids are the same, opening with nilearn's words.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_one_grid(Grid((2, 2, 2), np.eye(4)), "a", Grid((2, 2, 2), np.eye(4)), "b", "")
+    """
+    if grid.same_as(other):
+        return
+    what = "Images have incompatible shapes." if grid.shape != other.shape else \
+        "Images have different affine matrices."
+    raise ImageMismatchError(f"{what} {grid.mismatch(name, other, other_name, fix)}")
+
+
 def _mask_on(mask_img, grid: Grid, grid_name: str) -> np.ndarray | None:
     """``mask_img`` (non-zero: inside) as a boolean volume, checked to be on ``grid``."""
     if mask_img is None:
         return None
     values, mask_grid = _volume(mask_img, "mask_img")
-    mask_grid.check_same("mask_img", grid, grid_name, "resample mask_img onto it first "
-                         "(lazymask.image.resample_to_img(mask_img, ..., interpolation='nearest')).")
+    check_one_grid(mask_grid, "mask_img", grid, grid_name, "resample mask_img onto it first "
+                   "(lazymask.image.resample_to_img(mask_img, ..., interpolation='nearest')).")
     return values != 0
 
 
@@ -148,6 +166,17 @@ def _check_signals(signals, n_regions: int, name: str):
         raise ParameterError(f"{name} has shape {tuple(array.shape)}: expected ({n_regions},) or "
                              f"(n_time, {n_regions}), one column per region.")
     return array
+
+
+def check_strategy(strategy) -> None:
+    """:class:`ParameterError` (a ``ValueError``) for an unknown reduction strategy, in nilearn's words.
+
+    Examples
+    --------
+    >>> check_strategy("median")
+    """
+    if strategy not in STRATEGIES:
+        raise ParameterError(f"'strategy' must be one of {set(STRATEGIES)}.\n'{strategy}' was provided.")
 
 
 _FIX = "the regions functions do not resample: resample one onto the other first (lazymask.image.resample_to_img)."
@@ -198,11 +227,10 @@ def img_to_signals_labels(imgs, labels_img, mask_img=None, background_label=0, o
     ([[0.0, 1.0, 2.0]], [1, 2, 3])
     """
     del order, n_jobs
-    if strategy not in STRATEGIES:
-        raise ParameterError(f"strategy={strategy!r}: expected one of {', '.join(STRATEGIES)}.")
-    image = as_image(imgs, "imgs", ndim=(4,))
     values, grid = _volume(labels_img, "labels_img")
-    grid.check_same("labels_img", Grid.of(image), "imgs", _FIX)
+    check_strategy(strategy)
+    image = as_image(imgs, "imgs", ndim=(4,))
+    check_one_grid(grid, "labels_img", Grid.of(image), "imgs", _FIX)
     mask = _mask_on(mask_img, grid, "labels_img")
     if keep_masked_labels:
         warn_keep_masked_labels(stacklevel=2)
@@ -224,7 +252,9 @@ def signals_to_img_labels(signals, labels_img, mask_img=None, background_label=0
     Parameters
     ----------
     signals : array-like, dask array or xarray.DataArray
-        ``(region,)`` or ``(time, region)``, one column per label (sorted, without the background).
+        ``(region,)`` or ``(time, region)``, one column per label (sorted, without the background)
+        left by ``mask_img``, or one per label of ``labels_img`` (signals extracted with
+        ``keep_masked_labels=True``): each column goes to the voxels of its own label.
     labels_img : 3D image
         Regions as labels.
     mask_img : 3D image, optional
@@ -250,6 +280,12 @@ def signals_to_img_labels(signals, labels_img, mask_img=None, background_label=0
     values, grid = _volume(labels_img, "labels_img")
     mask = _mask_on(mask_img, grid, "labels_img")
     operator = labels_operator(values, mask, background_label, "sum", stacklevel=3)
+    n_columns = np.shape(signals)[-1] if np.ndim(signals) else None
+    n_before_mask = label_values(values, background_label).size
+    if mask is not None and n_columns != operator.n_regions and n_columns == n_before_mask:
+        # signals extracted with keep_masked_labels=True: one column per label found before the mask, each
+        # painted on its own label's voxels (those the mask removed stay 0)
+        operator = labels_operator(values, mask, background_label, "sum", keep_masked_labels=True)
     array = _check_signals(signals, operator.n_regions, "signals")
     return signals_to_image(array, grid.shape, grid.affine, labels_expansion(operator))
 
@@ -259,7 +295,7 @@ def _maps_on(maps_img, mask_img, grid: Grid | None):
     maps = as_image(maps_img, "maps_img", ndim=(4,))
     maps_grid = Grid.of(maps)
     if grid is not None:
-        maps_grid.check_same("maps_img", grid, "imgs", _FIX)
+        check_one_grid(maps_grid, "maps_img", grid, "imgs", _FIX)
     return maps, maps_grid, _mask_on(mask_img, maps_grid, "maps_img")
 
 

@@ -32,7 +32,8 @@ LAZY_SOURCE = {
 _CLASSES: dict = {}
 _METHODS = ("fit", "transform", "fit_transform", "inverse_transform", "transform_imgs",
             "transform_single_imgs", "generate_report")
-_IMAGES = frozenset({"mask_img_", "labels_img_", "maps_img_", "mean_img_", "mask_img_before_resampling_"})
+_IMAGES = frozenset({"mask_img_", "labels_img_", "maps_img_", "mean_img_", "mask_img_before_resampling_",
+                     "region_atlas_"})
 _inside = contextvars.ContextVar("lazy_api_inside", default=False)
 
 

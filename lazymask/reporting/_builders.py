@@ -121,6 +121,7 @@ def mask_report(
             _figures.plot_mask(mean, mask, affine, second_mask=original,
                                second_affine=original_affine),
             caption="Mask after resampling (red) and before resampling (blue) over the mean image.",
+            overlay=True,
         )
     n_voxels = int(np.count_nonzero(mask))
     coverage = 100 * n_voxels / mask.size
@@ -163,8 +164,8 @@ def labels_report(
     Returns
     -------
     Report
-        The table "Regions" has the label value, the name, the size in voxels and in mm³, and
-        the size relative to all labelled voxels (%).
+        The table "Regions summary" has the label value, the name, the size in voxels and in
+        mm³, and the size relative to all labelled voxels (%).
 
     Examples
     --------
@@ -172,8 +173,8 @@ def labels_report(
     >>> atlas = np.zeros((8, 8, 8), dtype=int)
     >>> atlas[:4], atlas[4:] = 1, 2
     >>> labels_report(None, atlas, np.diag([2, 2, 2, 1]), region_names=["left", "right"]).tables[
-    ...     "Regions"]["size (mm³)"]
-    [2048, 2048]
+    ...     "Regions summary"]["size (in mm^3)"]
+    [2048.0, 2048.0]
     """
     affine = _affine("affine", affine)
     labels = _spatial_array("labels", labels, 3)
@@ -192,7 +193,7 @@ def labels_report(
     report.add_figure(_figures.plot_labels(mean, labels, affine, background_label=background_label),
                       caption="Regions of the atlas over the mean image.")
     report.add_sentence(f"The masker has {len(region_ids)} different non-overlapping regions.")
-    report.add_table("Regions", _regions_table(values, counts, region_ids, region_names,
+    report.add_table("Regions summary", _regions_table(values, counts, region_ids, region_names,
                                                background_label, affine))
     return report
 
@@ -208,9 +209,9 @@ def _regions_table(values: np.ndarray, counts: np.ndarray, region_ids: list, reg
         "label value": region_ids,
         "region name": region_names,
         "size (voxels)": sizes,
-        "size (mm³)": [round(size * voxel_volume) for size in sizes],
-        "relative size (%)": [round(100 * size / labelled, 2) if labelled else 0.0
-                              for size in sizes],
+        "size (in mm^3)": [size * voxel_volume for size in sizes],
+        "relative size (in %)": [round(100 * size / labelled, 2) if labelled else 0.0
+                                 for size in sizes],
     }
 
 

@@ -626,13 +626,14 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
 
     def _record_report_data(self, imgs) -> None:
         """At fit: remember whether reports were on, and what the report needs to say about the input."""
-        from lazymask.reporting import fit_report_data
+        from lazymask.reporting import fit_report_data, new_report_content
 
         reports = bool(getattr(self, "reports", True))
-        self._report_content["reports_at_fit_time"] = reports
+        self.__dict__["_report_state"] = content = new_report_content(self)
+        content["reports_at_fit_time"] = reports
         self.__dict__.pop("_reporting_data", None)
         if reports:
-            self._reporting_data = fit_report_data(imgs)
+            self._reporting_data = fit_report_data(self, imgs)
 
     def __repr__(self, N_CHAR_MAX=700) -> str:
         """The class and the parameters that differ from their defaults; arrays and images summarised."""

@@ -239,7 +239,7 @@ def maps_report(
     title : str
         The report's title.
     displayed : sequence of int, optional
-        The maps drawn (indices along the last axis); None: all of them.
+        The maps drawn, one figure each (indices along the last axis); None: all of them.
 
     Returns
     -------
@@ -257,13 +257,9 @@ def maps_report(
     mean = _mean_image(mean_img, "maps", maps.shape)
     report = _new_report(title, parameters, mean_img)
     shown = list(range(maps.shape[3])) if displayed is None else [int(i) for i in displayed]
-    if shown:
-        report.add_figure(
-            _figures.plot_maps(mean, maps[..., shown], affine),
-            caption="Maps over the mean image: each voxel in the colour of its strongest map, "
-                    "more opaque where that map is higher"
-                    + ("." if len(shown) == maps.shape[3] else f" (maps {shown} are drawn)."),
-        )
+    for index in shown:  # one figure per map, as nilearn's carousel
+        report.add_figure(_figures.plot_maps(mean, maps[..., [index]], affine),
+                          caption=f"Map {index} over the mean image, more opaque where the map is higher.")
     report.add_sentence(f"The masker has {maps.shape[3]} spatial maps in total.")
     return report
 
@@ -296,7 +292,8 @@ def spheres_report(
     title : str
         The report's title.
     displayed : sequence of int, optional
-        The spheres drawn (seed indices); None: all of them (the table lists every seed).
+        The spheres drawn: one figure of them all, then one per sphere; None: all of them (the
+        table lists every seed).
 
     Returns
     -------
@@ -321,10 +318,13 @@ def spheres_report(
         raise ParameterError(f"radius must be None or a non-negative number of mm; got {radius!r}.")
     report = _new_report(title, parameters, mean_img)
     shown = list(range(len(seeds))) if displayed is None else [int(i) for i in displayed]
-    if shown:
+    if shown:  # all the spheres drawn, then each one (as nilearn's carousel)
         report.add_figure(_figures.plot_spheres(mean, affine, seeds=seeds[shown], radius=radius),
                           caption="Spheres over the mean image (circles where a cut crosses them)"
                                   + ("." if len(shown) == len(seeds) else f" (spheres {shown} are drawn)."))
+        for index in shown:
+            report.add_figure(_figures.plot_spheres(mean, affine, seeds=seeds[[index]], radius=radius),
+                              caption=f"Sphere {index} over the mean image.")
     report.add_sentence(f"The masker has {len(seeds)} spheres in total.")
     volume = "one voxel" if radius is None else round(4 / 3 * np.pi * radius**3, 2)
     report.add_table("Seeds", {

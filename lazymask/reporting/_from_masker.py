@@ -93,6 +93,9 @@ def _mask(masker, title: str, parameters: dict) -> Report:
     mask_img = masker.mask_img_
     grid = Grid.of(mask_img)
     original = getattr(masker, "mask_img_before_resampling_", None)
+    params = masker.get_params(deep=False)
+    if original is None and (params.get("target_affine") is not None or params.get("target_shape") is not None):
+        original = mask_img  # resampling was asked for and left the mask as it was: both outlines shown
     return mask_report(
         _mean_on(masker, grid), np.asarray(mask_img.values, dtype=bool), grid.affine,
         original_mask=None if original is None else np.asarray(original.values, dtype=bool),
@@ -165,8 +168,13 @@ def new_report_content(masker: Any) -> dict:
             "warning_messages": []}
 
 
-def fit_report_data(imgs: Any) -> dict:
-    """What fit remembers for the report: whether images were given, and whether a list of 4D runs."""
+def fit_report_data(masker: Any, imgs: Any) -> dict:
+    """What fit remembers for the report: whether images were given, and whether a list of 4D runs.
+
+    A mask masker's coverage (% of the grid in the mask) goes to its ``_report_content`` now.
+    """
+    if report_kind(masker) == "mask" and getattr(masker, "mask_img_", None) is not None:
+        _record_coverage(masker, masker._report_content)
     first = imgs[0] if isinstance(imgs, list | tuple) and len(imgs) else imgs
     ndim = getattr(first, "ndim", None) if first is not None else None
     if ndim is None and first is not None and hasattr(first, "shape"):
@@ -232,8 +240,7 @@ def _record_summary(masker: Any, content: dict, report: Report, displayed) -> No
     """nilearn's summary fields of ``_report_content`` (coverage, regions table, displayed maps)."""
     kind = report_kind(masker)
     if kind == "mask":
-        mask = np.asarray(masker.mask_img_.values)
-        content["coverage"] = f"{100 * np.count_nonzero(mask) / mask.size:0.1f}"
+        _record_coverage(masker, content)
     elif kind == "labels":
         import pandas as pd
 
@@ -241,6 +248,11 @@ def _record_summary(masker: Any, content: dict, report: Report, displayed) -> No
         table.pop("size (voxels)", None)
         content["summary"] = pd.DataFrame(table)
         content["number_of_regions"] = len(content["summary"])
-    if displayed is not None:
-        content["displayed_maps"] = list(displayed)
+    if displayed is not None:  # nilearn's numbering of the figures: spheres come after the one of all
+        content["displayed_maps"] = list(displayed) if kind == "maps" else [0, *[i + 1 for i in displayed]]
     content["n_elements"] = int(getattr(masker, "n_elements_", 0))
+
+
+def _record_coverage(masker: Any, content: dict) -> None:
+    mask = np.asarray(masker.mask_img_.values)  # small, and computed by fit
+    content["coverage"] = f"{100 * np.count_nonzero(mask) / mask.size:0.1f}"

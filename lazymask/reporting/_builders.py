@@ -209,7 +209,7 @@ def _regions_table(values: np.ndarray, counts: np.ndarray, region_ids: list, reg
         "label value": region_ids,
         "region name": region_names,
         "size (voxels)": sizes,
-        "size (in mm^3)": [size * voxel_volume for size in sizes],
+        "size (in mm^3)": [round(float(size * voxel_volume), 6) for size in sizes],
         "relative size (in %)": [round(100 * size / labelled, 2) if labelled else 0.0
                                  for size in sizes],
     }

@@ -27,8 +27,11 @@ Contract (shared by every masker; subclasses fill the hooks)
   frame with ``get_feature_names_out()`` as columns (nilearn 0.14's ``set_output``).
 * ``inverse_transform(X)`` checks ``X`` and calls the hook ``_inverse(signals)``; it changes
   nothing on ``self`` either.
-* ``generate_report()`` delegates to :func:`lazymask.reporting.report_for`, which reads the
-  fitted masker's public attributes only.
+* ``generate_report()`` delegates to :func:`lazymask.reporting.generate_report` (nilearn's
+  warnings: not fitted, ``reports=False``, no image at fit, ...) and
+  :func:`lazymask.reporting.report_for`, which reads the fitted masker's public attributes only.
+  Fit records what the report needs (``_reporting_data``; nilearn's private ``_report_content``
+  state, which ``generate_report`` also updates with its title and warnings).
 * Persistence (see :mod:`lazymask.maskers._persist`): the hook ``_spatial_arrays()`` returns the
   named DataArrays a store needs to rebuild the masker, and the classmethod
   ``_from_store(parameters, arrays)`` rebuilds a fitted masker from them.

@@ -1,4 +1,4 @@
-"""Three orthogonal views (sagittal, coronal, axial) of a 3D image with an overlay, as PNG bytes.
+"""Three orthogonal views (sagittal, coronal, axial) of a 3D image with an overlay, as SVG text or PNG bytes.
 
 Contract
 --------

@@ -5,7 +5,13 @@ Contract
 - A report holds plain data only: a title, figures (PNG bytes or SVG text), summary sentences,
   warnings, a parameter table and named extra tables. It never holds an estimator or an image.
 - The HTML is standalone: images are embedded as base64 ``data:`` URIs, the CSS is inline and
-  scoped to the report's ``<div>``, and nothing is fetched (no link, no script).
+  scoped to the report's ``<div>``, and nothing is fetched (no link; no script but scikit-learn's
+  inline one in ``estimator_html``).
+- ``estimator_html`` (scikit-learn's view of the estimator, set by ``generate_report``) is the only
+  markup shown as is; it carries scikit-learn's small inline script and style.
+- nilearn's ``HTMLReport`` interface: ``body`` / ``str(report)`` / ``_repr_html_()`` are the HTML
+  fragment, ``get_iframe()``, ``resize()``, ``width`` / ``height`` (a value that is not an int:
+  the default, with nilearn's warning), ``save_as_html()``, ``open_in_browser()``.
 - Every string that comes from the caller (title, sentences, parameter names and values, table
   cells, captions) is escaped with :func:`html.escape`; SVG figures are base64-encoded, never
   inlined, so they cannot inject markup either.

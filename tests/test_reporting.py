@@ -71,6 +71,23 @@ def _decode(png: bytes) -> np.ndarray:
     return matplotlib.image.imread(io.BytesIO(png), format="png")
 
 
+@pytest.fixture
+def png_figures(monkeypatch):
+    """Figures rendered as PNG (Agg), so that their pixels can be read."""
+    from lazymask.reporting import _figures
+
+    monkeypatch.setattr(_figures, "FIGURE_FORMAT", "png")
+
+
+def test_png_figures_when_asked(monkeypatch, mean_img, left_mask):
+    from lazymask.reporting import _figures
+
+    monkeypatch.setattr(_figures, "FIGURE_FORMAT", "png")
+    figure = mask_report(mean_img, left_mask, LAS_AFFINE).figures[0][0]
+    assert figure.startswith(PNG_SIGNATURE)
+    assert "data:image/png;base64," in mask_report(mean_img, left_mask, LAS_AFFINE).get_html()
+
+
 # -- HTML --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("with_image", [True, False])
@@ -83,10 +100,10 @@ def test_each_report_is_standalone_html(kind, with_image, mean_img, left_mask, l
     assert "http" not in html and "<script" not in html.lower() and "<link" not in html
     sources = re.findall(r'src="([^"]*)"', html)
     assert len(sources) == len(report.figures) >= 1
-    for source in sources:
-        prefix = "data:image/png;base64,"
+    for source in sources:  # the figures are SVG (as nilearn's), embedded as base64
+        prefix = "data:image/svg+xml;base64,"
         assert source.startswith(prefix)
-        assert base64.b64decode(source[len(prefix):]).startswith(PNG_SIGNATURE)
+        assert b"<svg" in base64.b64decode(source[len(prefix):])
     assert report.sentences[0] in html
     assert ("No image was given at fit time" in html) is (not with_image)
     assert "smoothing_fwhm" in html
@@ -125,9 +142,8 @@ def test_svg_figures_are_embedded_base64_and_bad_figures_refused():
 
 def test_repr_and_tables():
     report = Report("NiftiMasker", sentences=["one"], parameters={"a": 1, "b": None})
-    assert repr(report) == str(report) == (
-        "<Report 'NiftiMasker': 0 figures, 1 sentence, 2 parameters, 0 tables>"
-    )
+    assert repr(report) == "<Report 'NiftiMasker': 0 figures, 1 sentence, 2 parameters, 0 tables>"
+    assert str(report) == report.body == report._repr_html_()  # nilearn's HTMLReport: the fragment
     with pytest.raises(ParameterError, match="columns of different lengths"):
         report.add_table("Regions", {"id": [1, 2], "name": ["a"]})
 
@@ -164,15 +180,15 @@ def test_labels_table(left_labels):
     affine = LAS_AFFINE  # 8 mm³ voxels
     report = labels_report(None, left_labels, affine, region_ids=[3, 7, 9],
                            region_names=["a", "b", "absent"])
-    table = report.tables["Regions"]
+    table = report.tables["Regions summary"]
     n3, n7 = np.count_nonzero(left_labels == 3), np.count_nonzero(left_labels == 7)
     assert table["label value"] == [3, 7, 9]
     assert table["size (voxels)"] == [n3, n7, 0]
-    assert table["size (mm³)"] == [8 * n3, 8 * n7, 0]
-    assert table["relative size (%)"] == [round(100 * n3 / (n3 + n7), 2),
-                                          round(100 * n7 / (n3 + n7), 2), 0.0]
+    np.testing.assert_allclose(table["size (in mm^3)"], [8 * n3, 8 * n7, 0])
+    assert table["relative size (in %)"] == [round(100 * n3 / (n3 + n7), 2),
+                                             round(100 * n7 / (n3 + n7), 2), 0.0]
     assert report.sentences == ["The masker has 3 different non-overlapping regions."]
-    default = labels_report(None, left_labels, affine).tables["Regions"]
+    default = labels_report(None, left_labels, affine).tables["Regions summary"]
     assert default["label value"] == [3, 7] and default["region name"] == ["3", "7"]
     with pytest.raises(ParameterError, match="region_names has 1 names but there are 2"):
         labels_report(None, left_labels, affine, region_names=["only one"])
@@ -235,7 +251,7 @@ def _ras_copy(array, affine):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_figures_do_not_depend_on_storage_order(kind, mean_img, left_mask, left_labels):
+def test_figures_do_not_depend_on_storage_order(kind, mean_img, left_mask, left_labels, png_figures):
     las = _report_of(kind, mean_img, LAS_AFFINE, left_mask, left_labels)
     ras_mean, ras_affine = _ras_copy(mean_img, LAS_AFFINE)
     np.testing.assert_allclose(ras_affine[0, 0], 2.0)
@@ -246,7 +262,7 @@ def test_figures_do_not_depend_on_storage_order(kind, mean_img, left_mask, left_
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_overlay_on_the_left_is_drawn_on_the_left_of_the_axial_view(
-    kind, mean_img, left_mask, left_labels
+    kind, mean_img, left_mask, left_labels, png_figures
 ):
     report = _report_of(kind, mean_img, LAS_AFFINE, left_mask, left_labels)
     pixels = _decode(report.figures[0][0])[..., :3]
@@ -341,7 +357,9 @@ def test_generate_report_is_report_for_of_the_fitted_masker(tmp_path):
     img = fake_fmri((12, 14, 12), 10, dtype="int16", seed=2)
     masker = NiftiMasker(mask_strategy="epi", target_affine=np.diag([4.0, 4.0, 4.0])).fit(img)
     report = masker.generate_report()
-    assert report._repr_html_() == report_for(masker)._repr_html_()
+    direct = report_for(masker)
+    assert (report.figures, report.sentences, report.tables) == (direct.figures, direct.sentences, direct.tables)
+    assert 'id="sk-container-id' in report.body  # generate_report adds scikit-learn's view of the masker
     original = masker.mask_img_before_resampling_
     mean = np.asarray(img.dataobj, dtype=np.float32).mean(axis=-1)  # the fitted run's mean, with numpy
     from lazymask.image import resample_img

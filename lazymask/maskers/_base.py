@@ -27,8 +27,11 @@ Contract (shared by every masker; subclasses fill the hooks)
   frame with ``get_feature_names_out()`` as columns (nilearn 0.14's ``set_output``).
 * ``inverse_transform(X)`` checks ``X`` and calls the hook ``_inverse(signals)``; it changes
   nothing on ``self`` either.
-* ``generate_report()`` delegates to :func:`lazymask.reporting.report_for`, which reads the
-  fitted masker's public attributes only.
+* ``generate_report()`` delegates to :func:`lazymask.reporting.generate_report` (nilearn's
+  warnings: not fitted, ``reports=False``, no image at fit, ...) and
+  :func:`lazymask.reporting.report_for`, which reads the fitted masker's public attributes only.
+  Fit records what the report needs (``_reporting_data``; nilearn's private ``_report_content``
+  state, which ``generate_report`` also updates with its title and warnings).
 * Persistence (see :mod:`lazymask.maskers._persist`): the hook ``_spatial_arrays()`` returns the
   named DataArrays a store needs to rebuild the masker, and the classmethod
   ``_from_store(parameters, arrays)`` rebuilds a fitted masker from them.
@@ -214,6 +217,7 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         self._fit(imgs)
         if "mean_img_" not in self.__dict__:
             self.mean_img_ = self._lazy_mean(imgs)
+        self._record_report_data(imgs)
         if getattr(self, "verbose", 0):
             self._log_resampling()
         self._log("fit", "Finished fit")
@@ -573,7 +577,9 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
 
         Returns
         -------
-        lazymask.reporting.Report
+        lazymask.reporting.HTMLReport
+            Before fit, with ``reports=False`` or when reports were off at fit: a report with the
+            reason (also raised as a UserWarning) and no figure, as nilearn's.
 
         Examples
         --------
@@ -583,8 +589,7 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         >>> NiftiMasker(mask_img=mask).fit().generate_report(title="My mask").title
         'My mask'
         """
-        self._check_fitted()
-        from lazymask.reporting import report_for
+        from lazymask.reporting import generate_report
 
         if engine != "matplotlib":
             raise ParameterError(f"generate_report(engine={engine!r}): lazymask draws with 'matplotlib' only.")
@@ -597,11 +602,41 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
                 f"generate_report() of {type(self).__name__} got unexpected argument(s) {unknown}; "
                 f"it takes engine, title{''.join(', ' + name for name in accepted)}."
             )
-        displayed = None
+        displayed_of = None
         if kind is not None:
-            n_items = int(self.n_elements_)
-            displayed = displayed_items(kwargs.get(f"displayed_{kind}s", 10), n_items, kind)
-        return report_for(self, title=title, displayed=displayed)
+            def displayed_of():
+                return displayed_items(kwargs.get(f"displayed_{kind}s", 10), int(self.n_elements_), kind)
+        return generate_report(self, engine, title, displayed_of)
+
+    # nilearn's report state (private in nilearn too; its tests and reports read it)
+    @property
+    def _report_content(self) -> dict:
+        """The state of the last report: title, warnings, description, summary (nilearn's keys)."""
+        if "_report_state" not in self.__dict__:
+            from lazymask.reporting import new_report_content
+
+            self.__dict__["_report_state"] = new_report_content(self)
+        return self.__dict__["_report_state"]
+
+    @property
+    def _report_warnings(self) -> list[str]:
+        """The warnings of the last report, sorted, without duplicates."""
+        return sorted(set(self._report_content["warning_messages"]))
+
+    def _has_report_data(self) -> bool:
+        """Whether fit kept what the report draws (it was fitted with ``reports=True``)."""
+        return "_reporting_data" in self.__dict__
+
+    def _record_report_data(self, imgs) -> None:
+        """At fit: remember whether reports were on, and what the report needs to say about the input."""
+        from lazymask.reporting import fit_report_data, new_report_content
+
+        reports = bool(getattr(self, "reports", True))
+        self.__dict__["_report_state"] = content = new_report_content(self)
+        content["reports_at_fit_time"] = reports
+        self.__dict__.pop("_reporting_data", None)
+        if reports:
+            self._reporting_data = fit_report_data(self, imgs)
 
     def __repr__(self, N_CHAR_MAX=700) -> str:
         """The class and the parameters that differ from their defaults; arrays and images summarised."""

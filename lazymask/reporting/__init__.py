@@ -7,7 +7,8 @@ parameters) and return a :class:`Report`. This package imports no masker.
 
 from lazymask.reporting._builders import labels_report, maps_report, mask_report, spheres_report
 from lazymask.reporting._figures import Volume  # the geometry of a drawn volume, reused by lazymask.plotting
-from lazymask.reporting._from_masker import report_for
-from lazymask.reporting._report import Report
+from lazymask.reporting._from_masker import fit_report_data, new_report_content, report_for
+from lazymask.reporting._from_masker import generate as generate_report
+from lazymask.reporting._report import HTMLReport, Report
 
-__all__ = ["Report", "Volume", "labels_report", "maps_report", "mask_report", "report_for", "spheres_report"]
+__all__ = ["HTMLReport", "Report", "Volume", "fit_report_data", "generate_report", "labels_report", "maps_report", "mask_report", "new_report_content", "report_for", "spheres_report"]

@@ -121,6 +121,7 @@ def mask_report(
             _figures.plot_mask(mean, mask, affine, second_mask=original,
                                second_affine=original_affine),
             caption="Mask after resampling (red) and before resampling (blue) over the mean image.",
+            overlay=True,
         )
     n_voxels = int(np.count_nonzero(mask))
     coverage = 100 * n_voxels / mask.size
@@ -163,8 +164,8 @@ def labels_report(
     Returns
     -------
     Report
-        The table "Regions" has the label value, the name, the size in voxels and in mm³, and
-        the size relative to all labelled voxels (%).
+        The table "Regions summary" has the label value, the name, the size in voxels and in
+        mm³, and the size relative to all labelled voxels (%).
 
     Examples
     --------
@@ -172,8 +173,8 @@ def labels_report(
     >>> atlas = np.zeros((8, 8, 8), dtype=int)
     >>> atlas[:4], atlas[4:] = 1, 2
     >>> labels_report(None, atlas, np.diag([2, 2, 2, 1]), region_names=["left", "right"]).tables[
-    ...     "Regions"]["size (mm³)"]
-    [2048, 2048]
+    ...     "Regions summary"]["size (in mm^3)"]
+    [2048.0, 2048.0]
     """
     affine = _affine("affine", affine)
     labels = _spatial_array("labels", labels, 3)
@@ -192,7 +193,7 @@ def labels_report(
     report.add_figure(_figures.plot_labels(mean, labels, affine, background_label=background_label),
                       caption="Regions of the atlas over the mean image.")
     report.add_sentence(f"The masker has {len(region_ids)} different non-overlapping regions.")
-    report.add_table("Regions", _regions_table(values, counts, region_ids, region_names,
+    report.add_table("Regions summary", _regions_table(values, counts, region_ids, region_names,
                                                background_label, affine))
     return report
 
@@ -208,9 +209,9 @@ def _regions_table(values: np.ndarray, counts: np.ndarray, region_ids: list, reg
         "label value": region_ids,
         "region name": region_names,
         "size (voxels)": sizes,
-        "size (mm³)": [round(size * voxel_volume) for size in sizes],
-        "relative size (%)": [round(100 * size / labelled, 2) if labelled else 0.0
-                              for size in sizes],
+        "size (in mm^3)": [round(float(size * voxel_volume), 6) for size in sizes],
+        "relative size (in %)": [round(100 * size / labelled, 2) if labelled else 0.0
+                                 for size in sizes],
     }
 
 
@@ -238,7 +239,7 @@ def maps_report(
     title : str
         The report's title.
     displayed : sequence of int, optional
-        The maps drawn (indices along the last axis); None: all of them.
+        The maps drawn, one figure each (indices along the last axis); None: all of them.
 
     Returns
     -------
@@ -256,13 +257,9 @@ def maps_report(
     mean = _mean_image(mean_img, "maps", maps.shape)
     report = _new_report(title, parameters, mean_img)
     shown = list(range(maps.shape[3])) if displayed is None else [int(i) for i in displayed]
-    if shown:
-        report.add_figure(
-            _figures.plot_maps(mean, maps[..., shown], affine),
-            caption="Maps over the mean image: each voxel in the colour of its strongest map, "
-                    "more opaque where that map is higher"
-                    + ("." if len(shown) == maps.shape[3] else f" (maps {shown} are drawn)."),
-        )
+    for index in shown:  # one figure per map, as nilearn's carousel
+        report.add_figure(_figures.plot_maps(mean, maps[..., [index]], affine),
+                          caption=f"Map {index} over the mean image, more opaque where the map is higher.")
     report.add_sentence(f"The masker has {maps.shape[3]} spatial maps in total.")
     return report
 
@@ -295,7 +292,8 @@ def spheres_report(
     title : str
         The report's title.
     displayed : sequence of int, optional
-        The spheres drawn (seed indices); None: all of them (the table lists every seed).
+        The spheres drawn: one figure of them all, then one per sphere; None: all of them (the
+        table lists every seed).
 
     Returns
     -------
@@ -320,10 +318,13 @@ def spheres_report(
         raise ParameterError(f"radius must be None or a non-negative number of mm; got {radius!r}.")
     report = _new_report(title, parameters, mean_img)
     shown = list(range(len(seeds))) if displayed is None else [int(i) for i in displayed]
-    if shown:
+    if shown:  # all the spheres drawn, then each one (as nilearn's carousel)
         report.add_figure(_figures.plot_spheres(mean, affine, seeds=seeds[shown], radius=radius),
                           caption="Spheres over the mean image (circles where a cut crosses them)"
                                   + ("." if len(shown) == len(seeds) else f" (spheres {shown} are drawn)."))
+        for index in shown:
+            report.add_figure(_figures.plot_spheres(mean, affine, seeds=seeds[[index]], radius=radius),
+                              caption=f"Sphere {index} over the mean image.")
     report.add_sentence(f"The masker has {len(seeds)} spheres in total.")
     volume = "one voxel" if radius is None else round(4 / 3 * np.pi * radius**3, 2)
     report.add_table("Seeds", {

@@ -1,4 +1,4 @@
-"""Three orthogonal views (sagittal, coronal, axial) of a 3D image with an overlay, as PNG bytes.
+"""Three orthogonal views (sagittal, coronal, axial) of a 3D image with an overlay, as SVG text or PNG bytes.
 
 Contract
 --------
@@ -22,6 +22,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import matplotlib
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -274,8 +275,19 @@ def _decorate(ax, background: Volume, name: str, axis: int, label: str) -> None:
     ax.text(0.98, 0.5, high, ha="right", va="center", **style)
 
 
-def figure_to_png(figure: Figure, dpi: int = DPI) -> bytes:
-    """Render ``figure`` with Agg and return PNG bytes."""
+#: How the report figures are rendered: "svg" (text, matplotlib's SVG backend; the images of the
+#: views are embedded rasters) or "png" (bytes, Agg). SVG is what nilearn's reports embed.
+FIGURE_FORMAT = "svg"
+
+
+def figure_to_png(figure: Figure, dpi: int = DPI) -> bytes | str:
+    """Render ``figure`` in :data:`FIGURE_FORMAT`: SVG text (deterministic) or PNG bytes (Agg)."""
+    if FIGURE_FORMAT == "svg":
+        buffer = io.StringIO()
+        with matplotlib.rc_context({"svg.hashsalt": "lazymask", "svg.fonttype": "none"}):
+            figure.savefig(buffer, format="svg", dpi=dpi, facecolor=figure.get_facecolor(),
+                           metadata={"Date": None})
+        return buffer.getvalue()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, facecolor=figure.get_facecolor())
     return buffer.getvalue()

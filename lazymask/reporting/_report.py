@@ -5,7 +5,13 @@ Contract
 - A report holds plain data only: a title, figures (PNG bytes or SVG text), summary sentences,
   warnings, a parameter table and named extra tables. It never holds an estimator or an image.
 - The HTML is standalone: images are embedded as base64 ``data:`` URIs, the CSS is inline and
-  scoped to the report's ``<div>``, and nothing is fetched (no link, no script).
+  scoped to the report's ``<div>``, and nothing is fetched (no link; no script but scikit-learn's
+  inline one in ``estimator_html``).
+- ``estimator_html`` (scikit-learn's view of the estimator, set by ``generate_report``) is the only
+  markup shown as is; it carries scikit-learn's small inline script and style.
+- nilearn's ``HTMLReport`` interface: ``body`` / ``str(report)`` / ``_repr_html_()`` are the HTML
+  fragment, ``get_iframe()``, ``resize()``, ``width`` / ``height`` (a value that is not an int:
+  the default, with nilearn's warning), ``save_as_html()``, ``open_in_browser()``.
 - Every string that comes from the caller (title, sentences, parameter names and values, table
   cells, captions) is escaped with :func:`html.escape`; SVG figures are base64-encoded, never
   inlined, so they cannot inject markup either.
@@ -15,6 +21,9 @@ from __future__ import annotations
 
 import base64
 import html
+import tempfile
+import warnings as _warnings
+import webbrowser
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +32,11 @@ import numpy as np
 
 from lazymask.exceptions import ParameterError
 
-__all__ = ["Report"]
+__all__ = ["HTMLReport", "Report"]
+
+#: nilearn's default size of a report's inline frame (``get_iframe``), in pixels.
+WIDTH_DEFAULT = 800
+HEIGHT_DEFAULT = 800
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -139,8 +152,13 @@ class Report:
         parameters: Mapping[str, Any] | None = None,
         tables: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
         warnings: Iterable[str] = (),
+        estimator_html: str = "",
     ) -> None:
         self.title = str(title)
+        #: scikit-learn's HTML view of the estimator (trusted markup, shown as is), or "".
+        self.estimator_html = str(estimator_html)
+        self.width = WIDTH_DEFAULT
+        self.height = HEIGHT_DEFAULT
         self.figures: list[tuple[bytes | str, str]] = []
         for figure in figures:
             self.add_figure(figure)
@@ -152,10 +170,16 @@ class Report:
         self.warnings = [str(warning) for warning in warnings]
 
     # -- building -------------------------------------------------------------------------------
-    def add_figure(self, figure: bytes | str, caption: str = "") -> None:
-        """Append a figure (PNG bytes or SVG text) with an optional caption."""
+    def add_figure(self, figure: bytes | str, caption: str = "", overlay: bool = False) -> None:
+        """Append a figure (PNG bytes or SVG text) with an optional caption.
+
+        ``overlay=True`` marks a figure that overlays a second state (for example the mask
+        before resampling); it is shown in a ``<div class="overlay">``.
+        """
         _figure_data_uri(figure)  # validate now, not when rendering
         self.figures.append((figure, str(caption)))
+        if overlay:
+            self._overlays = getattr(self, "_overlays", set()) | {len(self.figures) - 1}
 
     def add_sentence(self, sentence: str) -> None:
         """Append a summary sentence."""
@@ -173,12 +197,17 @@ class Report:
     def _body_html(self) -> str:
         """The report as an HTML fragment (one ``<div>`` with its scoped ``<style>``)."""
         parts = [f"<style>{_CSS}</style>", f"<h2>{html.escape(self.title)}</h2>"]
-        parts += [f'<p class="lm-warning">{html.escape(w)}</p>' for w in self.warnings]
-        for figure, caption in self.figures:
+        if self.warnings:
+            parts.append('<div id="warnings">' + "".join(
+                f'<p class="lm-warning">{html.escape(w)}</p>' for w in self.warnings) + "</div>")
+        overlays = getattr(self, "_overlays", set())
+        for index, (figure, caption) in enumerate(self.figures):
             alt = html.escape(caption or f"{self.title} figure", quote=True)
             figcaption = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+            css = "overlay" if index in overlays else "image"
             parts.append(
-                f'<figure><img src="{_figure_data_uri(figure)}" alt="{alt}"/>{figcaption}</figure>'
+                f'<div class="{css}"><figure><img src="{_figure_data_uri(figure)}" alt="{alt}"/>'
+                f"{figcaption}</figure></div>"
             )
         parts += [f"<p>{html.escape(sentence)}</p>" for sentence in self.sentences]
         for name, table in self.tables.items():
@@ -186,7 +215,9 @@ class Report:
                 f"<details open><summary>{html.escape(name)}</summary>"
                 f'<div class="lm-scroll">{_html_table(table)}</div></details>'
             )
-        if self.parameters:
+        if self.estimator_html:
+            parts.append(f"<h3>Parameters</h3>{self.estimator_html}")
+        elif self.parameters:
             parameter_table = {
                 "parameter": list(self.parameters),
                 "value": list(self.parameters.values()),
@@ -195,8 +226,65 @@ class Report:
         return '<div class="lazymask-report">' + "\n".join(parts) + "</div>"
 
     def _repr_html_(self) -> str:
-        """The HTML fragment Jupyter shows."""
+        """The HTML fragment Jupyter shows (:attr:`body`)."""
+        return self.body
+
+    @property
+    def body(self) -> str:
+        """The report as an HTML fragment (nilearn's ``HTMLReport.body``)."""
         return self._body_html()
+
+    @property
+    def html(self) -> str:
+        """The standalone HTML document (nilearn's ``HTMLDocument.html``); see :meth:`get_html`."""
+        return self.get_html()
+
+    # -- nilearn's HTMLDocument interface ---------------------------------------------------------
+    @property
+    def width(self) -> int:
+        """Width of the inline frame of :meth:`get_iframe`, in pixels (not an int: the default, warned)."""
+        return self._width
+
+    @width.setter
+    def width(self, value) -> None:
+        self._width = _frame_size("width", value, WIDTH_DEFAULT)
+
+    @property
+    def height(self) -> int:
+        """Height of the inline frame of :meth:`get_iframe`, in pixels."""
+        return self._height
+
+    @height.setter
+    def height(self, value) -> None:
+        self._height = _frame_size("height", value, HEIGHT_DEFAULT)
+
+    def resize(self, width, height) -> Report:
+        """Set the size of the inline frame (:meth:`get_iframe`) and return the report."""
+        self.width, self.height = width, height
+        return self
+
+    def get_iframe(self, width=None, height=None) -> str:
+        """The standalone document in an ``<iframe srcdoc=...>`` (for embedding in a page)."""
+        width = self.width if width is None else width
+        height = self.height if height is None else height
+        return (f'<iframe srcdoc="{html.escape(self.get_html(), quote=True)}" width="{width}" '
+                f'height="{height}" frameBorder="0"></iframe>')
+
+    def get_standalone(self) -> str:
+        """The standalone HTML document (as :meth:`get_html`)."""
+        return self.get_html()
+
+    def open_in_browser(self, file_name: str | Path | None = None) -> Path:
+        """Write the document to ``file_name`` (default: a temporary file), open it in a browser.
+
+        Returns the path written.
+        """
+        if file_name is None:
+            with tempfile.NamedTemporaryFile("w", suffix=".html", delete=False) as handle:
+                file_name = handle.name
+        path = self.save_as_html(file_name)
+        webbrowser.open(path.resolve().as_uri())
+        return path
 
     def get_html(self) -> str:
         """Return the report as one standalone HTML document (no external resources)."""
@@ -220,6 +308,10 @@ class Report:
         path.write_text(self.get_html(), encoding="utf-8")
         return path
 
+    def __str__(self) -> str:
+        """The HTML fragment (:attr:`body`), as nilearn's ``str(report)``."""
+        return self.body
+
     def __repr__(self) -> str:
         def count(n: int, word: str) -> str:
             return f"{n} {word}{'' if n == 1 else 's'}"
@@ -230,4 +322,16 @@ class Report:
             f"{count(len(self.parameters), 'parameter')}, {count(len(self.tables), 'table')}>"
         )
 
-    __str__ = __repr__
+
+#: nilearn's name for a report (``nilearn.reporting.HTMLReport``): what ``generate_report`` returns.
+HTMLReport = Report
+
+
+def _frame_size(name: str, value, default: int) -> int:
+    """An inline frame's size as an int; a value that is not one: ``default``, with nilearn's warning."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        _warnings.warn(f"Invalid {name} {value=}. Using default instead {default}", UserWarning,
+                       stacklevel=3)
+        return default

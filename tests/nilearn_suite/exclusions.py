@@ -17,6 +17,9 @@ EXCLUDED: list[tuple[str, str]] = [
     (r"check_doc_link", "expects the documentation URL nilearn derives from the class's module path: "
                         "for lazymask.nilearn.maskers a 'nilearn.nilearn.<Class>' page that does not exist "
                         "(the face links to nilearn's real page, nilearn.maskers.<Class>)"),
+    (r"test_nifti_labels_masker_report_(no_image_for_fit|cut_coords)",
+     "reads the nilearn display objects of the private _load_report_displays() (an OrthoSlicer's "
+     "matplotlib collections, its cut_coords); lazymask's reports draw their own figures"),
 ]
 
 

@@ -27,6 +27,7 @@ LAZY_SOURCE = {
     "lazymask.nilearn.regions": "lazymask.regions",
     "lazymask.nilearn.maskers": "lazymask.maskers",
     "lazymask.nilearn.interfaces.fmriprep": "lazymask.interfaces.fmriprep",
+    "lazymask.nilearn.reporting": "lazymask.reporting",
 }
 
 _CLASSES: dict = {}

@@ -46,6 +46,8 @@ SUBSTITUTED = {
     "nilearn.maskers.multi_nifti_maps_masker": "lazymask.nilearn.maskers",
     "nilearn.maskers.nifti_spheres_masker": "lazymask.nilearn.maskers",
     "nilearn.interfaces.fmriprep": "lazymask.nilearn.interfaces.fmriprep",
+    # the class a masker's generate_report() returns (tests check isinstance against it)
+    "nilearn.reporting": "lazymask.nilearn.reporting",
     "nilearn.interfaces.fmriprep.load_confounds": "lazymask.nilearn.interfaces.fmriprep",
     "nilearn.interfaces.fmriprep.load_confounds_strategy": "lazymask.nilearn.interfaces.fmriprep",
 }

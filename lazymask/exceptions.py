@@ -12,6 +12,7 @@ __all__ = [
     "NotNiftiError",
     "CorruptImageError",
     "DimensionError",
+    "EmptyImageError",
     "ImageMismatchError",
     "ImageTooLargeError",
     "ParameterError",
@@ -88,6 +89,10 @@ class DimensionError(LazymaskError, ValueError, TypeError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class EmptyImageError(DimensionError, CorruptImageError):
+    """An image with an axis of length 0 (nilearn's "The image is empty" ``DimensionError``)."""
 
 
 class ImageMismatchError(LazymaskError, ValueError):

@@ -23,6 +23,7 @@ from lazymask import config
 from lazymask.exceptions import (
     CorruptImageError,
     DimensionError,
+    EmptyImageError,
     ParameterTypeError,
     ImageFileNotFoundError,
     ImageMismatchError,
@@ -383,8 +384,9 @@ def _validated_shape(label: str, shape: tuple[int, ...]) -> tuple[int, ...]:
             "Select the volumes you need with nibabel first."
         )
     if min(shape) == 0:
-        raise DimensionError(
-            f"{label}: The image is empty: its shape {shape} has an axis of length 0 (no voxel to read)."
+        raise EmptyImageError(
+            f"{label}: the header declares an image of shape {shape} (The image is empty: an axis of "
+            "length 0, no voxel to read)."
         )
     if min(shape) < 1:
         raise CorruptImageError(

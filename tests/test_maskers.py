@@ -361,7 +361,7 @@ def test_bad_input(run, tmp_path):
     multi = MultiNiftiMasker(mask_strategy="epi").fit([img, img])
     with pytest.raises(ParameterError, match=r"number of confounds \(1\) unequal to number of images \(2\)"):
         multi.transform([img, img], confounds=[None])
-    with pytest.raises(ParameterError, match="must be None or a list"):
+    with pytest.raises(ParameterError, match="must be a None or a list"):
         multi.transform([img, img], confounds=np.zeros((N_TIME, 2)))
 
 

@@ -17,7 +17,7 @@ from lazymask.exceptions import ParameterError
 from lazymask.image import as_image, check_same_grid, is_image_list, known_time_means, time_mean_volume
 from lazymask.io import get_affine, image_dataarray, persist_within_budget
 from lazymask.masking import accepted_arguments, mask_strategy, mask_strategy_arguments
-from lazymask.maskers._runs import per_run
+from lazymask.maskers._runs import check_per_run_type, per_run
 from lazymask.maskers._nifti_masker import NiftiMasker
 
 
@@ -132,14 +132,11 @@ class MultiNiftiMasker(NiftiMasker):
         list of xarray.DataArray, or xarray.DataArray for a single image
         """
         self._check_fitted()
+        check_per_run_type(confounds, "confounds")
+        check_per_run_type(sample_mask, "sample_mask")
         if not is_image_list(imgs):  # one image: its confounds and sample mask, or a list of one
             return super().transform(imgs, confounds=confounds[0] if isinstance(confounds, list) else confounds,
                                      sample_mask=sample_mask[0] if isinstance(sample_mask, list) else sample_mask)
-        for name, value in (("confounds", confounds), ("sample_mask", sample_mask)):
-            if value is not None and not isinstance(value, list):
-                raise ParameterError(
-                    f"{name} must be None or a list with one entry per run; got a {type(value).__name__}."
-                )
         confounds = per_run(confounds, len(imgs), "confounds")
         sample_mask = per_run(sample_mask, len(imgs), "sample_mask")
         self._log_extraction()

@@ -30,7 +30,7 @@ from lazymask.image import as_image, mean_img, resample_array
 from lazymask.io import Grid, get_affine
 from lazymask.exceptions import DimensionError, ImageMismatchError, ParameterError
 from lazymask.maskers._base import BaseMasker, InvalidParameterError
-from lazymask.maskers._runs import per_run
+from lazymask.maskers._runs import check_per_run_type, per_run
 from lazymask.masking import read_small
 from lazymask.regions import STRATEGIES, region_signals, signals_dataarray
 
@@ -291,6 +291,8 @@ class MultiMixin:
     def transform(self, imgs, confounds=None, sample_mask=None):
         """Signals of one run (a DataArray) or of each run of a list (a list of DataArrays), lazily."""
         self._check_fitted()
+        check_per_run_type(confounds, "confounds")
+        check_per_run_type(sample_mask, "sample_mask")
         if not isinstance(imgs, list | tuple):
             confounds = confounds[0] if isinstance(confounds, list) else confounds
             sample_mask = sample_mask[0] if isinstance(sample_mask, list) else sample_mask

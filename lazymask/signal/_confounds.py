@@ -22,10 +22,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from lazymask.exceptions import ParameterError
+from lazymask.exceptions import ImageFileNotFoundError, ParameterError
 from lazymask.storage import files_at
 
 __all__ = ["load_confounds", "fill_leading_nan"]
+
+
+class ConfoundsFileMissingError(ImageFileNotFoundError, ParameterError):
+    """A confounds path that names no file: a ``FileNotFoundError`` (as nilearn's) and a ``ValueError``."""
 
 
 class ConfoundsTypeError(ParameterError, TypeError):
@@ -124,9 +128,13 @@ def _read_table(path: str) -> np.ndarray:
     """Read a CSV/TSV of confounds (a path or a URL): delimiter sniffed, header detected, ``n/a`` read as NaN."""
     files, name = files_at(path)  # a URL: the storage options of set_storage_options
     if not files.is_file(name):
-        raise ParameterError(f"confounds file {str(path)!r} does not exist.")
+        raise ConfoundsFileMissingError(f"confounds file {str(path)!r} does not exist.")
     content = files.read_bytes(name)
-    first_line = next((line.strip() for line in content.decode("utf-8", "replace").splitlines() if line.strip()), "")
+    # the first non-blank line, its leading tabs kept: DataFrame.to_csv(sep="\t") starts the header with a
+    # tab (the index column's empty name)
+    first_line = next(
+        (line.strip(" \r\n") for line in content.decode("utf-8", "replace").splitlines() if line.strip()), ""
+    )
     if not first_line:
         raise ParameterError(
             f"confounds file {str(path)!r} is empty (no header, no values); pass a CSV/TSV file with "

@@ -207,6 +207,8 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         self._validate_parameters()
         self.clean_args_ = dict(self.clean_args or {})
         self.__dict__.pop("mean_img_", None)
+        if getattr(self, "mask_img", None) is not None:
+            self._log("fit", f"Loading mask from {describe_input(self.mask_img)}")
         if imgs is not None:
             self._log("fit", f"Loading data from {describe_input(imgs)}")
         for name in ("labels_img", "maps_img"):
@@ -397,7 +399,7 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             known = persist_within_budget([image], derived=time_mean_volume)  # decoded run + its mean
             image = known[0][0]
         with warnings.catch_warnings(), known_time_means(known):
-            warnings.filterwarnings("ignore", message=r".*mask was given at masker creation.*")
+            warnings.filterwarnings("ignore", message=r".*Generation of a mask.*")
             self.fit(image, y, **fit_params)
         return self.transform(image, confounds=confounds, sample_mask=sample_mask)
 

@@ -23,7 +23,6 @@ from lazymask.io import get_affine, image_dataarray
 from lazymask.masking import (
     apply_mask,
     in_memory_signals,
-    load_mask,
     mask_strategy,
     mask_strategy_arguments,
     output_dtype,
@@ -31,6 +30,7 @@ from lazymask.masking import (
 )
 from lazymask.signal import feature_chunks
 from lazymask.maskers._base import BaseMasker
+from lazymask.maskers._region_base import load_region_mask
 
 
 class NiftiMasker(BaseMasker):
@@ -182,10 +182,12 @@ class NiftiMasker(BaseMasker):
         if self.mask_img is not None:
             if images is not None:
                 warnings.warn(
-                    f"[{type(self).__name__}.fit] a mask was given at masker creation: it is used "
-                    "and no mask is computed from imgs.", RuntimeWarning, stacklevel=3,
+                    f"[{type(self).__name__}.fit] Generation of a mask has been requested (imgs != None) "
+                    "while a mask was given at masker creation. Given mask will be used.",
+                    RuntimeWarning, stacklevel=3,
                 )
-            mask, mask_affine = load_mask(self.mask_img, "mask_img")
+            # as nilearn's maskers read it: any non-zero value inside, a 4D image the voxels on in every volume
+            mask, mask_affine = load_region_mask(self.mask_img)
         elif images is None:
             raise ParameterError(
                 f"Parameter 'imgs' must be provided to {type(self).__name__}.fit() if no mask is passed "

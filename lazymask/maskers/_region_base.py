@@ -157,6 +157,13 @@ class RegionMasker(BaseMasker):
             image = self._resample_spatial(image, grid, when="transform")
         return image, mask_on(self.mask_img_, grid, warn_name="mask_img")
 
+    def _check_resamplable(self, image, target_affine, target_shape) -> None:
+        """Images off the labels'/maps' grid are resampled onto it, with nilearn's warning."""
+        if self.resampling_target in ("labels", "maps"):
+            warnings.warn(f"Resampling images at transform time onto the {self.resampling_target}' grid; "
+                          "resample the images onto that grid first, or use resampling_target='data', to "
+                          "avoid it.", stacklevel=7)
+
     #: How warnings name the spatial image ("labels", "maps").
     _spatial_word: ClassVar[str] = "regions"
 

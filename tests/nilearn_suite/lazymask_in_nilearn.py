@@ -45,6 +45,8 @@ SUBSTITUTED = {
     "nilearn.maskers.nifti_maps_masker": "lazymask.nilearn.maskers",
     "nilearn.maskers.multi_nifti_maps_masker": "lazymask.nilearn.maskers",
     "nilearn.maskers.nifti_spheres_masker": "lazymask.nilearn.maskers",
+    # check_embedded_masker builds a masker from an estimator's public parameters (or a given masker's)
+    "nilearn.maskers.masker_validation": "lazymask.nilearn.maskers",
     "nilearn.interfaces.fmriprep": "lazymask.nilearn.interfaces.fmriprep",
     # the class a masker's generate_report() returns (tests check isinstance against it)
     "nilearn.reporting": "lazymask.nilearn.reporting",
@@ -82,6 +84,8 @@ def pytest_configure(config):
     from lazymask.maskers._region_base import MultiMixin
 
     checks._MultiMixin = (checks._MultiMixin, MultiMixin, MultiNiftiMasker)
+    validation = importlib.import_module("nilearn.maskers.masker_validation")
+    validation._MultiMixin = (validation._MultiMixin, MultiMixin, MultiNiftiMasker)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -96,3 +96,59 @@ def test_inputs_nilearn_accepts(run):
     empty = _nilearn(lambda: nilearn_maskers.MultiNiftiMasker(mask_strategy="wm-template").fit([run, run]))
     fitted = MultiNiftiMasker(mask_strategy="wm-template").fit([run, run])  # an empty mask fits, as nilearn's
     assert fitted.n_elements_ == empty.n_elements_ == 0
+
+
+def test_non_binary_and_4d_mask_img_read_as_nilearn_maskers_do(run):
+    rng = np.random.default_rng(3)
+    values = rng.random((7, 8, 9, 2))
+    values[:2] = 0  # off in both volumes
+    values[5:, ..., 1] = 0  # off in one volume
+    for mask in (values[..., 0], values):  # any non-zero value inside; 4D: inside in every volume
+        mask_img = nib.Nifti1Image(mask, np.eye(4))
+        expected = _nilearn(lambda: nilearn_maskers.NiftiMasker(mask_img=mask_img).fit_transform(run))
+        ours = NiftiMasker(mask_img=mask_img).fit_transform(run)
+        np.testing.assert_allclose(ours.values, expected, rtol=1e-6)
+        fitted = face_maskers.MultiNiftiMasker(mask_img=mask_img).fit()
+        assert np.array_equal(np.asarray(fitted.mask_img_.dataobj),
+                              _nilearn(lambda: nilearn_maskers.MultiNiftiMasker(mask_img=mask_img).fit()).mask_img_
+                              .get_fdata())
+
+
+def test_confounds_tsv_written_by_pandas_and_a_missing_file(run, tmp_path):
+    rng = np.random.default_rng(4)
+    path = tmp_path / "confounds.tsv"
+    pd.DataFrame(rng.random((6, 2))).to_csv(path, sep="\t")  # header "\t0\t1": a leading tab
+    series = rng.random((6, 4))
+    expected = nilearn_signal.clean(series, confounds=str(path), standardize="zscore_sample")
+    np.testing.assert_allclose(signal.clean(series, confounds=str(path)), expected, rtol=1e-6, atol=1e-8)
+    with pytest.raises(FileNotFoundError):
+        signal.clean(series, confounds=str(tmp_path / "missing.tsv"))
+
+
+def test_multi_masker_refuses_confounds_not_in_a_list(run):
+    for masker in (MultiNiftiMasker(), face_maskers.MultiNiftiLabelsMasker(
+            nib.Nifti1Image(np.ones((7, 8, 9), np.int32), np.eye(4)))):
+        masker.fit(run)
+        for imgs in (run, [run, run]):
+            with pytest.raises(TypeError, match=r"'confounds' must be a None or a list. Got int"):
+                masker.transform(imgs, confounds=1)
+            with pytest.raises(TypeError, match=r"'sample_mask' must be a None or a list. Got ndarray"):
+                masker.transform(imgs, sample_mask=np.arange(3))
+
+
+def test_high_variance_confounds_of_a_small_run_are_nilearns():
+    """Fewer high-variance voxels than confounds: the extra confounds are nilearn's null-space basis."""
+    from nilearn.image import high_variance_confounds as nilearn_image_hv
+
+    rng = np.random.default_rng(5)
+    img = nib.Nifti1Image(100 + 10 * rng.standard_normal((5, 5, 2, 40)), np.eye(4))
+    confounds = rng.standard_normal((40, 3))
+    mask_img = nib.Nifti1Image(np.ones((5, 5, 2), np.int8), np.eye(4))
+    explicit = face_maskers.NiftiMasker(mask_img=mask_img).fit().transform(
+        img, confounds=[nilearn_image_hv(img), confounds])
+    built_in = face_maskers.NiftiMasker(mask_img=mask_img, high_variance_confounds=True).fit().transform(
+        img, confounds=confounds)
+    np.testing.assert_array_equal(built_in, explicit)
+    expected = _nilearn(lambda: nilearn_maskers.NiftiMasker(mask_img=mask_img, high_variance_confounds=True)
+                        .fit().transform(img, confounds=confounds))
+    np.testing.assert_allclose(built_in, expected, rtol=1e-9, atol=1e-9)

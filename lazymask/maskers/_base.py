@@ -64,7 +64,7 @@ from sklearn.utils import InputTags
 from sklearn.utils._param_validation import HasMethods, Hidden, Interval, StrOptions
 from sklearn.utils._param_validation import InvalidParameterError as _SklearnInvalidParameterError
 
-from lazymask import exceptions
+from lazymask import config, exceptions
 from lazymask.exceptions import DimensionError, ParameterError, ParameterTypeError
 from lazymask.image import as_image, known_time_means, mean_img, resample_img, smooth_img, time_mean_volume
 from lazymask.maskers._doc import nilearn_doc
@@ -453,7 +453,17 @@ class BaseMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         """The user's confounds plus, with ``high_variance_confounds``, those of the whole image."""
         if not self.high_variance_confounds:
             return confounds
-        hv = high_variance_confounds(whole_image_series(img4d))
+        series = whole_image_series(img4d)
+        if series.nbytes <= config.get("memory_budget"):
+            # a run that fits in memory: nilearn's computation on the whole series at once (voxels in C order,
+            # each voxel's series contiguous), so that the confounds are nilearn's to the bit -- also the
+            # arbitrary null-space ones when fewer voxels than confounds are kept
+            n_time = series.shape[0]
+            hv = series.rechunk(-1).map_blocks(
+                _high_variance_in_memory, dtype=series.dtype, meta=np.empty((0, 0), series.dtype),
+                chunks=((n_time,), (min(5, n_time),)))
+        else:
+            hv = high_variance_confounds(series)
         user = [] if confounds is None else (list(confounds) if isinstance(confounds, list) else [confounds])
         return [hv, *user] if add_hv_first else [*user, hv]
 
@@ -835,17 +845,27 @@ def _on_grid(image: xr.DataArray, affine, shape) -> bool:
 
 
 def whole_image_series(img4d: xr.DataArray) -> da.Array:
-    """Every voxel's time series as a lazy ``(time, voxel)`` array (Fortran voxel order), blockwise."""
+    """Every voxel's time series as a lazy ``(time, voxel)`` array, blockwise.
+
+    The voxels in C order (the last spatial axis fastest), as nilearn's image-level
+    ``high_variance_confounds`` reads them: when fewer high-variance voxels than confounds are
+    kept, the extra confounds span a null space whose basis depends on the voxels' order.
+    """
     data = as_dask(img4d).rechunk({0: -1, 1: -1, 2: -1})
     n_voxels = int(np.prod(data.shape[:3]))
     return da.blockwise(_volumes_as_rows, "tv", data, "ijkt", new_axes={"v": n_voxels}, concatenate=False,
                         dtype=data.dtype, meta=np.empty((0, 0), dtype=data.dtype))
 
 
+def _high_variance_in_memory(series: np.ndarray) -> np.ndarray:
+    """``high_variance_confounds`` of an in-memory ``(time, voxel)`` series laid out as nilearn's."""
+    return high_variance_confounds(np.asfortranarray(series))
+
+
 def _volumes_as_rows(block: np.ndarray) -> np.ndarray:
     while isinstance(block, list):  # one chunk per spatial axis: unwrap (dask's concatenation copies to C order)
         (block,) = block
-    return block.reshape(-1, block.shape[3], order="F").T
+    return block.reshape(-1, block.shape[3]).T
 
 
 def source_records(sources) -> list[dict]:

@@ -14,6 +14,7 @@ import contextvars
 import functools
 import importlib
 import inspect
+import weakref
 
 import xarray as xr
 
@@ -31,16 +32,20 @@ LAZY_SOURCE = {
 }
 
 _CLASSES: dict = {}
+_EAGER_IMAGES: dict = {}  # id of a fitted DataArray -> (weak reference to it, its computed image)
 _METHODS = ("fit", "transform", "fit_transform", "inverse_transform", "transform_imgs",
             "transform_single_imgs", "generate_report")
 _IMAGES = frozenset({"mask_img_", "labels_img_", "maps_img_", "mean_img_", "mask_img_before_resampling_",
                      "region_atlas_"})
+_SINGLE = ("NiftiMasker", "NiftiLabelsMasker", "NiftiMapsMasker")  # the classes nilearn's Multi maskers extend
 _inside = contextvars.ContextVar("lazy_api_inside", default=False)
 
 
 def _computing(method):
     @functools.wraps(method)
     def wrapped(self, *args, **kwargs):
+        if _inside.get():  # called from lazymask's own methods (a Multi masker's super()): stays lazy
+            return method(self, *args, **kwargs)
         token = _inside.set(True)
         try:
             result = method(self, *args, **kwargs)
@@ -51,19 +56,32 @@ def _computing(method):
     return wrapped
 
 
+def _eager_image(value: xr.DataArray):
+    """The computed image of a fitted DataArray: one per DataArray, so that reading it twice gives one object."""
+    known = _EAGER_IMAGES.get(id(value))
+    if known is None or known[0]() is not value:
+        known = _EAGER_IMAGES[id(value)] = (weakref.ref(value), eager(value))
+        weakref.finalize(value, _EAGER_IMAGES.pop, id(value), None)
+    return known[1]
+
+
 def _computed_class(lazy_class):
     """The lazy class whose method results and fitted images are computed when the test reads them."""
     if lazy_class not in _CLASSES:
         def __getattribute__(self, name):
             value = object.__getattribute__(self, name)
             if name in _IMAGES and isinstance(value, xr.DataArray) and not _inside.get():
-                return eager(value)
+                return _eager_image(value)
             return value
 
         namespace = {name: _computing(getattr(lazy_class, name)) for name in _METHODS if hasattr(lazy_class, name)}
         # defined in this module under its name, so that pickle finds it (as it finds lazymask's own)
         namespace.update(__getattribute__=__getattribute__, __module__=__name__, __doc__=lazy_class.__doc__)
-        _CLASSES[lazy_class] = globals()[lazy_class.__name__] = type(lazy_class.__name__, (lazy_class,), namespace)
+        # a computed Multi masker is also a computed single one (nilearn's checks tell them by isinstance)
+        parents = tuple(_computed_class(base) for base in lazy_class.__bases__
+                        if base.__name__ in _SINGLE and base.__module__.startswith("lazymask.maskers"))
+        _CLASSES[lazy_class] = globals()[lazy_class.__name__] = type(lazy_class.__name__, (lazy_class, *parents),
+                                                                     namespace)
     return _CLASSES[lazy_class]
 
 

@@ -3,7 +3,7 @@
 The run is a separate pytest process (``tests/nilearn_suite/run.py``): its plugin rebinds
 nilearn's public names to lazymask's, which must not leak into this process's comparisons with
 the real nilearn. The pass rate is printed; the test fails when it drops below
-:data:`FACE_FLOOR` (the rate reached when it was last raised: a ratchet, never lowered).
+:data:`FACE_FLOOR` (a ratchet below the rate reached, never lowered).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 
 SUITE = Path(__file__).resolve().parent / "nilearn_suite"
 
-#: The lowest pass rate (face mode) accepted; issue 20's target is 0.95.
-FACE_FLOOR = 0.95
+#: The lowest pass rate (face mode) accepted (reached: 99.8 % of 1316; issue 20 asked for 95 %).
+FACE_FLOOR = 0.99
 
 
 @pytest.mark.slow

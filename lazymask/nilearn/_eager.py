@@ -11,8 +11,6 @@ import xarray as xr
 from lazymask.io import SPATIAL_DIMS, to_nibabel
 
 
-
-
 def eager(result):
     """``result`` computed into nilearn's types (recursively through tuples and lists).
 

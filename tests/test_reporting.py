@@ -372,3 +372,19 @@ def test_generate_report_is_report_for_of_the_fitted_masker(tmp_path):
                            parameters=masker.json_parameters(), title="NiftiMasker")
     assert report.sentences == expected.sentences
     np.testing.assert_allclose(masker.mean_img_.values, mean, rtol=1e-6)
+
+
+def test_fitting_a_masker_imports_no_plotting_library(tmp_path):
+    """fit records what a report needs without importing matplotlib (~0.5-1 s of every first fit);
+    drawing a report imports it."""
+    from lazymask.testing import fake_fmri
+
+    run = tmp_path / "bold.nii.gz"
+    fake_fmri(n_volumes=5).to_filename(run)
+    code = ("import sys\nfrom lazymask.maskers import NiftiMasker\n"
+            f"masker = NiftiMasker(mask_strategy='epi').fit({str(run)!r})\n"
+            "print('matplotlib' in sys.modules)\n"
+            "masker.generate_report().get_iframe()\n"
+            "print('matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]

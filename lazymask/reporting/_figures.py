@@ -22,13 +22,13 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import matplotlib
+from typing import TYPE_CHECKING
+
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.patches import Circle
 from nibabel import orientations
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn, not when a masker records its report data
+    from matplotlib.figure import Figure
 
 __all__ = [
     "plot_labels",
@@ -51,6 +51,8 @@ SECOND_MASK_COLOR = "#30d0ff"
 
 def _palette() -> np.ndarray:
     """A qualitative palette of 60 RGBA colours (tab20, tab20b, tab20c)."""
+    from matplotlib import colormaps
+
     rgb = np.concatenate([colormaps[name].colors for name in ("tab20", "tab20b", "tab20c")])
     return np.column_stack([rgb, np.ones(len(rgb))])
 
@@ -229,6 +231,8 @@ class _Spheres:
     marker_tolerance: np.ndarray  # per axis, mm: seeds this close to a plane get a marker
 
     def draw(self, ax, axis: int, position: float) -> None:
+        from matplotlib.patches import Circle
+
         palette = _palette()
         horizontal, vertical = _PLANE_AXES[axis]
         for index, seed in enumerate(self.seeds):
@@ -245,6 +249,9 @@ class _Spheres:
 # -- figure ----------------------------------------------------------------------------------------
 def draw_views(background: Volume, layers: Sequence, cut: np.ndarray) -> Figure:
     """Draw the three views of ``background`` with ``layers`` cut at world ``cut``; a Figure."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     widths = [np.ptp(background.extent(_PLANE_AXES[axis][0])) for _, axis, _ in _VIEWS]
     heights = [np.ptp(background.extent(_PLANE_AXES[axis][1])) for _, axis, _ in _VIEWS]
     aspect = sum(widths) / max(heights)
@@ -282,6 +289,8 @@ FIGURE_FORMAT = "svg"
 
 def figure_to_png(figure: Figure, dpi: int = DPI) -> bytes | str:
     """Render ``figure`` in :data:`FIGURE_FORMAT`: SVG text (deterministic) or PNG bytes (Agg)."""
+    import matplotlib
+
     if FIGURE_FORMAT == "svg":
         buffer = io.StringIO()
         with matplotlib.rc_context({"svg.hashsalt": "lazymask", "svg.fonttype": "none"}):

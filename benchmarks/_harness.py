@@ -43,9 +43,10 @@ def preload(*modules: str):
 
 
 QUIET_LOAD_PER_CORE = 0.5
-"""A ratio to the machine's own speed is evidence only on a quiet machine: above this 1-minute load
-average per core, the reference (one ISA-L decompression) slows more than a parallel job does, and
-the ratios flatter the job (issue 22 measured 0.9x loaded against 1.97-2.71x quiet)."""
+"""A ratio to the machine's own speed is evidence only on a quiet machine: above this load per core
+(from anything but the benchmark), the reference (one ISA-L decompression) slows more than a
+parallel job does, and the ratios flatter the job (issue 22 measured 0.9x loaded against
+1.97-2.71x quiet)."""
 
 
 def load_per_core() -> float:
@@ -53,10 +54,54 @@ def load_per_core() -> float:
     return os.getloadavg()[0] / (os.cpu_count() or 1)
 
 
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds all cores have spent busy since boot (``/proc/stat``), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class OthersLoad:
+    """The load the rest of the machine put on it while a case ran, per core.
+
+    The 1-minute load average counts the benchmark itself (a case that keeps both cores busy
+    lifts it above 1 on a 2-core machine) and remembers the previous case; this counts only the
+    CPU time spent by anything but the measured child process: busy CPU seconds of the whole
+    machine (``/proc/stat``) minus the child's own (``RUSAGE_CHILDREN``), over the wall time and
+    the cores. ``None`` where ``/proc/stat`` is not there (the load average is used instead).
+    """
+
+    def __enter__(self):
+        self._busy, self._children = _busy_cpu_seconds(), _children_cpu_seconds()
+        self._start, self.per_core = time.perf_counter(), None
+        return self
+
+    def __exit__(self, *exc):
+        busy, wall = _busy_cpu_seconds(), time.perf_counter() - self._start
+        if busy is None or self._busy is None or wall <= 0:
+            self.per_core = load_per_core()
+        else:
+            others = (busy - self._busy) - (_children_cpu_seconds() - self._children)
+            self.per_core = max(0.0, others) / wall / (os.cpu_count() or 1)
+        return False
+
+
 def verdict(value: float, target: float | None, loads: list[float]) -> str:
     """``"met"``/``"MISSED"`` for ``value <= target``, or no verdict when the machine was not quiet.
 
-    ``loads`` are the per-core load averages seen while the value was measured.
+    ``loads`` are the per-core loads from other processes (:class:`OthersLoad`) seen while the
+    value and its reference were measured.
     """
     if target is None:
         return ""
@@ -77,15 +122,18 @@ def measure(target: str, repeat: int = 1, **params) -> dict:
     """Run ``target`` (``"module:function"``) with ``params`` in its own process, ``repeat`` times.
 
     Returns ``{"seconds": best wall time, "median_seconds", "all_seconds", "peak_rss_gb": largest
-    peak RSS, "result": dict}``.
+    peak RSS, "result": dict, "others_load": the largest per-core load of other processes while it
+    ran (:class:`OthersLoad`)}``.
     """
-    runs = []
+    runs, loads = [], []
     for _ in range(repeat):
         cmd = [sys.executable, "-m", "benchmarks._harness", target, json.dumps(params)]
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=_env())
+        with OthersLoad() as others:
+            done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=_env())
         if done.returncode != 0:
             raise RuntimeError(f"benchmark case {target} failed:\n{done.stderr[-4000:]}")
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        loads.append(others.per_core)
     return {
         "seconds": min(r["seconds"] for r in runs),
         "median_seconds": median([r["seconds"] for r in runs]),
@@ -93,6 +141,7 @@ def measure(target: str, repeat: int = 1, **params) -> dict:
         "peak_rss_gb": max(r["peak_rss_gb"] for r in runs),
         "result": runs[0]["result"],
         "repeat": repeat,
+        "others_load": max(loads),
     }
 
 

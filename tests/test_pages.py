@@ -68,3 +68,49 @@ def test_the_environment_variable_gives_numpy_empty_back():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert done.stdout.strip() == "own"
     assert empty(LARGE, "int16").base is not None  # here: lazymask's own mapping
+
+
+_FAULTS_CODE = """
+import resource, threading
+import numpy as np
+from lazymask._pages import empty, prefault
+
+def faults_writing(nbytes):
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    block = empty((nbytes,), "uint8")
+    block[...] = 1
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before, block
+
+size = 48 << 20
+cold, kept = faults_writing(size)                  # fresh memory: faulted in by this thread
+helper = threading.Thread(target=prefault, args=(size,))
+helper.start(); helper.join()                       # another thread faults the next buffer in
+warm, kept2 = faults_writing(size)
+print(cold, warm, size // 4096)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread fault counts (RUSAGE_THREAD) are Linux's")
+def test_prefault_moves_the_page_faults_to_the_thread_that_calls_it():
+    out = subprocess.run([sys.executable, "-c", _FAULTS_CODE], capture_output=True, text=True, check=True,
+                         env={**os.environ, "LAZYMASK_HUGEPAGES": "0"})
+    cold, warm, pages = (int(x) for x in out.stdout.split())
+    assert cold > pages // 2  # the writer paid a fault per page (at least half of them)
+    assert warm < pages // 20  # the parked buffer was already mapped
+
+
+def test_prefaulted_buffers_are_taken_by_size_and_bounded():
+    from lazymask import _pages
+
+    if _pages._libc is None:
+        pytest.skip("LAZYMASK_HUGEPAGES=1 or not Linux: prefault is a no-op")  # the environment chose numpy.empty
+    sizes = [5 << 20, 6 << 20, 7 << 20]
+    for size in sizes:
+        _pages.prefault(size)
+    assert [n for n, _ in _pages._parked][-2:] == sizes[1:] and len(_pages._parked) <= 2  # the oldest freed
+    block = empty((6 << 20,), "uint8")
+    assert block.nbytes == 6 << 20 and (6 << 20) not in [n for n, _ in _pages._parked]
+    block[...] = 2
+    assert int(block.sum()) == 2 * (6 << 20)
+    _pages.prefault(1024)  # small sizes are numpy's business: nothing parked
+    assert 1024 not in [n for n, _ in _pages._parked]

@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from lazymask import config
+from lazymask._pages import prefault
 from lazymask.exceptions import (
     CorruptImageError,
     DimensionError,
@@ -540,11 +541,19 @@ def lazy_volumes_array(volumes: LazyVolumes, time_chunks: tuple[int, ...]) -> da
     token_name = "gzip-order-" + name.removeprefix("open-nifti-")
     n_spatial = 3
     tee_name = "gzip-read-" + name.removeprefix("open-nifti-")
+    prefault_name = "gzip-prefault-" + name.removeprefix("open-nifti-")
     graph, previous_compressed, start = {}, set(), 0
+    starts = np.cumsum((0, *time_chunks))
     for index, length in enumerate(time_chunks):
         key = (name,) + (0,) * n_spatial + (() if volumes.squeeze_time else (index,))
         compressed = volumes.compressed_readers(start, start + length)
         after = (token_name, index - 1) if chained and compressed & previous_compressed else None
+        following = index + 1 < len(time_chunks) and volumes.compressed_readers(starts[index + 1], starts[index + 2])
+        # the next chunk's buffer is faulted in while this one decompresses (_pages.prefault), when
+        # that chunk follows in the same chain; the token waits for it, so the next read gets it
+        prefault = (prefault_name, index + 1) if chained and not resumable and compressed & set(following or ()) else None
+        if prefault is not None:
+            graph[prefault] = (_prefault, volumes.first_buffer_nbytes(starts[index + 1], starts[index + 2]), after)
         if resumable and compressed:
             graph[(tee_name, index)] = (_read_chunk_resumable, volumes, start, start + length, after, cache)
             graph[key] = (_block_of, (tee_name, index), volumes.squeeze_time, cache)
@@ -553,10 +562,10 @@ def lazy_volumes_array(volumes: LazyVolumes, time_chunks: tuple[int, ...]) -> da
             # filling the run cache: the chunk's key writes it, the next read waits only for this read
             graph[(tee_name, index)] = (_read_chunk_deferring_tee, volumes, start, start + length, after, cache)
             graph[key] = (_write_tee, (tee_name, index), volumes.squeeze_time, cache)
-            graph[(token_name, index)] = (_order_token, (tee_name, index))
+            graph[(token_name, index)] = (_order_token, (tee_name, index), prefault)
         else:
             graph[key] = (_read_chunk, volumes, start, start + length, after, cache)
-            graph[(token_name, index)] = (_order_token, key)
+            graph[(token_name, index)] = (_order_token, key, prefault)
         previous_compressed, start = compressed, start + length
     chunks = tuple((n,) for n in volumes.shape[:3]) + (() if volumes.squeeze_time else (time_chunks,))
     layer = HighLevelGraph.from_collections(name, graph, dependencies=[])
@@ -578,8 +587,14 @@ def _write_tee(read: tuple, squeeze_time: bool, cache) -> np.ndarray:
     return block[..., 0] if squeeze_time else block
 
 
-def _order_token(_block) -> None:
+def _order_token(_block, _prefaulted=None) -> None:
     return None
+
+
+def _prefault(nbytes: int | None, _after) -> None:
+    """Fault in the buffer of a coming read on this thread (the reading thread is busy decompressing)."""
+    if nbytes is not None:
+        prefault(nbytes)
 
 
 def _read_chunk_resumable(volumes: LazyVolumes, start: int, stop: int, points: tuple | None, cache) -> tuple:

@@ -124,6 +124,13 @@ class LazyVolumes:
         return {index for index, reader in enumerate(self.readers)
                 if reader.compressed and start < self._starts[index + 1] and stop > self._starts[index]}
 
+    def first_buffer_nbytes(self, start: int, stop: int) -> int | None:
+        """Bytes of the buffer :meth:`read` fills first for volumes ``start .. stop`` (one reader;
+        None for several), so that a task can fault it in ahead (:func:`lazymask._pages.prefault`)."""
+        if len(self.readers) != 1:
+            return None
+        return self.readers[0].volume_nbytes * (stop - start)
+
     def read(self, start: int, stop: int) -> np.ndarray:
         """Volumes ``start .. stop`` across readers, as one Fortran-ordered array."""
         if len(self.readers) == 1:

@@ -478,3 +478,42 @@ def test_concurrent_kernels_each_run_on_one_blas_thread_and_the_setting_comes_ba
         thread.join()
     assert seen == [[1], [1]]
     assert blas_threads() == before
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kwargs", [
+    {"detrend": True, "standardize": "zscore_sample", "confounds": True},
+    {"detrend": False, "standardize": "zscore", "confounds": True, "standardize_confounds": False},
+    {"detrend": True, "standardize": None, "confounds": False},
+    {"detrend": False, "standardize": None, "confounds": True},
+    {"detrend": True, "standardize": "zscore_sample", "confounds": True, "low_pass": 0.1, "high_pass": 0.02},
+    {"detrend": False, "standardize": "zscore_sample", "confounds": False, "high_pass": 0.02, "filter": "cosine"},
+    {"detrend": True, "standardize": "zscore_sample", "confounds": True, "high_pass": 0.03, "filter": "cosine"},
+    {"detrend": True, "standardize": "zscore_sample", "confounds": True, "ensure_finite": True},
+])
+def test_one_matrix_kernel_is_the_step_by_step_kernel(kwargs, dtype, signals, confounds, monkeypatch):
+    """With one run and nothing censored the kernel applies the linear steps as one matrix
+    (LinearMap, low-rank when it is a projection); same values as each step in turn, and as nilearn."""
+    from lazymask.signal import _clean
+
+    data = signals.astype(dtype)
+    if kwargs.get("ensure_finite"):
+        data = data.copy()
+        data[3, 2], data[7, 5] = np.nan, np.inf
+    options = {**kwargs, "confounds": confounds if kwargs["confounds"] else None, "t_r": T_R}
+    used = []
+    original = _clean.LinearMap.of.__func__
+    monkeypatch.setattr(_clean.LinearMap, "of", classmethod(lambda cls, *a: used.append(original(cls, *a)) or used[-1]))
+    fused = lazymask_clean(data, **options)
+    assert used and all(m is not None for m in used)
+    low_rank = [m.basis is not None for m in used]
+    assert all(low_rank) == ("low_pass" not in kwargs and "high_pass" not in kwargs or kwargs.get("filter") == "cosine")
+    monkeypatch.setattr(_clean.LinearMap, "of", classmethod(lambda cls, *a: None))
+    stepwise = lazymask_clean(data, **options)
+    assert fused.dtype == stepwise.dtype
+    if dtype == np.float64:
+        np.testing.assert_allclose(fused, stepwise, rtol=1e-9, atol=1e-9)
+    else:
+        assert_float32_close(fused, stepwise)
+    if options["standardize"] != "zscore":  # nilearn 0.14 no longer takes "zscore" (lazymask still does)
+        assert_float32_close(fused, nilearn_clean(data.astype(np.float64), **options))

@@ -30,6 +30,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from lazymask._blas import single_threaded_blas
+from lazymask._pages import empty
 from lazymask.exceptions import ParameterError
 from lazymask.image._inputs import as_image, is_image_list
 from lazymask.io import as_dask, get_affine
@@ -135,7 +136,8 @@ def _gaussian_smooth(values: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
     for axis, sigma in enumerate(sigmas):
         if sigma > 0:
             bands = operator_bands(gaussian_operator(values.shape[axis], sigma), values.dtype)
-            spare = np.empty_like(values, order="K") if spare is None else spare
+            layout = "C" if values.flags.c_contiguous else "F"
+            spare = empty(values.shape, values.dtype, order=layout) if spare is None else spare
             _filter_axis(values, spare, axis, bands)
             values, spare = spare, values
     return values
@@ -204,7 +206,8 @@ def smooth_array(arr: np.ndarray, affine, fwhm, ensure_finite: bool = True) -> n
         work_dtype = out_dtype
     # a copy in the block's own layout (a transposing copy costs as much as filtering an axis)
     layout = "C" if arr.flags.c_contiguous and not arr.flags.f_contiguous else "F"
-    values = np.array(arr, dtype=work_dtype, copy=True, order=layout)
+    values = empty(arr.shape, work_dtype, order=layout)  # without numpy's hugepage hint (lazymask._pages)
+    np.copyto(values, arr, casting="unsafe")
     if ensure_finite and values.dtype.kind in "fc" and arr.dtype.kind not in "iub":
         non_finite = ~np.isfinite(values)
         if non_finite.any():

@@ -9,6 +9,7 @@ import numpy as np
 import xarray as xr
 
 from lazymask import config
+from lazymask._pages import empty
 from lazymask.signal._clean import clean_block
 from lazymask.signal._confounds import load_confounds
 from lazymask.signal._inputs import time_feature_data
@@ -156,7 +157,7 @@ def _clean_numpy(signals: np.ndarray, plan: CleanPlan, confounds) -> np.ndarray:
     No pool is started here: parallelism is the caller's (a dask scheduler runs the lazy path).
     """
     dtype = float_dtype(signals.dtype)
-    out = np.empty((plan.n_output, signals.shape[1]), dtype=dtype)
+    out = empty((plan.n_output, signals.shape[1]), dtype)
     batch = max(1, config.get("clean_max_block_bytes") // (max(signals.shape[0], 1) * dtype.itemsize))
     with single_threaded_blas():  # held across blocks: limited once, restored once
         for start in range(0, signals.shape[1], batch):

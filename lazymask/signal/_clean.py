@@ -20,6 +20,7 @@ from scipy import linalg
 from scipy.interpolate import CubicSpline
 
 from lazymask import config
+from lazymask._pages import empty
 from lazymask.signal._filters import (
     add_cosine_drift,
     butterworth_filter,
@@ -39,16 +40,93 @@ EPS = np.finfo(np.float64).eps
 BATCH_BYTES = config.get("kernel_batch_bytes")  # the default: kernels run inside tasks, which read no settings
 
 
+#: Columns the one-matrix kernel (:class:`LinearMap`) takes at a time: a batch and its products
+#: stay in a core's L2 cache through every step.
+MAP_BATCH_BYTES = 512 << 10
+
+
 def clean_block(block: np.ndarray, plan: CleanPlan, confounds: np.ndarray | None = None) -> np.ndarray:
     """Clean every column of ``block`` (all time points of some features) as ``plan`` says."""
     dtype = float_dtype(block.dtype)
-    out = np.empty((plan.n_output, block.shape[1]), dtype=dtype)
+    out = empty((plan.n_output, block.shape[1]), dtype)  # without numpy's hugepage hint (lazymask._pages)
     confounds = None if confounds is None else np.asarray(confounds)
-    batch = max(1, BATCH_BYTES // (8 * max(1, block.shape[0])))
     with single_threaded_blas():
+        linear_map = LinearMap.of(plan, confounds, len(block))
+        if linear_map is not None:
+            linear_map.clean_into(block, out)
+            return out
+        batch = max(1, BATCH_BYTES // (8 * max(1, block.shape[0])))
         for first in range(0, block.shape[1], batch):
             _clean_columns(block, slice(first, first + batch), plan, confounds, out)
     return out
+
+
+class LinearMap:
+    """The steps before standardizing as one ``(n_time, n_time)`` matrix, and the kernel that applies it.
+
+    With one run and nothing censored, detrending, filtering (Butterworth or cosine drifts) and
+    regressing confounds out are linear in each column and the same for every column: together
+    they are one matrix ``M``, found by running those steps on the identity (in float64, so the
+    same code decides every step). Without a Butterworth filter ``M = I - U U^T`` is a projection
+    of low rank (the constant, the trend, the confounds): applied as two thin products. A batch
+    of columns is centred first (so the products work on small numbers), mapped, then
+    standardized, all while it sits in cache: a few passes over the signals instead of a dozen.
+    Same values as the step-by-step kernel to float rounding.
+    """
+
+    def __init__(self, matrix: np.ndarray, plan: CleanPlan):
+        self.plan = plan
+        n_time = len(matrix)
+        removed = np.eye(n_time) - matrix
+        self.basis = None
+        if plan.filter != "butterworth" and np.allclose(removed, removed.T, atol=1e-10):
+            values, vectors = np.linalg.eigh((removed + removed.T) / 2)
+            basis = vectors[:, values > 0.5]
+            if basis.shape[1] <= n_time // 4 and np.allclose(basis @ basis.T, removed, atol=1e-9):
+                self.basis = basis
+        self.matrix = matrix
+        self.of_constant = matrix.sum(axis=1)  # M @ 1: what the map makes of a column's mean
+        if np.abs(self.of_constant).max() < 1e-10:
+            self.of_constant = None
+
+    @classmethod
+    def of(cls, plan: CleanPlan, confounds: np.ndarray | None, n_time: int) -> LinearMap | None:
+        """The map of ``plan``, or None when the step-by-step kernel must run (several runs,
+        censored volumes, ``psc``, fewer than 3 time points)."""
+        if (len(plan.runs) != 1 or plan.runs[0].kept is not None or n_time < 3 or plan.n_output != n_time
+                or plan.standardize not in (None, "zscore", "zscore_sample")):
+            return None
+        if confounds is not None:
+            confounds = confounds[plan.runs[0].rows]
+        if plan.filter == "cosine":
+            confounds = add_cosine_drift(confounds, cosine_drift(plan.high_pass, plan.t_r, n_time))
+        matrix = _linear_steps(np.eye(n_time), confounds, None, plan, overwrite=True)
+        return cls(np.asarray(matrix, dtype=np.float64), plan)
+
+    def clean_into(self, block: np.ndarray, out: np.ndarray) -> None:
+        """Clean ``block``'s columns into ``out`` (same shape, a float dtype)."""
+        dtype = out.dtype
+        basis = None if self.basis is None else self.basis.astype(dtype)
+        matrix = self.matrix.astype(dtype) if basis is None else None
+        of_constant = None if self.of_constant is None else self.of_constant.astype(dtype)[:, np.newaxis]
+        n_time = len(block)
+        batch = max(1, MAP_BATCH_BYTES // (dtype.itemsize * n_time))
+        for first in range(0, block.shape[1], batch):
+            columns = slice(first, first + batch)
+            signals = np.array(block[:, columns], dtype=dtype)
+            if self.plan.ensure_finite:
+                signals[~np.isfinite(signals)] = 0
+            mean = signals.mean(axis=0)
+            signals -= mean
+            if basis is not None:
+                signals -= basis @ (basis.T @ signals)
+            else:
+                signals = matrix @ signals
+            if of_constant is not None:
+                signals += of_constant * mean
+            if self.plan.standardize is not None:
+                signals = standardize(signals, self.plan.standardize, inplace=True)
+            out[:, columns] = signals
 
 
 def _clean_columns(block, columns: slice, plan: CleanPlan, confounds, out: np.ndarray) -> None:

@@ -68,6 +68,7 @@ import dask.array as da
 import numpy as np
 
 from lazymask import config
+from lazymask._pages import empty
 from lazymask.exceptions import LazymaskError
 
 __all__ = [
@@ -251,7 +252,7 @@ def _write_group(chunks: list[np.ndarray], scratch: _Scratch, edges: tuple[int, 
     partial = f"{path}.{uuid.uuid4().hex}.partial"
     rows = sum(len(chunk) for chunk in chunks)
     widths = np.diff(edges)
-    buffer = np.empty(rows * int(widths.max(initial=0)), dtype=dtype)
+    buffer = empty(rows * int(widths.max(initial=0)), dtype)
     with open(partial, "wb") as stream:
         for start, stop in itertools.pairwise(edges):
             piece = buffer[: rows * (stop - start)].reshape(rows, stop - start)
@@ -273,7 +274,7 @@ def _read_block(template: np.ndarray, barrier, scratch: _Scratch, rows: tuple[in
     block = block_info[None]["chunk-location"][1]
     dtype = np.dtype(block_info[None]["dtype"])
     start, stop = edges[block], edges[block + 1]
-    out = np.empty((sum(rows), stop - start), dtype=dtype)
+    out = empty((sum(rows), stop - start), dtype)
     target = memoryview(out.reshape(-1).view(np.uint8))
     directory, position = scratch.path, 0
     for group, height in enumerate(rows):

@@ -237,3 +237,24 @@ def test_masks_do_not_depend_on_the_scheduler(runs, scheduler):
     with dask.config.set(scheduler=scheduler):
         ours = compute_multi_epi_mask(paths)
     _same(ours, _ref(nmasking.compute_multi_epi_mask, paths))
+
+
+@pytest.mark.parametrize("opening", [0, 1, 2, 3])
+@pytest.mark.parametrize("seed", range(6))
+def test_mask_morphology_on_the_bounding_box_is_the_whole_volumes(opening, seed):
+    """post_process_mask works on the mask's grown bounding box: same mask as on the whole volume,
+    for blobs in the middle, against an edge and scattered."""
+    from lazymask.masking._compute import _post_process, post_process_mask
+
+    rng = np.random.default_rng(seed)
+    shape = (30, 34, 28)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"))
+    centre = rng.uniform(0, 1, 3) * np.array(shape)
+    if seed % 3 == 0:
+        centre[seed % 2] = 0  # against an edge of the volume
+    radius = rng.uniform(4, 9)
+    mask = ((grid - centre[:, None, None, None]) ** 2).sum(0) < radius**2
+    mask |= rng.random(shape) < (0.002 if seed % 2 else 0.0)  # a few isolated voxels
+    for connected in (True, False):
+        np.testing.assert_array_equal(post_process_mask(mask, opening, connected),
+                                      _post_process(mask.copy(), opening, connected, ""))

@@ -490,12 +490,15 @@ def test_concurrent_kernels_each_run_on_one_blas_thread_and_the_setting_comes_ba
     {"detrend": False, "standardize": "zscore_sample", "confounds": False, "high_pass": 0.02, "filter": "cosine"},
     {"detrend": True, "standardize": "zscore_sample", "confounds": True, "high_pass": 0.03, "filter": "cosine"},
     {"detrend": True, "standardize": "zscore_sample", "confounds": True, "ensure_finite": True},
+    {"detrend": False, "standardize": None, "confounds": False, "low_pass": 0.1, "step_by_step": True},
 ])
 def test_one_matrix_kernel_is_the_step_by_step_kernel(kwargs, dtype, signals, confounds, monkeypatch):
     """With one run and nothing censored the kernel applies the linear steps as one matrix
     (LinearMap, low-rank when it is a projection); same values as each step in turn, and as nilearn."""
     from lazymask.signal import _clean
 
+    kwargs = dict(kwargs)
+    step_by_step = kwargs.pop("step_by_step", False)  # a band-pass that keeps the mean: no one-matrix kernel
     data = signals.astype(dtype)
     if kwargs.get("ensure_finite"):
         data = data.copy()
@@ -505,9 +508,11 @@ def test_one_matrix_kernel_is_the_step_by_step_kernel(kwargs, dtype, signals, co
     original = _clean.LinearMap.of.__func__
     monkeypatch.setattr(_clean.LinearMap, "of", classmethod(lambda cls, *a: used.append(original(cls, *a)) or used[-1]))
     fused = lazymask_clean(data, **options)
-    assert used and all(m is not None for m in used)
-    low_rank = [m.basis is not None for m in used]
-    assert all(low_rank) == ("low_pass" not in kwargs and "high_pass" not in kwargs or kwargs.get("filter") == "cosine")
+    assert used and all((m is None) == step_by_step for m in used)
+    if step_by_step:
+        return
+    band_pass = ("low_pass" in kwargs or "high_pass" in kwargs) and kwargs.get("filter") != "cosine"
+    assert all(m.basis is None for m in used) == band_pass  # else a low-rank projection
     monkeypatch.setattr(_clean.LinearMap, "of", classmethod(lambda cls, *a: None))
     stepwise = lazymask_clean(data, **options)
     assert fused.dtype == stepwise.dtype

@@ -204,9 +204,11 @@ def smooth_array(arr: np.ndarray, affine, fwhm, ensure_finite: bool = True) -> n
     work_dtype = _work_dtype(out_dtype)
     if work_dtype is None or isinstance(fwhm, str) or fwhm is None:
         work_dtype = out_dtype
-    # a copy in the block's own layout (a transposing copy costs as much as filtering an axis)
+    # a copy in the block's own layout (a transposing copy costs as much as filtering an axis), or
+    # straight in Fortran order when the Gaussian products will run (they work in that layout)
     layout = "C" if arr.flags.c_contiguous and not arr.flags.f_contiguous else "F"
-    values = empty(arr.shape, work_dtype, order=layout)  # without numpy's hugepage hint (lazymask._pages)
+    gaussian = not (isinstance(fwhm, str) or fwhm is None)
+    values = empty(arr.shape, work_dtype, order="F" if gaussian else layout)  # no hugepage hint (lazymask._pages)
     np.copyto(values, arr, casting="unsafe")
     if ensure_finite and values.dtype.kind in "fc" and arr.dtype.kind not in "iub":
         non_finite = ~np.isfinite(values)
@@ -218,7 +220,8 @@ def smooth_array(arr: np.ndarray, affine, fwhm, ensure_finite: bool = True) -> n
         return values
     sigmas = fwhm_to_sigma(fwhm, affine)
     if values.dtype != _work_dtype(out_dtype) or not (ensure_finite or np.isfinite(values).all()):
-        return _scipy_smooth(values, sigmas).astype(out_dtype, copy=False)
+        smoothed = _scipy_smooth(values, sigmas).astype(out_dtype, copy=False)
+        return np.ascontiguousarray(smoothed) if layout == "C" else smoothed
     with single_threaded_blas():  # the parallelism is dask's: one block per thread
         # the products in one layout, volume by volume: the numbers depend on neither the block's
         # layout nor its number of volumes (see _filter_axis)

@@ -92,7 +92,7 @@ class LinearMap:
     @classmethod
     def of(cls, plan: CleanPlan, confounds: np.ndarray | None, n_time: int) -> LinearMap | None:
         """The map of ``plan``, or None when the step-by-step kernel must run (several runs,
-        censored volumes, ``psc``, fewer than 3 time points)."""
+        censored volumes, ``psc``, fewer than 3 time points, a filter without detrending)."""
         if (len(plan.runs) != 1 or plan.runs[0].kept is not None or n_time < 3 or plan.n_output != n_time
                 or plan.standardize not in (None, "zscore", "zscore_sample")):
             return None
@@ -101,7 +101,10 @@ class LinearMap:
         if plan.filter == "cosine":
             confounds = add_cosine_drift(confounds, cosine_drift(plan.high_pass, plan.t_r, n_time))
         matrix = _linear_steps(np.eye(n_time), confounds, None, plan, overwrite=True)
-        return cls(np.asarray(matrix, dtype=np.float64), plan)
+        linear_map = cls(np.asarray(matrix, dtype=np.float64), plan)
+        if linear_map.basis is None and linear_map.of_constant is not None:
+            return None  # a dense map that keeps the mean: adding the mean back after it rounds worse than the steps
+        return linear_map
 
     def clean_into(self, block: np.ndarray, out: np.ndarray) -> None:
         """Clean ``block``'s columns into ``out`` (same shape, a float dtype)."""

@@ -14,6 +14,7 @@ import pytest
 import xarray as xr
 import zarr
 
+from lazymask import config as lazymask_config
 from lazymask.archive import build_archive, find_runs, open_archive
 from lazymask.datasets import make_fmriprep_dataset
 from lazymask.exceptions import ImageFileNotFoundError, ParameterError, UnsafeTargetError
@@ -512,3 +513,30 @@ def test_an_image_in_memory_is_fingerprinted_chunk_by_chunk_whatever_the_chunkin
     assert _memory_fingerprint(whole, "maps_img") == _memory_fingerprint(image, "maps_img")
     changed = whole.copy(data=whole.data + 1)
     assert _memory_fingerprint(changed, "maps_img") != _memory_fingerprint(whole, "maps_img")
+
+
+def test_runs_are_computed_a_window_at_a_time_on_the_threaded_scheduler(built, dataset, tmp_path):
+    """As many runs as the scheduler has workers go to it in one compute (their reads in parallel),
+    within the memory budget; the archive is the one built run by run."""
+    import dask
+    from dask.callbacks import Callback
+
+    files_per_compute = []
+
+    def start(dsk):
+        names = {key[0] for key in dsk if isinstance(key, tuple) and str(key[0]).startswith("open-nifti-")}
+        if names:
+            files_per_compute.append(len(names))
+
+    store = tmp_path / "windows.zarr"
+    with dask.config.set(scheduler="threads", num_workers=2), Callback(start=start):
+        build_archive(dataset, store, _labels_masker(dataset), confounds_strategy="simple", progress=False)
+    assert max(files_per_compute) == 2  # two runs' reads in one graph
+    _assert_same_archive(built[0], store)
+    files_per_compute.clear()
+    with dask.config.set(scheduler="threads", num_workers=2), Callback(start=start), \
+            lazymask_config.set(memory_budget=1):  # no two runs fit: one at a time
+        build_archive(dataset, tmp_path / "alone.zarr", _labels_masker(dataset), confounds_strategy="simple",
+                      progress=False)
+    assert max(files_per_compute) == 1
+    _assert_same_archive(built[0], tmp_path / "alone.zarr")

@@ -110,3 +110,20 @@ def test_one_run_takes_one_group(fitted, tmp_path):
     masker, _, signals = fitted
     with pytest.raises(ParameterError, match="one group"):
         save_signals(signals[0], tmp_path / "out.zarr", GROUPS[:1], masker=masker)
+
+
+def test_one_masker_per_run(fitted, tmp_path):
+    """Runs fitted each on its own (an archive's) are saved together with a list of maskers: each group
+    records its own."""
+    from lazymask.maskers import NiftiMasker
+
+    _, paths, _ = fitted
+    maskers = [NiftiMasker(mask_strategy="epi", t_r=t_r).fit(path) for t_r, path in zip((2.0, 2.5), paths, strict=False)]
+    runs = [masker.transform(path) for masker, path in zip(maskers, paths, strict=False)]
+    save_signals(runs, tmp_path / "s.zarr", GROUPS[:2], masker=maskers)
+    for masker, group in zip(maskers, GROUPS[:2], strict=True):
+        loaded = load_masker(tmp_path / "s.zarr", group)
+        assert loaded.t_r == masker.t_r
+        np.testing.assert_array_equal(np.asarray(loaded.mask_img_), np.asarray(masker.mask_img_))
+    with pytest.raises(ParameterError, match="a list of 1 maskers for 2 runs"):
+        save_signals(runs, tmp_path / "t.zarr", GROUPS[:2], masker=maskers[:1])

@@ -27,9 +27,12 @@ Contract
   listed; so are runs that would replace or duplicate runs of the index (another ``space``/``res``,
   another dataset), and a masker whose atlas, maps, mask or look-up table holds other content at
   the same path (the root record keeps each one's sha256: ``_inputs``).
-* Scheduling: the library picks no scheduler. Under a threaded or synchronous scheduler each
-  run's graph (its mask pass, extraction and write) is computed by it, its chunks in parallel,
-  runs one after the other. A session's writes must happen in the process holding it, so under the
+* Scheduling: the library picks no scheduler. Under a threaded or synchronous scheduler the
+  runs' graphs (mask pass, extraction and write) are computed by it a window at a time: as many
+  runs as it has workers (``num_workers``, else the cores) whose voxel data add up to at most
+  ``memory_budget`` go to it in one ``save_signals`` call, so that its threads decompress several
+  runs at once (one run's reads are one chain, one core); a window that fails is redone run by
+  run, so that the failure is recorded on its own run. A session's writes must happen in the process holding it, so under the
   ``processes`` scheduler a run's signals are computed by the pool, then written in this process;
   with a ``distributed`` client (given, or the default one) each run is a task holding a fork of
   the session, which computes the run's graph on the cluster (``worker_client``), writes it into
@@ -52,6 +55,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
+from lazymask import config
 from lazymask.archive import _layout
 from lazymask.archive._inputs import input_fingerprints
 from lazymask.archive._progress import ArchiveProgress
@@ -188,8 +192,6 @@ def _multiprocess_scheduler() -> bool:
 
 def _extract_and_write(row: dict, store, masker: BaseMasker, confounds: dict | None, overwrite: bool, *,
                        on_worker: bool) -> None:
-    group = row["group"]
-    sources = _sources(row)
     remote = on_worker or _multiprocess_scheduler()
     if on_worker:
         from distributed import worker_client
@@ -198,30 +200,76 @@ def _extract_and_write(row: dict, store, masker: BaseMasker, confounds: dict | N
     else:
         context = contextlib.nullcontext()
     with context:  # the run's graph on the active scheduler (the cluster, from a worker)
-        frame, sample_mask = None, None
-        if confounds is not None:
-            params = {**confounds, "strategy": tuple(confounds["strategy"])}
-            frame, sample_mask = confounds_from_table(row["confounds"], storage_options=row.get("storage_options"),
-                                                      img_file=row["bold"], **params)
-        fitted = _run_masker(masker, row)
-        signals = fitted.fit_transform(open_nifti(row["bold"], storage_options=row.get("storage_options")),
-                                       confounds=frame, sample_mask=sample_mask)
+        signals, fitted = _run_signals(row, masker, confounds)
         if remote:  # computed where the scheduler runs tasks; written below, in this process
             signals = signals.compute()
+    with dask.config.set(scheduler="sync") if remote else contextlib.nullcontext():
+        save_signals(signals, store, row["group"], masker=fitted, overwrite=overwrite)
+
+
+def _run_signals(row: dict, masker: BaseMasker, confounds: dict | None):
+    """One run's signals (lazy once fitted; attrs saying where they come from) and its fitted masker."""
+    frame, sample_mask = None, None
+    if confounds is not None:
+        params = {**confounds, "strategy": tuple(confounds["strategy"])}
+        frame, sample_mask = confounds_from_table(row["confounds"], storage_options=row.get("storage_options"),
+                                                  img_file=row["bold"], **params)
+    fitted = _run_masker(masker, row)
+    image = open_nifti(row["bold"], storage_options=row.get("storage_options"))
+    signals = fitted.fit_transform(image, confounds=frame, sample_mask=sample_mask)
     signals.attrs["archive"] = _json({
-        "group": group,
+        "group": row["group"],
         "entities": {k: row.get(k) for k in _layout.ENTITY_COLUMNS if row.get(k) is not None},
-        "sources": sources,
+        "sources": _sources(row),
         "confounds_columns": [] if frame is None else list(frame.columns),
         "sample_mask": None if sample_mask is None else np.asarray(sample_mask).tolist(),
-        "n_volumes": _n_volumes(row),
+        "n_volumes": int(image.sizes["time"]),
     })
-    with dask.config.set(scheduler="sync") if remote else contextlib.nullcontext():
-        save_signals(signals, store, group, masker=fitted, overwrite=overwrite)
+    return signals, fitted
 
 
-def _n_volumes(row: dict) -> int:
-    return int(open_nifti(row["bold"], storage_options=row.get("storage_options")).sizes["time"])
+def _build_window(window: list, store, masker: BaseMasker, confounds: dict | None) -> list[dict]:
+    """Several runs (``(row, overwrite)``) computed together on the local scheduler, written into ``store``.
+
+    Their graphs go to the scheduler in one ``save_signals`` call, so its threads decompress and
+    reduce several runs at once (a run's own reads are one chain: one core each). If that call
+    fails, nothing of the window was published: each run is then done alone, so that the failure
+    is recorded on its own run and the others are written.
+    """
+    if len(window) == 1 or len({overwrite for _, overwrite in window}) != 1:
+        return [_build_run(row, store, masker, confounds, overwrite) for row, overwrite in window]
+    try:
+        made = [_run_signals(row, masker, confounds) for row, _ in window]
+        save_signals([signals for signals, _ in made], store, [row["group"] for row, _ in window],
+                     masker=[fitted for _, fitted in made], overwrite=window[0][1])
+    except Exception:  # noqa: BLE001 - which run failed is found by doing each alone
+        return [_build_run(row, store, masker, confounds, overwrite) for row, overwrite in window]
+    return [{"group": row["group"], "error": None} for row, _ in window]
+
+
+def _local_windows(jobs: list, width: int, budget: int) -> list[list]:
+    """Consecutive jobs computed together: at most ``width`` runs whose voxel data add up to at most
+    ``budget`` bytes (a masker may keep a run's decoded data while it computes it), and one alone
+    under a scheduler whose workers are other processes (a session is written where it is held)."""
+    if width <= 1 or _multiprocess_scheduler():
+        return [[job] for job in jobs]
+    windows, total = [], 0
+    for job in jobs:
+        row = job[0]
+        try:
+            size = open_nifti(row["bold"], storage_options=row.get("storage_options")).nbytes
+        except Exception:  # noqa: BLE001 - an unreadable run goes alone (its error is recorded there)
+            windows.append([job])
+            windows.append([])
+            total = 0
+            continue
+        if not windows or not windows[-1] or len(windows[-1]) >= width or total + size > budget:
+            windows.append([])
+            total = 0
+        windows[-1].append(job)
+        total += size
+    return [window for window in windows if window]
+
 
 
 def _sources_unchanged(store, group: str, row: dict) -> bool:
@@ -330,19 +378,23 @@ class _Builder:
             self.commits.append(snapshot)
 
     def run_local(self, jobs: list, masker, confounds, batching: _Batching, bar) -> None:
-        """Runs one after the other on the active local scheduler, committed in batches."""
+        """Runs on the active local scheduler, a window of them per compute, committed in batches."""
         repository = self.target.repository
         base = repository.writable_session(BRANCH) if self.target.forkable else None
+        per_commit = batching.every or len(jobs) or 1  # a window never spans two commits of commit_every runs
+        windows = [window for first in range(0, len(jobs), per_commit)
+                   for window in _local_windows(jobs[first : first + per_commit], _local_batch(),
+                                                config.get("memory_budget"))]
         with bar:
             fork, results = None, []
-            for index, (row, overwrite) in enumerate(jobs):
+            for index, window in enumerate(windows):
                 if fork is None:
                     fork = base.fork() if base is not None else repository.writable_session(BRANCH)
-                bar.start_run(row["group"])
-                result = _build_run(row, fork.store, masker, confounds, overwrite)
-                bar.run_done(result)
-                results.append(result)
-                if batching.due(len(results)) or index == len(jobs) - 1:
+                bar.start_run(", ".join(row["group"] for row, _ in window))
+                for result in _build_window(window, fork.store, masker, confounds):
+                    bar.run_done(result)
+                    results.append(result)
+                if batching.due(len(results)) or index == len(windows) - 1:
                     outcomes = {r["group"]: r["error"] for r in results}
                     if base is not None:
                         self.commit(_commit_message(results), [fork], outcomes)

@@ -82,10 +82,11 @@ def save_signals(signals, store, group=None, *, masker: BaseMasker | None = None
     group : str or list of str, optional
         The group inside the store (``"sub-01/run-1"``); the root when omitted. For a list of
         signals, a list of as many distinct groups.
-    masker : fitted masker, optional
+    masker : fitted masker or list of fitted maskers, optional
         The masker that made ``signals``: its spatial definition (the mask for a
         :class:`NiftiMasker`) is stored so that :func:`load_masker` can rebuild it. Required
-        unless the group is only meant to be read back with :func:`open_signals`.
+        unless the group is only meant to be read back with :func:`open_signals`. For a list
+        of signals, one masker for all or a list of one per run (runs fitted each on its own).
     overwrite : bool, default False
         Replace a complete signals group already there, once the new one is complete. Anything
         else at the target (a directory or file lazymask did not write) is refused, whatever
@@ -117,10 +118,8 @@ def save_signals(signals, store, group=None, *, masker: BaseMasker | None = None
     >>> save_signals(runs, "out.zarr", ["sub-01/run-1", "sub-01/run-2"], masker=multi_masker)  # doctest: +SKIP
     """
     runs, groups = _runs_and_groups(signals, group)
-    spatial = {}
-    if masker is not None:
-        masker._check_fitted()
-        spatial = masker._spatial_arrays()
+    maskers = _maskers_of(masker, runs)
+    spatials = [{} if m is None else m._spatial_arrays() for m in maskers]
     shown = ", ".join(repr(g or "/") for g in groups[:3]) + (", ..." if len(groups) > 3 else "")
     with resolve(store, storage_options).transaction(f"lazymask: save_signals {shown}") as location:
         for name in groups:  # every target refused or accepted before anything is written
@@ -131,13 +130,26 @@ def save_signals(signals, store, group=None, *, masker: BaseMasker | None = None
                 pending = []
                 for index in window:
                     staged = stack.enter_context(staged_group(location, groups[index], overwrite=overwrite, kind=KIND))
-                    staged.open().attrs.update({META: jsonable(_meta(runs[index], masker, spatial))})
+                    spatial = spatials[index]
+                    staged.open().attrs.update({META: jsonable(_meta(runs[index], maskers[index], spatial))})
                     pending.append(write_member(runs[index], staged, SIGNALS, compute=False))
                     pending.extend(write_member(array, staged, name, compute=False) for name, array in spatial.items())
                 dask.compute(*[p.delayed for p in pending])
                 for p in pending:
                     p.finish()
     return store
+
+
+def _maskers_of(masker, runs: list) -> list:
+    """One fitted masker (or None) per run: ``masker`` for all, or a list of one per run."""
+    maskers = list(masker) if isinstance(masker, (list, tuple)) else [masker] * len(runs)
+    if len(maskers) != len(runs):
+        raise ParameterError(f"masker: a list of {len(maskers)} maskers for {len(runs)} runs of signals; "
+                             "give one masker, or one per run.")
+    for one in maskers:
+        if one is not None:
+            one._check_fitted()
+    return maskers
 
 
 def _runs_and_groups(signals, group) -> tuple[list[xr.DataArray], list[str]]:

@@ -5,7 +5,9 @@ The dataset: ``N`` runs in fMRIPrep's layout (``sub-XX/ses-1/func/``), each a 2 
 brain mask and a confounds TSV holding the columns of the ``"simple"`` strategy; the 400-parcel
 atlas of ``benchmarks.bench_regions``. Generated once, cached in ``benchmarks/data/``.
 
-Cases, each in its own process (``benchmarks/_harness.py``):
+Cases, each in its own process (``benchmarks/_harness.py``), timed from the masker's creation until
+the job is done (the archive built; nilearn: every run's ``.npy`` saved), before the outputs are
+read back and compared (the whole case's time is printed too, "with the read-back"):
 
 * lazymask ``build_archive`` (``NiftiLabelsMasker``, 400 parcels, ``"simple"`` confounds, detrend,
   ``zscore_sample``) on the default threaded scheduler, against nilearn's
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -34,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._harness import ROOT, _env, measure, pair, preload, report
+from benchmarks._harness import JOB_SECONDS, ROOT, _env, measure, pair, preload, report
 from benchmarks.data import DATA_DIR, T_R, compress, write_run
 
 WORK = DATA_DIR / "archive-work"
@@ -121,6 +124,7 @@ def lazymask_build(dataset: str, store: str, atlas: str, n_runs: int, cluster: b
     from lazymask.archive import build_archive
     from lazymask.maskers import NiftiLabelsMasker
 
+    start = time.perf_counter()
     masker = NiftiLabelsMasker(atlas, detrend=True, standardize="zscore_sample")
     if cluster:
         from distributed import Client, LocalCluster
@@ -130,8 +134,10 @@ def lazymask_build(dataset: str, store: str, atlas: str, n_runs: int, cluster: b
                                     client=client, progress=False)
     else:
         archive = build_archive(_runs(dataset, n_runs), store, masker, confounds_strategy="simple", progress=False)
+    seconds = time.perf_counter() - start  # the job: the archive built; what follows reads it back to compare
     failed = int((archive.runs["status"] != "complete").sum())
-    return {"failed": failed, "worker_peak_rss_gb": _children_peak_gb(), **_summary(archive.stack().values)}
+    return {JOB_SECONDS: seconds, "failed": failed, "worker_peak_rss_gb": _children_peak_gb(),
+            **_summary(archive.stack().values)}
 
 
 def _nilearn_run(bold: str, atlas: str, out: str) -> str:
@@ -151,6 +157,7 @@ def _nilearn_run(bold: str, atlas: str, out: str) -> str:
 def nilearn_loop(dataset: str, out_dir: str, atlas: str, n_runs: int) -> dict:
     from joblib import Parallel, delayed
 
+    start = time.perf_counter()
     runs = _runs(dataset, n_runs)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     outs = [str(Path(out_dir) / (group.replace("/", "_") + ".npy")) for group in runs["group"]]
@@ -158,7 +165,9 @@ def nilearn_loop(dataset: str, out_dir: str, atlas: str, n_runs: int) -> dict:
     from joblib.externals.loky import get_reusable_executor
 
     get_reusable_executor().shutdown(wait=True)  # reap the workers, so their peak RSS is counted
-    return {"worker_peak_rss_gb": _children_peak_gb(), **_summary(np.stack([np.load(out) for out in outs]))}
+    seconds = time.perf_counter() - start  # the job: every run's signals saved; what follows reads them back
+    return {JOB_SECONDS: seconds, "worker_peak_rss_gb": _children_peak_gb(),
+            **_summary(np.stack([np.load(out) for out in outs]))}
 
 
 def _kill_halfway(dataset: str, store: Path, atlas: str, n_runs: int) -> int:
@@ -226,6 +235,10 @@ def main(quick: bool = False, n_runs: int | None = None, n_volumes: int | None =
              reference_name="full build"),
     ]
     report("archive", rows)
+    print(f"  with the read-back: lazymask threads {full.get('seconds_with_check', 0):.1f} s, "
+          f"nilearn {nilearn.get('seconds_with_check', 0):.1f} s")
+    print(f"  load: {os.getloadavg()[0]:.2f} (1-minute average at the end; {os.cpu_count()} cores); other processes' "
+          f"load during the threads build {full['others_load']:.2f}/core, nilearn {nilearn['others_load']:.2f}/core")
     checks = {
         "archive == nilearn": _same(full["result"], nilearn["result"]),
         "cluster == threads": _values(full) == _values(cluster),

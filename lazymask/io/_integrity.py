@@ -359,10 +359,11 @@ def verify_group_chunks(zgroup: zarr.Group, manifest: dict, where: str) -> dict:
     """Read every chunk the manifest lists, one at a time, and check it; return counts."""
     expected = expected_chunks(manifest, "", where)
     n_bytes = 0
-    for name, array in sorted(zgroup.arrays()):
+    present = dict(zgroup.arrays())  # listed once (each listing reads every array's metadata)
+    for name, array in sorted(present.items()):
         check_array_against_manifest(array, name, manifest, where)
     for name in manifest["arrays"]:
-        if name not in dict(zgroup.arrays()):
+        if name not in present:
             raise CorruptStoreError(f"{where}: array {name!r} recorded in the manifest is missing.")
     members = {name for name, _ in zgroup.groups()}
     for name in manifest.get("groups", []):

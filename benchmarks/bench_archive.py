@@ -18,7 +18,7 @@ read back and compared (the whole case's time is printed too, "with the read-bac
 * a build killed (SIGKILL) when half its runs are complete, then resumed: the resume's time
   against a full build's, and the resumed archive against the uninterrupted one.
 
-    python -m benchmarks.bench_archive [--quick]      # --quick: 4 runs of 50 volumes
+    python -m benchmarks.bench_archive [--quick] [--repeat N]   # --quick: 4 runs of 50 volumes
     python -m benchmarks.bench_archive --runs 40 --volumes 200
 """
 
@@ -140,6 +140,13 @@ def lazymask_build(dataset: str, store: str, atlas: str, n_runs: int, cluster: b
             **_summary(archive.stack().values)}
 
 
+@preload("lazymask.archive", "lazymask.maskers", "distributed")
+def lazymask_build_fresh(dataset: str, store: str, atlas: str, n_runs: int) -> dict:
+    """:func:`lazymask_build` into an empty ``store`` (a repeated measurement removes the last one first)."""
+    shutil.rmtree(store, ignore_errors=True)
+    return lazymask_build(dataset, store, atlas, n_runs)
+
+
 def _nilearn_run(bold: str, atlas: str, out: str) -> str:
     from nilearn.interfaces.fmriprep import load_confounds_strategy
     from nilearn.maskers import NiftiLabelsMasker
@@ -201,7 +208,7 @@ def _same(a: dict, b: dict, atol: float = 1e-3) -> bool:
         a["sum_abs"], b["sum_abs"], rtol=1e-4)
 
 
-def main(quick: bool = False, n_runs: int | None = None, n_volumes: int | None = None) -> list[dict]:
+def main(quick: bool = False, n_runs: int | None = None, n_volumes: int | None = None, repeat: int = 3) -> list[dict]:
     n_runs = n_runs or (4 if quick else 40)
     n_volumes = n_volumes or (50 if quick else 200)
     few = max(2, n_runs // 4)
@@ -212,10 +219,11 @@ def main(quick: bool = False, n_runs: int | None = None, n_volumes: int | None =
     def store(name):
         return str(WORK / name)
 
-    full = measure("benchmarks.bench_archive:lazymask_build", dataset=dataset, store=store("full.zarr"),
-                   atlas=atlas, n_runs=n_runs)
-    nilearn = measure("benchmarks.bench_archive:nilearn_loop", dataset=dataset, out_dir=store("npy"), atlas=atlas,
-                      n_runs=n_runs)
+    # the headline pair, ``repeat`` times each (min and median); each build starts from an empty store
+    full = measure("benchmarks.bench_archive:lazymask_build_fresh", repeat=repeat, dataset=dataset,
+                   store=store("full.zarr"), atlas=atlas, n_runs=n_runs)
+    nilearn = measure("benchmarks.bench_archive:nilearn_loop", repeat=repeat, dataset=dataset, out_dir=store("npy"),
+                      atlas=atlas, n_runs=n_runs)
     cluster = measure("benchmarks.bench_archive:lazymask_build", dataset=dataset, store=store("cluster.zarr"),
                       atlas=atlas, n_runs=n_runs, cluster=True)
     small = measure("benchmarks.bench_archive:lazymask_build", dataset=dataset, store=store("small.zarr"),
@@ -235,6 +243,11 @@ def main(quick: bool = False, n_runs: int | None = None, n_volumes: int | None =
              reference_name="full build"),
     ]
     report("archive", rows)
+    print(f"  {repeat} runs each (min / median): lazymask threads {min(full['all_seconds']):.1f} / "
+          f"{full['median_seconds']:.1f} s, nilearn {min(nilearn['all_seconds']):.1f} / {nilearn['median_seconds']:.1f} s: "
+          f"{min(full['all_seconds']) / min(nilearn['all_seconds']):.2f} / "
+          f"{full['median_seconds'] / nilearn['median_seconds']:.2f}x (target <= 0.3x); all: "
+          f"{[round(x, 1) for x in full['all_seconds']]} / {[round(x, 1) for x in nilearn['all_seconds']]}")
     print(f"  with the read-back: lazymask threads {full.get('seconds_with_check', 0):.1f} s, "
           f"nilearn {nilearn.get('seconds_with_check', 0):.1f} s")
     print(f"  load: {os.getloadavg()[0]:.2f} (1-minute average at the end; {os.cpu_count()} cores); other processes' "
@@ -257,5 +270,6 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", type=int)
     parser.add_argument("--volumes", type=int)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of the threads build and of nilearn's loop")
     args = parser.parse_args()
-    main(args.quick, args.runs, args.volumes)
+    main(args.quick, args.runs, args.volumes, args.repeat)

@@ -28,10 +28,11 @@ Contract
   another dataset), and a masker whose atlas, maps, mask or look-up table holds other content at
   the same path (the root record keeps each one's sha256: ``_inputs``).
 * Scheduling: the library picks no scheduler. Under a threaded or synchronous scheduler the
-  runs' graphs (mask pass, extraction and write) are computed by it a window at a time: as many
-  runs as it has workers (``num_workers``, else the cores) whose voxel data add up to at most
-  ``memory_budget`` go to it in one ``save_signals`` call, so that its threads decompress several
-  runs at once (one run's reads are one chain, one core); a window that fails is redone run by
+  runs' graphs (mask pass, extraction) are computed by it a window at a time: as many runs as it
+  has workers (``num_workers``, else the cores) whose voxel data add up to at most
+  ``memory_budget`` in one compute, so that its threads decompress several runs at once (one
+  run's reads are one chain, one core); then each run is written alone, synchronously (a failed
+  write fails its run only and leaves no task running); a compute that fails is redone run by
   run, so that the failure is recorded on its own run. A session's writes must happen in the process holding it, so under the
   ``processes`` scheduler a run's signals are computed by the pool, then written in this process;
   with a ``distributed`` client (given, or the default one) each run is a task holding a fork of
@@ -160,9 +161,14 @@ def _build_run(row: dict, store, masker: BaseMasker, confounds: dict | None, ove
         _extract_and_write(row, store, masker, confounds, overwrite, on_worker=on_worker)
         return {"group": row["group"], "error": None}
     except Exception as exc:  # noqa: BLE001 - reported per run, the others go on
-        if type(exc).__module__.startswith("icechunk"):  # the storage's error, said in one line
-            exc = storage_error(exc, row["group"])
-        return {"group": row["group"], "error": f"{type(exc).__name__}: {exc}"}
+        return _failure(row, exc)
+
+
+def _failure(row: dict, exc: Exception) -> dict:
+    """A run's outcome for an error (the storage's errors said in one line)."""
+    if type(exc).__module__.startswith("icechunk"):
+        exc = storage_error(exc, row["group"])
+    return {"group": row["group"], "error": f"{type(exc).__name__}: {exc}"}
 
 
 def _build_run_in_fork(row: dict, fork, masker: BaseMasker, confounds: dict | None, overwrite: bool):
@@ -229,22 +235,36 @@ def _run_signals(row: dict, masker: BaseMasker, confounds: dict | None):
 
 
 def _build_window(window: list, store, masker: BaseMasker, confounds: dict | None) -> list[dict]:
-    """Several runs (``(row, overwrite)``) computed together on the local scheduler, written into ``store``.
+    """Several runs (``(row, overwrite)``) computed together on the local scheduler, then written into ``store``.
 
-    Their graphs go to the scheduler in one ``save_signals`` call, so its threads decompress and
-    reduce several runs at once (a run's own reads are one chain: one core each). If that call
-    fails, nothing of the window was published: each run is then done alone, so that the failure
-    is recorded on its own run and the others are written.
+    Their signals are computed in one ``dask.compute``, so the scheduler's threads decompress and
+    reduce several runs at once (a run's own reads are one chain: one core each); each run is then
+    written on its own (``scheduler="sync"``), so a write that fails (a full disk) fails for its
+    run alone and leaves no task of it running. If the compute fails, each run is done alone, so
+    that the failure is recorded on its own run.
     """
-    if len(window) == 1 or len({overwrite for _, overwrite in window}) != 1:
+    if len(window) == 1:
         return [_build_run(row, store, masker, confounds, overwrite) for row, overwrite in window]
+    results, made = {}, {}
+    for row, _ in window:
+        try:
+            made[row["group"]] = _run_signals(row, masker, confounds)
+        except Exception as exc:  # noqa: BLE001 - reported per run, the others go on
+            results[row["group"]] = _failure(row, exc)
     try:
-        made = [_run_signals(row, masker, confounds) for row, _ in window]
-        save_signals([signals for signals, _ in made], store, [row["group"] for row, _ in window],
-                     masker=[fitted for _, fitted in made], overwrite=window[0][1])
+        computed = dask.compute(*[signals for signals, _ in made.values()])
     except Exception:  # noqa: BLE001 - which run failed is found by doing each alone
-        return [_build_run(row, store, masker, confounds, overwrite) for row, overwrite in window]
-    return [{"group": row["group"], "error": None} for row, _ in window]
+        return [results.get(row["group"]) or _build_run(row, store, masker, confounds, overwrite)
+                for row, overwrite in window]
+    for (group, (_, fitted)), signals in zip(made.items(), computed, strict=True):
+        overwrite = next(flag for row, flag in window if row["group"] == group)
+        try:
+            with dask.config.set(scheduler="sync"):
+                save_signals(signals, store, group, masker=fitted, overwrite=overwrite)
+            results[group] = {"group": group, "error": None}
+        except Exception as exc:  # noqa: BLE001 - reported per run, the others go on
+            results[group] = _failure({"group": group}, exc)
+    return [results[row["group"]] for row, _ in window]
 
 
 def _local_windows(jobs: list, width: int, budget: int) -> list[list]:

@@ -522,3 +522,19 @@ def test_one_matrix_kernel_is_the_step_by_step_kernel(kwargs, dtype, signals, co
         assert_float32_close(fused, stepwise)
     if options["standardize"] != "zscore":  # nilearn 0.14 no longer takes "zscore" (lazymask still does)
         assert_float32_close(fused, nilearn_clean(data.astype(np.float64), **options))
+
+
+def test_the_one_matrix_is_found_once_per_plan_and_warnings_stay(signals, confounds, recwarn):
+    """The map is cached per (plan, confounds) in the process (finding it costs 0.1-0.5 s at 1200
+    volumes, once per block otherwise); a map whose steps warn is not cached, so every call warns."""
+    from lazymask.signal import _clean
+
+    _clean._MAPS.clear()
+    first = lazymask_clean(signals, confounds=confounds, t_r=T_R)
+    assert len(_clean._MAPS) == 1
+    np.testing.assert_array_equal(lazymask_clean(signals, confounds=confounds, t_r=T_R), first)
+    assert len(_clean._MAPS) == 1
+    short = signals[:6]  # too short for any cosine drift at this high_pass: nilearn's warning, each call
+    for _ in range(2):
+        with pytest.warns(UserWarning, match="No cosine drift"):
+            clean(short, filter="cosine", high_pass=0.001, t_r=T_R)

@@ -2,6 +2,7 @@
 
 import warnings
 
+import dask.array as da
 import nibabel as nib
 import numpy as np
 import pytest
@@ -160,3 +161,34 @@ def test_in_memory_signals_are_apply_masks_in_whole_time_blocks(data, kind, ensu
         np.testing.assert_array_equal(signals[name].values, expected[name].values)
     with pytest.raises(ParameterError, match="must add up to the mask's"):
         in_memory_signals(kept, mask, columns=(1, 2))
+
+
+def test_a_kernel_mapped_where_voxels_are_gathered_may_overwrite_them(data):
+    """map_gathered's blocks are its tasks' own: a kernel writing into them changes nobody else's values."""
+    import dask
+
+    from lazymask.masking import in_memory_signals, map_gathered
+
+    (kept,) = dask.persist(open_nifti(data["int16"], chunks={"time": 3}))
+    mask = open_nifti(data["mask"]).compute()
+    n_voxels = int(mask.sum())
+    signals = in_memory_signals(kept, mask, (n_voxels - 5, 5))
+    offsets = da.from_array(np.arange(10, dtype="float32")[:, np.newaxis])
+
+    def shift(block, offsets, scale):
+        block += offsets * scale  # in place: the block the task gathered
+        return block
+
+    with raise_if_dask_computes():
+        shifted = map_gathered(signals, shift, offsets, scale=2.0, rows=10, dtype=signals.dtype)
+    assert shifted.chunks == ((10,), (n_voxels - 5, 5))
+    assert not any("gather-voxels" in str(name) for name in shifted.dask.layers)  # gathered in its own tasks
+    plain, moved = dask.compute(signals.data, shifted)  # one graph, both read the same kept chunks
+    expected = apply_mask(kept, mask).values
+    np.testing.assert_array_equal(plain, expected)
+    np.testing.assert_array_equal(moved, expected + 2.0 * np.arange(10, dtype="float32")[:, np.newaxis])
+    np.testing.assert_array_equal(signals.values, expected)
+    assert map_gathered(signals.data[:, :3], shift, offsets, scale=1.0, rows=10, dtype=signals.dtype) is None
+    assert map_gathered(apply_mask(kept, mask), shift, offsets, scale=1.0, rows=10, dtype=signals.dtype) is None
+    with pytest.raises(ParameterError, match="one chunk each"):
+        map_gathered(signals, shift, da.zeros((10, 1), chunks=5), scale=1.0, rows=10, dtype=signals.dtype)

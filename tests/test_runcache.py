@@ -338,6 +338,7 @@ def test_a_run_kept_in_memory_is_gathered_into_whole_time_blocks(tmp_path):
     signals = masker.fit_transform(open_nifti(str(path), chunks={"time": 5}))
     layers = " ".join(map(str, signals.data.dask.layers))
     assert "rechunk" not in layers and "_read_block" not in layers and "_write" not in layers
+    assert "gathered" in layers and "gather-voxels" not in layers  # each block cleaned in the task gathering it
     with config.set(memory_budget=1):  # not kept: extracted by time chunks, then regrouped
         reference = NiftiMasker(**options).fit_transform(open_nifti(str(path), chunks={"time": 5}))
     regrouped = " ".join(map(str, reference.data.dask.layers))

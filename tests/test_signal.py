@@ -538,3 +538,34 @@ def test_the_one_matrix_is_found_once_per_plan_and_warnings_stay(signals, confou
     for _ in range(2):
         with pytest.warns(UserWarning, match="No cosine drift"):
             clean(short, filter="cosine", high_pass=0.001, t_r=T_R)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"confounds": True},  # the one-matrix kernel
+    {"confounds": True, "runs": True},  # step by step, run by run
+    {"confounds": False, "sample_mask": True},  # fewer rows out: a new block
+])
+def test_a_block_cleaned_in_place_holds_what_a_new_block_would(kwargs, signals, confounds):
+    """clean_block(overwrite=True) writes into the block when it can hold the result (a masker's
+    gathered block, its task's own: no second block allocated), else returns a new one."""
+    from lazymask.signal._clean import clean_block
+    from lazymask.signal._params import make_plan
+
+    n_time = len(signals)
+    plan = make_plan(n_time, t_r=T_R, runs=np.repeat([0, 1], [n_time // 2, n_time - n_time // 2]) if kwargs.get("runs") else None,
+                     sample_mask=np.arange(2, n_time) if kwargs.get("sample_mask") else None)
+    regressors = np.asarray(confounds, dtype=float) if kwargs["confounds"] else None
+    expected = clean_block(signals.astype(np.float32), plan, regressors)
+    block = signals.astype(np.float32)
+    cleaned = clean_block(block, plan, regressors, overwrite=True)
+    np.testing.assert_array_equal(cleaned, expected)
+    if kwargs.get("sample_mask"):
+        assert cleaned is not block and cleaned.shape[0] == n_time - 2
+        np.testing.assert_array_equal(block, signals.astype(np.float32))  # left as it was
+    else:
+        assert cleaned is block
+    read_only = signals.astype(np.float32)
+    read_only.flags.writeable = False
+    np.testing.assert_array_equal(clean_block(read_only, plan, regressors, overwrite=True), expected)
+    integers = np.round(signals * 100).astype(np.int16)  # cleaned as float32: a new block
+    assert clean_block(integers, plan, regressors, overwrite=True).dtype == np.float32

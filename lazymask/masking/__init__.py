@@ -1,6 +1,6 @@
 """Brain masks, computed lazily (one pass over the data), and voxel signals in and out of masks."""
 
-from lazymask.masking._apply import apply_mask, in_memory_signals, output_dtype, unmask
+from lazymask.masking._apply import apply_mask, in_memory_signals, map_gathered, output_dtype, unmask
 from lazymask.masking._compute import MaskWarning
 from lazymask.masking._masks import (
     compute_background_mask,
@@ -39,6 +39,7 @@ __all__ = [
     "accepted_arguments",
     "in_memory_signals",
     "load_mask",
+    "map_gathered",
     "mask_dataarray",
     "output_dtype",
     "read_small",

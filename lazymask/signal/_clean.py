@@ -48,10 +48,18 @@ BATCH_BYTES = config.get("kernel_batch_bytes")  # the default: kernels run insid
 MAP_BATCH_BYTES = 512 << 10
 
 
-def clean_block(block: np.ndarray, plan: CleanPlan, confounds: np.ndarray | None = None) -> np.ndarray:
-    """Clean every column of ``block`` (all time points of some features) as ``plan`` says."""
+def clean_block(block: np.ndarray, plan: CleanPlan, confounds: np.ndarray | None = None,
+                overwrite: bool = False) -> np.ndarray:
+    """Clean every column of ``block`` (all time points of some features) as ``plan`` says.
+
+    With ``overwrite``, the cleaned values go into ``block`` itself when it can hold them (a
+    writeable float block of the output's dtype, no volume removed): no new block is allocated.
+    """
     dtype = float_dtype(block.dtype)
-    out = empty((plan.n_output, block.shape[1]), dtype)  # without numpy's hugepage hint (lazymask._pages)
+    if overwrite and block.dtype == dtype and plan.n_output == len(block) and block.flags.writeable:
+        out = block  # each batch of columns is copied out before its cleaned values are written back
+    else:
+        out = empty((plan.n_output, block.shape[1]), dtype)  # without numpy's hugepage hint (lazymask._pages)
     confounds = None if confounds is None else np.asarray(confounds)
     with single_threaded_blas():
         linear_map = LinearMap.of(plan, confounds, len(block))

@@ -18,6 +18,7 @@ import dask.array as da
 import numpy as np
 
 from lazymask import config
+from lazymask.masking import map_gathered
 from lazymask.signal._clean import clean_block
 from lazymask.signal._params import CleanPlan, float_dtype
 from lazymask.signal._regroup import whole_time_blocks
@@ -54,19 +55,26 @@ def clean_dask(signals: da.Array, plan: CleanPlan, confounds=None) -> da.Array:
     itemsize = max(dtype.itemsize, signals.dtype.itemsize)
     columns = feature_chunks(signals.shape[0], signals.chunks[1], itemsize)
     signals = whole_time_blocks(signals, columns, itemsize)
+    arrays = () if confounds is None else (da.asarray(confounds).rechunk(-1),)
+    in_place = map_gathered(signals, _clean_gathered, *arrays, plan=plan, rows=plan.n_output, dtype=dtype)
+    if in_place is not None:  # a kept run's voxels, each block cleaned where it was gathered
+        return in_place
     meta = np.empty((0, 0), dtype=dtype)
     if confounds is None:
         return signals.map_blocks(
             clean_block, plan=plan, dtype=dtype, meta=meta, chunks=((plan.n_output,), signals.chunks[1])
         )
-    confounds = da.asarray(confounds).rechunk(-1)
     return da.blockwise(
         _clean_block_with_confounds, "tf",
         signals, "tf",
-        confounds, "tc",
+        arrays[0], "tc",
         plan=plan, dtype=dtype, meta=meta, adjust_chunks={"t": plan.n_output}, concatenate=True,
     )
 
 
 def _clean_block_with_confounds(block, confounds, plan):
     return clean_block(block, plan, confounds)
+
+
+def _clean_gathered(block, confounds=None, *, plan):
+    return clean_block(block, plan, confounds, overwrite=True)  # the block is this task's own

@@ -110,6 +110,20 @@ def test_smooth_array_equals_nilearn_in_every_layout_and_dtype(dtype, expected_d
     np.testing.assert_allclose(ours, expected, rtol=tolerance, atol=tolerance * 1000)
 
 
+@pytest.mark.parametrize("layout", ["F", "C"])
+def test_a_single_volume_is_smoothed_to_nilearns_bits(layout):
+    """A 3D volume (a mask's mean at fit) is filtered by scipy as nilearn does: the same bits, in its layout."""
+    from nilearn.image.image import smooth_array as nilearn_smooth_array
+
+    from lazymask.image._smooth import smooth_array
+
+    volume = np.array(np.random.default_rng(3).random((31, 17, 23)) * 1000, order=layout)
+    for fwhm in (1, 6):
+        ours = smooth_array(volume, np.eye(4), fwhm)
+        assert ours.flags.c_contiguous if layout == "C" else ours.flags.f_contiguous
+        np.testing.assert_array_equal(ours, nilearn_smooth_array(volume, np.eye(4), fwhm))
+
+
 @pytest.mark.parametrize("rows", [1, 5, 48])
 def test_banded_products_equal_the_whole_filter(monkeypatch, rows):
     from scipy.ndimage import gaussian_filter1d

@@ -18,6 +18,8 @@ Contract (what nilearn 0.14's ``smooth_array`` computes, and how lazymask comput
 - The result of a block keeps the block's layout: Fortran-ordered (``i`` fastest) as the volumes
   read from NIfTI are, so masking it needs no copy, or C-ordered for a C-ordered block (any other
   layout becomes Fortran). A task holds the input block and two float buffers of its size.
+- A single 3D volume is filtered by scipy itself (nilearn's numbers exactly, in the volume's
+  layout): the products pay only across the volumes of a chunk.
 - Values that must stay non-finite (``ensure_finite=False`` with NaNs) are filtered by scipy
   itself, so that a NaN spreads over the filter's width only, as in nilearn.
 """
@@ -207,8 +209,8 @@ def smooth_array(arr: np.ndarray, affine, fwhm, ensure_finite: bool = True) -> n
     # a copy in the block's own layout (a transposing copy costs as much as filtering an axis), or
     # straight in Fortran order when the Gaussian products will run (they work in that layout)
     layout = "C" if arr.flags.c_contiguous and not arr.flags.f_contiguous else "F"
-    gaussian = not (isinstance(fwhm, str) or fwhm is None)
-    values = empty(arr.shape, work_dtype, order="F" if gaussian else layout)  # no hugepage hint (lazymask._pages)
+    products = not (isinstance(fwhm, str) or fwhm is None or arr.ndim == 3 or work_dtype != _work_dtype(out_dtype))
+    values = empty(arr.shape, work_dtype, order="F" if products else layout)  # no hugepage hint (lazymask._pages)
     np.copyto(values, arr, casting="unsafe")
     if ensure_finite and values.dtype.kind in "fc" and arr.dtype.kind not in "iub":
         non_finite = ~np.isfinite(values)
@@ -219,7 +221,9 @@ def smooth_array(arr: np.ndarray, affine, fwhm, ensure_finite: bool = True) -> n
     if fwhm is None:
         return values
     sigmas = fwhm_to_sigma(fwhm, affine)
-    if values.dtype != _work_dtype(out_dtype) or not (ensure_finite or np.isfinite(values).all()):
+    if not products or not (ensure_finite or np.isfinite(values).all()):
+        # a single volume (a mask's mean at fit): scipy's filter, nilearn's own computation; matrix
+        # products pay only across the volumes of a chunk (C-ordered 97 x 115 x 97 float64: 10 ms, against 20 ms)
         smoothed = _scipy_smooth(values, sigmas).astype(out_dtype, copy=False)
         return np.ascontiguousarray(smoothed) if layout == "C" else smoothed
     with single_threaded_blas():  # the parallelism is dask's: one block per thread

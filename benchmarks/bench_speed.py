@@ -95,7 +95,14 @@ def _summary(signals) -> dict:
             "shape": list(signals.shape), "dtype": str(signals.dtype)}
 
 
-@preload("lazymask.maskers", "distributed")  # every first dask.compute imports distributed (dask.base.get_scheduler)
+# Every first dask.compute imports distributed (dask.base.get_scheduler); a masker's first fit imports
+# lazymask.reporting (what fit records for reports). Imports are not the job -- and here they would be
+# compiled from source in every process (PYTHONDONTWRITEBYTECODE=1 on these machines and an editable
+# install: lazymask has no bytecode, while nilearn's wheel installed its own).
+_LAZYMASK_MODULES = ("lazymask.maskers", "lazymask.reporting", "distributed")
+
+
+@preload(*_LAZYMASK_MODULES)
 def lazymask_nifti_case(path: str, setting: str, n_time: int, cache_dir: str | None = None) -> dict:
     from lazymask import config
     from lazymask.maskers import NiftiMasker
@@ -123,7 +130,7 @@ def nilearn_nifti_case(path: str, setting: str, n_time: int) -> dict:
     return {JOB_SECONDS: seconds, **_summary(signals)}
 
 
-@preload("lazymask.maskers", "distributed")  # every first dask.compute imports distributed (dask.base.get_scheduler)
+@preload(*_LAZYMASK_MODULES)
 def lazymask_labels_case(path: str, cache_dir: str | None = None) -> dict:
     from lazymask import config
 

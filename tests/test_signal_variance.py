@@ -68,7 +68,8 @@ def test_bad_parameters(kwargs, match, series):
 
 @pytest.mark.parametrize(("n_time", "chunks", "expected"), [
     (1200, (1000, 1000), (1000, 1000)),  # small whole-time blocks: kept as they came
-    (1200, (50000,), (6990,) * 7 + (1070,)),  # one huge block: ~32 MiB blocks (a zarr chunk's)
+    (1200, (50000,), (6250,) * 8),  # one huge block: as many as 32 MiB blocks (a zarr chunk's), even
+    (200, (219454,), (36576,) * 5 + (36574,)),  # not 5 full blocks and a quarter of one
     (100, (7, 7, 3), (7, 7, 3)),
 ])
 def test_feature_chunks(n_time, chunks, expected):

@@ -132,6 +132,12 @@ def test_image_chunks_hold_whole_volumes_of_about_chunk_bytes():
     assert image_time_chunk(10 * CHUNK_BYTES, 5) == 1
     assert array_chunks((1200, 200_000), 4, (100,)) == (100, CHUNK_BYTES // 400)
     assert array_chunks((150, 3), 8, ()) == (150, 3)
+    # the data's own regular feature chunks are kept when a chunk holds between half the budget and the budget
+    even = CHUNK_BYTES // 400 - 10
+    assert array_chunks((1200, 200_000), 4, (100,), (even,) * 3) == (100, even)
+    assert array_chunks((1200, 200_000), 4, (100,), (even, even - 1, even)) == (100, CHUNK_BYTES // 400)  # not regular
+    assert array_chunks((1200, 200_000), 4, (100,), (1000,) * 200) == (100, CHUNK_BYTES // 400)  # too small
+    assert array_chunks((1200, 200_000), 4, (100,), (2 * even,) * 2) == (100, CHUNK_BYTES // 400)  # too large
 
 
 def test_large_image_is_stored_in_several_time_chunks(tmp_path):
@@ -384,3 +390,23 @@ def test_verify_walks_every_group_of_a_store(tmp_path, nifti_path):
     assert counts["groups"] == 3 and counts["chunks"] >= 3 * 2
     assert lazymask.io.verify(store, "sub-01")["groups"] == 2
     assert open_zarr(store, group="sub-02/anat", verify=True).shape == (*SHAPE, N_VOLUMES)
+
+
+def test_cleaned_blocks_are_stored_as_they_are(tmp_path):
+    """Whole-time blocks cut by cleaning (even, regular, within the chunk budget) become the stored
+    chunks: writing them needs no rechunk, and each chunk is written from one block."""
+    from lazymask.signal import clean
+
+    n_time, n_voxels = 20, 1000
+    values = np.random.default_rng(4).standard_normal((n_time, n_voxels)).astype("float32")
+    block_bytes = n_time * 4 * 150
+    with lazymask.config.set(clean_max_block_bytes=block_bytes, clean_target_block_bytes=block_bytes,
+                             zarr_chunk_bytes=block_bytes):
+        cleaned = clean(xr.DataArray(da.from_array(values, chunks=(n_time, n_voxels)),
+                                dims=("time", "voxel")), detrend=True, standardize=None)
+        assert cleaned.data.chunks[1] == (143,) * 6 + (142,)  # 7 blocks as 150-wide ones would be, even
+        to_zarr(cleaned, tmp_path / "cleaned.zarr")
+    stored = zarr.open_group(str(tmp_path / "cleaned.zarr"), mode="r")
+    arrays = [stored[name] for name in stored.array_keys() if stored[name].ndim == 2]
+    assert [a.chunks for a in arrays] == [(n_time, 143)]
+    np.testing.assert_allclose(arrays[0][:], cleaned.values, rtol=1e-6)

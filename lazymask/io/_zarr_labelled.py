@@ -23,12 +23,15 @@ from lazymask.storage import StagedGroup
 __all__ = ["array_chunks"]
 
 
-def array_chunks(shape: tuple[int, ...], itemsize: int, first_chunks: tuple[int, ...]) -> tuple[int, ...]:
+def array_chunks(shape: tuple[int, ...], itemsize: int, first_chunks: tuple[int, ...],
+                 second_chunks: tuple[int, ...] = ()) -> tuple[int, ...]:
     """Stored chunks of a labelled array: the input's first-dim chunk, the rest cut to the chunk budget.
 
     The first dim (``time`` for signals) keeps the chunk the data comes in, so writing extraction
     output needs no all-to-all rechunk; the second dim is cut so a chunk holds about
-    ``config.get("zarr_chunk_bytes")``; further dims are kept whole.
+    ``config.get("zarr_chunk_bytes")`` -- or keeps the data's own chunks along it
+    (``second_chunks``) when they are regular and a chunk holds between half that and that (the
+    blocks cleaning makes: stored as they are, without a rechunk); further dims are kept whole.
 
     Examples
     --------
@@ -43,13 +46,20 @@ def array_chunks(shape: tuple[int, ...], itemsize: int, first_chunks: tuple[int,
         return (max(first, min(shape[0], budget // itemsize)),)
     rest = int(np.prod(shape[2:])) * itemsize
     second = max(1, min(shape[1], budget // max(first * rest, 1)))
+    if _regular(second_chunks) and budget // 2 < first * second_chunks[0] * rest <= budget:
+        second = second_chunks[0]
     return (first, second, *shape[2:])
+
+
+def _regular(chunks: tuple[int, ...]) -> bool:
+    """Chunks zarr can store as they are: all equal, the last one smaller or equal."""
+    return len(chunks) > 0 and all(c == chunks[0] for c in chunks[:-1]) and chunks[-1] <= chunks[0]
 
 
 def _write_array(obj: xr.DataArray, staged: StagedGroup, compressor, compute: bool = True):
     data = obj.variable.data
     first = data.chunks[0] if isinstance(data, da.Array) and data.ndim else ()
-    chunks = array_chunks(obj.shape, obj.dtype.itemsize, first[:1])
+    chunks = array_chunks(obj.shape, obj.dtype.itemsize, first[:1], data.chunks[1] if len(first) and data.ndim > 1 else ())
     if isinstance(data, da.Array):
         data = data.rechunk(chunks)
     coords = {name: _storable_coord(coord) for name, coord in obj.coords.items()}

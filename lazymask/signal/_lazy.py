@@ -28,17 +28,20 @@ __all__ = ["clean_dask", "feature_chunks"]
 
 def feature_chunks(n_time: int, chunks: tuple[int, ...], itemsize: int,
                    max_bytes: int | None = None, target_bytes: int | None = None) -> tuple[int, ...]:
-    """Feature chunks for whole-time blocks: ``chunks`` if they fit ``max_bytes``, else ~``target_bytes``.
+    """Feature chunks for whole-time blocks: ``chunks`` if they fit ``max_bytes``, else at most ``target_bytes``.
 
     ``max_bytes`` and ``target_bytes`` default to lazymask.config's ``clean_max_block_bytes`` and
-    ``clean_target_block_bytes``.
+    ``clean_target_block_bytes``. Re-cut blocks are as many as blocks of ``target_bytes`` would
+    be, as even as a regular chunking allows (only the last may be smaller, by less than one
+    column per block): a small last block would leave a worker idle while the others finish
+    full ones (a 200 x 219k run on 2 threads: 5 blocks and a quarter take the time of 6).
 
     Examples
     --------
     >>> feature_chunks(1200, (1000, 1000), 4)
     (1000, 1000)
     >>> feature_chunks(1200, (50000,), 4, max_bytes=2**27, target_bytes=96 * 2**20)
-    (20971, 20971, 8058)
+    (16667, 16667, 16666)
     """
     max_bytes = config.get("clean_max_block_bytes") if max_bytes is None else max_bytes
     target_bytes = config.get("clean_target_block_bytes") if target_bytes is None else target_bytes
@@ -46,7 +49,9 @@ def feature_chunks(n_time: int, chunks: tuple[int, ...], itemsize: int,
     if not chunks or max(chunks) * n_time * itemsize <= max_bytes:
         return tuple(chunks)
     size = max(1, target_bytes // (n_time * itemsize))
-    return tuple(min(size, n_features - start) for start in range(0, n_features, size))
+    n_blocks = -(-n_features // size)
+    width = -(-n_features // n_blocks)
+    return tuple(min(width, n_features - start) for start in range(0, n_features, width))
 
 
 def clean_dask(signals: da.Array, plan: CleanPlan, confounds=None) -> da.Array:

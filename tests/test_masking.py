@@ -239,6 +239,22 @@ def test_masks_do_not_depend_on_the_scheduler(runs, scheduler):
     _same(ours, _ref(nmasking.compute_multi_epi_mask, paths))
 
 
+@pytest.mark.parametrize("shape", [(12, 9, 7), (1, 8, 6), (5, 2, 9), (6, 7)])
+@pytest.mark.parametrize("density", [0.3, 0.7, 0.95])
+def test_erosion_and_dilation_are_scipys(shape, density):
+    """The masks' morphology (shifted copies of the whole array) is scipy.ndimage's, voxel for voxel:
+    face neighbours, nothing outside the volume, any number of iterations, axes of length 1 or 2."""
+    from scipy import ndimage
+
+    from lazymask.masking._compute import binary_dilation, binary_erosion
+
+    mask = np.random.default_rng(len(shape) * 10 + int(density * 10)).random(shape) < density
+    for iterations in (1, 2, 4):
+        np.testing.assert_array_equal(binary_erosion(mask, iterations), ndimage.binary_erosion(mask, iterations=iterations))
+        np.testing.assert_array_equal(binary_dilation(mask, iterations), ndimage.binary_dilation(mask, iterations=iterations))
+    assert binary_erosion(mask, 1).dtype == bool and binary_erosion(mask, 1) is not mask
+
+
 @pytest.mark.parametrize("opening", [0, 1, 2, 3])
 @pytest.mark.parametrize("seed", range(6))
 def test_mask_morphology_on_the_bounding_box_is_the_whole_volumes(opening, seed):

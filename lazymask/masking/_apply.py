@@ -26,9 +26,11 @@ from lazymask.io import get_affine, image_dataarray
 from lazymask.masking._volumes import check_mask_matches, load_mask
 
 
-def fortran_voxel_index(mask: np.ndarray) -> np.ndarray:
-    """Positions, in the Fortran-flattened volume, of the mask's voxels in C order (nilearn's)."""
-    return np.ravel_multi_index(np.nonzero(mask), mask.shape, order="F")
+def fortran_voxel_index(mask: np.ndarray, nonzero: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
+    """Positions, in the Fortran-flattened volume, of the mask's voxels in C order (nilearn's).
+
+    ``nonzero``: ``np.nonzero(mask)`` when the caller has it already."""
+    return np.ravel_multi_index(np.nonzero(mask) if nonzero is None else nonzero, mask.shape, order="F")
 
 
 def output_dtype(dtype, input_dtype) -> np.dtype:
@@ -120,7 +122,8 @@ def apply_mask(imgs, mask_img, dtype="f", smoothing_fwhm=None, ensure_finite=Tru
     data = image.data if isinstance(image.data, da.Array) else da.from_array(image.data)
     data = data.rechunk({0: -1, 1: -1, 2: -1})
     out_dtype = output_dtype(dtype, data.dtype)
-    voxel_index = fortran_voxel_index(mask)
+    nonzero = np.nonzero(mask)
+    voxel_index = fortran_voxel_index(mask, nonzero)
     n_voxels = len(voxel_index)
     kwargs = dict(voxel_index=voxel_index, out_dtype=out_dtype, affine=get_affine(image), fwhm=fwhm,
                   ensure_finite=ensure_finite)
@@ -130,7 +133,7 @@ def apply_mask(imgs, mask_img, dtype="f", smoothing_fwhm=None, ensure_finite=Tru
     else:
         signals = da.blockwise(mask_block, "v", data, "ijk", new_axes={"v": n_voxels}, concatenate=False,
                                dtype=out_dtype, meta=np.empty((0,), dtype=out_dtype), **kwargs)
-    return _signals_dataarray(signals, mask, image)
+    return _signals_dataarray(signals, nonzero, image)
 
 
 def in_memory_signals(imgs, mask_img, columns, dtype="f", ensure_finite=True) -> xr.DataArray | None:
@@ -166,7 +169,8 @@ def in_memory_signals(imgs, mask_img, columns, dtype="f", ensure_finite=True) ->
         return None  # some chunk is still a task (to read, or on a cluster's workers)
     mask, mask_affine = load_mask(mask_img, "mask_img")
     check_mask_matches(mask, mask_affine, image, "imgs")
-    voxel_index = fortran_voxel_index(mask)
+    nonzero = np.nonzero(mask)
+    voxel_index = fortran_voxel_index(mask, nonzero)
     if callable(columns):  # chosen from the mask's size, once the run is known to be in memory
         columns = tuple(columns(len(voxel_index)))
     if sum(columns) != len(voxel_index):
@@ -182,7 +186,7 @@ def in_memory_signals(imgs, mask_img, columns, dtype="f", ensure_finite=True) ->
     layer = HighLevelGraph.from_collections(name, graph, dependencies=[data])
     signals = da.Array(layer, name, chunks=((data.shape[3],), tuple(int(c) for c in columns)), dtype=out_dtype,
                        meta=np.empty((0, 0), dtype=out_dtype))
-    return _signals_dataarray(signals, mask, image)
+    return _signals_dataarray(signals, nonzero, image)
 
 
 class _GatherLayer(MaterializedLayer):
@@ -247,8 +251,8 @@ def _gather_voxels(chunks: list[np.ndarray], voxel_index: np.ndarray, out_dtype,
     return _set_finite(out) if ensure_finite and chunks[0].dtype.kind in "fc" else out  # integers are finite
 
 
-def _signals_dataarray(signals: da.Array, mask: np.ndarray, image: xr.DataArray) -> xr.DataArray:
-    i, j, k = np.nonzero(mask)
+def _signals_dataarray(signals: da.Array, nonzero: tuple[np.ndarray, ...], image: xr.DataArray) -> xr.DataArray:
+    i, j, k = nonzero
     coords = {"i": ("voxel", i), "j": ("voxel", j), "k": ("voxel", k)}
     dims = ("voxel",)
     if signals.ndim == 2:

@@ -32,9 +32,9 @@ def run_masks(
     """
     images = [as_image(img, f"{name}[{index}]" if len(imgs) > 1 else name) for index, img in enumerate(imgs)]
     location = cache_location(memory)
-    keys = [
-        cache_key(function, image_identity(image), target_affine=_listed(target_affine),
-                  target_shape=target_shape, **params)
+    keys = [  # an image's identity may hash its values: only with a cache to look in
+        None if location is None else cache_key(function, image_identity(image), target_affine=_listed(target_affine),
+                                                target_shape=target_shape, **params)
         for image in images
     ]
     results = [load_entry(location, key) for key in keys]

@@ -99,6 +99,25 @@ def test_forward_reads_use_isal_and_a_jump_back_takes_checkpoints(gz_file, monke
     assert sum(produced) <= 3 * ((1 << 14) + 1000)
 
 
+def test_a_finished_pass_keeps_no_reader(gz_file):
+    """A stream stays cached between passes (16 per process) but holds no ISA-L reader -- whose
+    input buffer takes memory malloc kept resident -- once a pass has read to the end, or failed:
+    the next pass makes one, and reads the same bytes."""
+    stream = _gzip.GzipStream(gz_file)
+    assert stream._reader is None  # none until the first read
+    for _ in range(2):
+        out = bytearray(len(PAYLOAD))
+        stream.read_into(0, memoryview(out), to_end=True)
+        assert bytes(out) == PAYLOAD
+        assert stream._reader is None and stream.position == 0
+    with pytest.raises(CorruptImageError):
+        stream.read_into(len(PAYLOAD) - 10, memoryview(bytearray(100)))  # past the end
+    assert stream._reader is None
+    part = bytearray(1000)
+    stream.read_into(5000, memoryview(part))
+    assert bytes(part) == PAYLOAD[5000:6000] and stream._reader is not None  # within a pass: kept
+
+
 @pytest.mark.parametrize("reader", ["zlib", "isal"])
 def test_same_bytes_with_either_forward_decompressor(gz_file, monkeypatch, reader):
     monkeypatch.setattr(_gzip, "_READER", reader)

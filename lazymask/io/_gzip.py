@@ -157,7 +157,7 @@ class GzipStream:
         self._forward = zlib if _READER == "zlib" else isal_zlib  # until a read jumps back (then zlib)
         self._library = self._forward
         self._file = open_sequential(identity)  # kept open across reads of this process (ranged reads if remote)
-        self._restart()
+        self._restart(idle=True)
 
     def close(self) -> None:
         """Close the file (the stream is not used again)."""
@@ -174,27 +174,33 @@ class GzipStream:
         """
         self._turns.acquire(offset)
         try:
+            if self._idle:  # the last pass ended: a reader for this one (forward from the start)
+                self._reader, self._idle = self._isal_reader(), False
             self._seek(offset)
             self._fill(out)
             if to_end:
                 self._check_end()
         except LazymaskError:  # corrupt, changed or gone: said as it is
-            self._restart()
+            self._restart(idle=True)
             raise
         except _ERRORS as exc:
-            self._restart()
+            self._restart(idle=True)
             raise corrupt_stream(self.path, exc) from exc
         finally:
             self._turns.release()
 
     # -- positioning ----------------------------------------------------------------------------
-    def _restart(self, library=None) -> None:
+    def _restart(self, library=None, idle: bool = False) -> None:
+        """Back to the file's start. ``idle``: a pass is over; the reader is made at the next read
+        (a fresh ISA-L reader's input buffer took memory that malloc had kept resident: a cached
+        stream holding one kept ~10 MB, 16 of them 155 MB, growing an archive build's memory)."""
         library = library or self._forward
         self._file.seek(0)
         self._library = library
         # ISA-L reads through its gzip reader, which decompresses into the caller's buffer and checks
         # every member's CRC-32 and length; zlib through a decompressor object that can be copied.
-        self._reader = self._isal_reader() if library is isal_zlib else None
+        self._idle = idle and library is isal_zlib
+        self._reader = self._isal_reader() if library is isal_zlib and not self._idle else None
         self._decompressor = zlib.decompressobj(wbits=_GZIP_WBITS)
         self._pending = b""  # compressed bytes read from the file, not yet consumed (zlib)
         self.position = 0
@@ -301,7 +307,7 @@ class GzipStream:
                     self.position += got
             except EOFError:
                 raise self._missing_trailer() from None
-            self._restart()  # the pass is over: free the reader's input buffer, ready for the next
+            self._restart(idle=True)  # the pass is over: the reader and its input buffer freed
             return
         while self._produce(_STEP):
             pass

@@ -191,10 +191,11 @@ def check_intersection_threshold(threshold: float) -> None:
 
 
 def _few_values(values: np.ndarray) -> np.ndarray:
-    """``np.unique(values)`` when it holds at most 2 values, else at least 3 of them (sorted).
+    """``np.unique(values)``, without its sort when ``values`` hold at most 2 distinct values.
 
     A mask's check: its minimum and maximum, then whether anything else is there (3 passes, no
-    sort: 1 ms against np.unique's 4 ms for a 2 mm volume)."""
+    sort: 1 ms against np.unique's 4 ms for a 2 mm volume); only a non-binary mask is sorted,
+    for the error message that lists its values."""
     if values.size == 0:
         return np.unique(values)
     low, high = values.min(), values.max()
